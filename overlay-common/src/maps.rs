@@ -1,0 +1,178 @@
+//! Map names, capacities and the `#[repr(C)]` keys and values.
+
+/// Map names as the eBPF object declares them (the static's identifier).
+/// A userspace test asserts that every name here exists in the object.
+pub mod names {
+    /// host-side veth ifindex -> [`super::EndpointInfo`].
+    pub const ENDPOINTS: &str = "OVL_ENDPOINTS";
+    /// [`super::RouteKey`] -> [`super::RouteValue`].
+    pub const ROUTES: &str = "OVL_ROUTES";
+    /// [`super::PeerKey`] -> [`super::PeerValue`].
+    pub const PEERS: &str = "OVL_PEERS";
+    /// VNI -> [`super::NetworkInfo`].
+    pub const NETWORKS: &str = "OVL_NETWORKS";
+    /// LPM (prefix, IPv4 address) -> VNI of the network owning that subnet.
+    pub const SUBNETS: &str = "OVL_SUBNETS";
+    /// index 0 -> [`super::Config`].
+    pub const CONFIG: &str = "OVL_CONFIG";
+    /// [`crate::Counter`] index -> per-CPU [`crate::CounterValue`].
+    pub const COUNTERS: &str = "OVL_COUNTERS";
+
+    /// Every map, for pin management and the name check.
+    pub const ALL: [&str; 7] = [
+        ENDPOINTS, ROUTES, PEERS, NETWORKS, SUBNETS, CONFIG, COUNTERS,
+    ];
+}
+
+/// Capacities (max_entries). Sized for a large host; the control-plane
+/// benchmark programs up to 100k remote endpoints.
+pub mod capacity {
+    pub const ENDPOINTS: u32 = 4096;
+    pub const ROUTES: u32 = 131_072;
+    pub const PEERS: u32 = 65_536;
+    pub const NETWORKS: u32 = 4096;
+    pub const SUBNETS: u32 = 4096;
+}
+
+/// A container endpoint on this host, keyed by the ifindex of its host-side
+/// veth (where the endpoint program runs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// VXLAN network identifier of the endpoint's network (host order).
+    pub vni: u32,
+    /// Endpoint IPv4 address (network order).
+    pub ip: u32,
+    /// MAC of the container-side interface (eth0...).
+    pub mac: [u8; 6],
+    /// MAC of the host-side veth. ARP for the gateway is answered with it, so
+    /// frames to the gateway are addressed to the host and the kernel accepts
+    /// them on the gateway path.
+    pub host_mac: [u8; 6],
+    /// `ENDPOINT_FLAG_*` bits.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 24);
+
+/// Key of the routes map: a destination inside one network.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    /// Network (host order). Lookups always use the *source* endpoint's VNI,
+    /// which is what isolates networks.
+    pub vni: u32,
+    /// Destination IPv4 address (network order).
+    pub ip: u32,
+}
+const _: () = assert!(core::mem::size_of::<RouteKey>() == 8);
+
+/// The destination endpoint is on this host.
+pub const ROUTE_LOCAL: u8 = 1;
+/// The destination endpoint is behind a remote host's underlay address.
+pub const ROUTE_REMOTE: u8 = 2;
+
+/// Where a destination endpoint lives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteValue {
+    /// `ROUTE_LOCAL` or `ROUTE_REMOTE`.
+    pub kind: u8,
+    pub _pad0: u8,
+    /// The destination endpoint's MAC (inner destination MAC, ARP answer).
+    pub mac: [u8; 6],
+    /// Local: ifindex of the destination's host-side veth. Remote: 0.
+    pub ifindex: u32,
+    /// Remote: underlay IPv4 of the host that owns the endpoint (network
+    /// order). Local: 0.
+    pub remote_ip: u32,
+}
+const _: () = assert!(core::mem::size_of::<RouteValue>() == 16);
+
+/// Key of the peers map: a remote host and one VNI it may send us.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// Underlay IPv4 of the remote host (network order).
+    pub ip: u32,
+    /// VNI it may send (host order).
+    pub vni: u32,
+}
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 8);
+
+/// Value of the peers map (membership is what matters; flags reserved).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerValue {
+    /// Reserved, zero.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<PeerValue>() == 4);
+
+/// The network has no gateway path: traffic to outside its subnet is dropped.
+pub const NETWORK_FLAG_INTERNAL: u32 = 1;
+
+/// A network served on this host.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetworkInfo {
+    /// Subnet address (network order).
+    pub subnet: u32,
+    /// Subnet mask (network order).
+    pub mask: u32,
+    /// Gateway IPv4 (network order); 0 when the network has none.
+    pub gateway: u32,
+    /// `NETWORK_FLAG_*` bits.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<NetworkInfo>() == 16);
+
+/// Key of the LPM subnets map, laid out as the kernel's `bpf_lpm_trie_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubnetKey {
+    /// Prefix length in bits.
+    pub prefix_len: u32,
+    /// IPv4 address (network order).
+    pub ip: u32,
+}
+const _: () = assert!(core::mem::size_of::<SubnetKey>() == 8);
+
+/// `Config::flags`: the underlay is configured; encap and decap may run.
+pub const CONFIG_FLAG_READY: u32 = 1;
+
+/// Host-wide settings, the single entry of the config array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// This host's underlay IPv4 (network order): outer source address, and
+    /// the only outer destination the decap path accepts.
+    pub underlay_ip: u32,
+    /// ifindex of the underlay NIC (FIB lookups start from it).
+    pub underlay_ifindex: u32,
+    /// VXLAN UDP destination port (host order), normally 4789.
+    pub vxlan_port: u16,
+    /// Lowest outer UDP source port (host order), for flow entropy.
+    pub src_port_min: u16,
+    /// Highest outer UDP source port (host order).
+    pub src_port_max: u16,
+    pub _pad0: u16,
+    /// `CONFIG_FLAG_*` bits.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 20);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, contain only integers and
+    // byte arrays, and have explicit padding fields, so every bit pattern is
+    // valid and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::EndpointInfo {}
+    unsafe impl aya::Pod for super::RouteKey {}
+    unsafe impl aya::Pod for super::RouteValue {}
+    unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::PeerValue {}
+    unsafe impl aya::Pod for super::NetworkInfo {}
+    unsafe impl aya::Pod for super::SubnetKey {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for crate::CounterValue {}
+}

@@ -1,0 +1,190 @@
+//! VXLAN encapsulation (RFC 7348) on the TC path: grow the packet with
+//! `bpf_skb_adjust_room` and the ENCAP flags so GSO/TSO super-packets keep
+//! their offloads and get segmented as UDP tunnel packets, write the outer
+//! headers in one store, and let the kernel FIB pick the next hop.
+
+use core::mem;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{
+        BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, __sk_buff, bpf_adj_room_mode,
+        bpf_fib_lookup, bpf_redir_neigh,
+    },
+    helpers::{bpf_fib_lookup, bpf_get_hash_recalc, bpf_redirect, bpf_redirect_neigh},
+    programs::TcContext,
+};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr, vxlan::VxlanHdr};
+use overlay_common::{CONFIG_FLAG_READY, Config, DropReason, VXLAN_ENCAP_LEN, VXLAN_FLAG_I};
+
+use crate::{csum, maps::OVL_CONFIG, parse::{ETH_P_IP, IPPROTO_UDP}};
+
+const AF_INET: u8 = 2;
+const IP_DF: [u8; 2] = 0x4000u16.to_be_bytes();
+const OUTER_TTL: u8 = 64;
+
+/// Everything in front of the inner IPv4 header after encapsulation.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct VxlanEncapHdr {
+    outer_eth: EthHdr,
+    ip: Ipv4Hdr,
+    udp: UdpHdr,
+    vxlan: VxlanHdr,
+    inner_eth: EthHdr,
+}
+const _: () = assert!(mem::size_of::<VxlanEncapHdr>() == 64);
+const _: () = assert!(mem::size_of::<VxlanEncapHdr>() - 14 == VXLAN_ENCAP_LEN as usize);
+
+/// The host config, or `NotReady` until the underlay is attached.
+#[inline(always)]
+pub fn config() -> Result<Config, DropReason> {
+    match OVL_CONFIG.get(0) {
+        Some(cfg) if cfg.flags & CONFIG_FLAG_READY != 0 => Ok(*cfg),
+        _ => Err(DropReason::NotReady),
+    }
+}
+
+/// Outer UDP source port from the inner flow hash, spread over the
+/// configured range the way the kernel's `udp_flow_src_port` does.
+#[inline(always)]
+fn source_port(hash: u32, cfg: &Config) -> u16 {
+    let min = u32::from(cfg.src_port_min);
+    let max = u32::from(cfg.src_port_max);
+    if max <= min {
+        return cfg.src_port_min;
+    }
+    (((u64::from(hash) * u64::from(max - min)) >> 32) as u32 + min) as u16
+}
+
+/// Encapsulates the frame in `ctx` (whose Ethernet header is `inner_eth`)
+/// for endpoint MAC `dst_mac` in `vni` behind underlay address `remote_ip`,
+/// and redirects it out of the underlay. Returns the TC action.
+#[inline(always)]
+pub fn encapsulate(
+    ctx: &TcContext,
+    inner_eth: &EthHdr,
+    vni: u32,
+    dst_mac: [u8; 6],
+    remote_ip: u32,
+) -> Result<i32, DropReason> {
+    let cfg = config()?;
+    let skb = ctx.as_ptr().cast::<__sk_buff>();
+
+    // Resolve the next hop before touching the packet, so a failure drops
+    // an unmodified frame.
+    // SAFETY: all-zero is a valid bpf_fib_lookup.
+    let mut fib: bpf_fib_lookup = unsafe { mem::zeroed() };
+    fib.family = AF_INET;
+    fib.l4_protocol = IPPROTO_UDP;
+    fib.ifindex = cfg.underlay_ifindex;
+    fib.__bindgen_anon_3.ipv4_src = cfg.underlay_ip;
+    fib.__bindgen_anon_4.ipv4_dst = remote_ip;
+    // SAFETY: fib is a valid, writable bpf_fib_lookup of the given size.
+    let fib_rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            &raw mut fib,
+            mem::size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_OUTPUT,
+        )
+    };
+    let fib_rc = fib_rc as u32;
+    if fib_rc != BPF_FIB_LKUP_RET_SUCCESS && fib_rc != BPF_FIB_LKUP_RET_NO_NEIGH {
+        return Err(DropReason::FibFailed);
+    }
+
+    // SAFETY: plain helper call on our skb.
+    let hash = unsafe { bpf_get_hash_recalc(skb) };
+    let sport = source_port(hash, &cfg);
+
+    let flags = u64::from(BPF_F_ADJ_ROOM_FIXED_GSO)
+        | u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)
+        | u64::from(BPF_F_ADJ_ROOM_ENCAP_L4_UDP)
+        | u64::from(BPF_F_ADJ_ROOM_ENCAP_L2_ETH)
+        | ((mem::size_of::<EthHdr>() as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
+    ctx.adjust_room(
+        VXLAN_ENCAP_LEN as i32,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC,
+        flags,
+    )
+    .map_err(|_| DropReason::HelperFailed)?;
+
+    // Outer lengths are those of this skb; for a GSO super-packet the kernel
+    // rewrites them per segment, so clamp rather than fail.
+    let outer_ip_len = ctx.len().saturating_sub(mem::size_of::<EthHdr>() as u32);
+    let ip_len = if outer_ip_len > 0xffff { 0xffff } else { outer_ip_len as u16 };
+    let udp_len = ip_len.saturating_sub(mem::size_of::<Ipv4Hdr>() as u16);
+
+    // SAFETY: the fib union holds MACs after a lookup (zero on NO_NEIGH,
+    // where bpf_redirect_neigh fills them in).
+    let macs = unsafe { fib.__bindgen_anon_6.__bindgen_anon_2 };
+    let mut hdr = VxlanEncapHdr {
+        outer_eth: EthHdr {
+            dst_addr: macs.dmac,
+            src_addr: macs.smac,
+            ether_type: ETH_P_IP,
+        },
+        ip: Ipv4Hdr {
+            vihl: 0x45,
+            tos: 0,
+            tot_len: ip_len.to_be_bytes(),
+            id: [0, 0],
+            frags: IP_DF,
+            ttl: OUTER_TTL,
+            proto: IPPROTO_UDP,
+            check: [0, 0],
+            src_addr: cfg.underlay_ip.to_ne_bytes(),
+            dst_addr: remote_ip.to_ne_bytes(),
+        },
+        udp: UdpHdr {
+            src: sport.to_be_bytes(),
+            dst: cfg.vxlan_port.to_be_bytes(),
+            len: udp_len.to_be_bytes(),
+            // Zero UDP checksum is allowed for VXLAN over IPv4 (RFC 7348).
+            check: [0, 0],
+        },
+        vxlan: VxlanHdr {
+            flags: VXLAN_FLAG_I,
+            _reserved1: [0; 3],
+            vni: vni_bytes(vni),
+            _reserved2: 0,
+        },
+        inner_eth: EthHdr {
+            dst_addr: dst_mac,
+            src_addr: inner_eth.src_addr,
+            ether_type: inner_eth.ether_type,
+        },
+    };
+    hdr.ip.check = csum::ipv4_header(&hdr.ip);
+    ctx.store(0, &hdr, 0).map_err(|_| DropReason::HelperFailed)?;
+
+    // SAFETY: plain helper calls; the redirect happens after we return.
+    let action = unsafe {
+        if fib_rc == BPF_FIB_LKUP_RET_SUCCESS {
+            bpf_redirect(fib.ifindex, 0)
+        } else {
+            // No neighbour entry yet: let the kernel resolve it (and queue
+            // the packet meanwhile) towards the next hop the FIB chose.
+            let mut nh: bpf_redir_neigh = mem::zeroed();
+            nh.nh_family = u32::from(AF_INET);
+            nh.__bindgen_anon_1.ipv4_nh = fib.__bindgen_anon_4.ipv4_dst;
+            bpf_redirect_neigh(
+                fib.ifindex,
+                &raw mut nh,
+                mem::size_of::<bpf_redir_neigh>() as i32,
+                0,
+            )
+        }
+    };
+    Ok(action as i32)
+}
+
+/// 24-bit VNI in network order.
+#[inline(always)]
+pub fn vni_bytes(vni: u32) -> [u8; 3] {
+    let b = vni.to_be_bytes();
+    [b[1], b[2], b[3]]
+}

@@ -1,0 +1,125 @@
+//! Attach point: tcx ingress of each endpoint's host-side veth. Sees every
+//! frame the container sends (its egress), with the Ethernet header at
+//! offset 0. `skb->ifindex` is the host-side veth, the key of the endpoint.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
+    helpers::bpf_redirect_peer,
+    macros::classifier,
+    maps::lpm_trie::Key,
+    programs::TcContext,
+    EbpfContext,
+};
+use network_types::ip::Ipv4Hdr;
+use overlay_common::{
+    Counter, DropReason, EndpointInfo, NETWORK_FLAG_INTERNAL, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey,
+};
+
+use crate::{
+    arp,
+    counters::{count, count_drop},
+    encap,
+    maps::{OVL_ENDPOINTS, OVL_NETWORKS, OVL_ROUTES, OVL_SUBNETS},
+    parse::{ETH_P_ARP, ETH_P_IP, addr, ipv4_header_len, load_eth, ptr_at},
+};
+
+/// Ethernet + minimal IPv4, and Ethernet + ARP: what must be linear.
+const IPV4_MIN: u32 = 14 + 20;
+const ARP_LEN: u32 = 14 + 28;
+
+#[classifier]
+pub fn endpoint_ingress(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    match try_endpoint_ingress(&ctx) {
+        Ok((action, outcome)) => {
+            count(outcome, len);
+            action
+        }
+        Err(reason) => {
+            count_drop(reason, len);
+            TC_ACT_SHOT as i32
+        }
+    }
+}
+
+fn try_endpoint_ingress(ctx: &TcContext) -> Result<(i32, Counter), DropReason> {
+    // SAFETY: ctx wraps the program's valid __sk_buff.
+    let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
+    // SAFETY: copied out at once.
+    let ep = match unsafe { OVL_ENDPOINTS.get(&ifindex) } {
+        Some(ep) => *ep,
+        None => return Err(DropReason::UnknownEndpoint),
+    };
+
+    // Headers of locally generated packets are normally linear already; pull
+    // when they are not so direct packet access can see them.
+    let want = if ctx.len() >= ARP_LEN { ARP_LEN } else { IPV4_MIN };
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        ctx.pull_data(want).map_err(|_| DropReason::Malformed)?;
+    }
+    let eth = load_eth(ctx.data(), ctx.data_end()).map_err(|()| DropReason::Malformed)?;
+    if eth.ether_type == ETH_P_ARP {
+        let action = arp::answer(ctx, &ep, ifindex)?;
+        return Ok((action, Counter::ArpReply));
+    }
+    if eth.ether_type != ETH_P_IP {
+        return Err(DropReason::UnsupportedProtocol);
+    }
+
+    let ip: *const Ipv4Hdr =
+        ptr_at(ctx.data(), ctx.data_end(), 14).map_err(|()| DropReason::Malformed)?;
+    // SAFETY: bounds checked by ptr_at.
+    let ip = unsafe { *ip };
+    let header_len = ipv4_header_len(&ip).ok_or(DropReason::Malformed)?;
+    let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
+    if total_len < header_len || total_len > ctx.len() as usize - 14 {
+        return Err(DropReason::Malformed);
+    }
+    if eth.src_addr != ep.mac || addr(ip.src_addr) != ep.ip {
+        return Err(DropReason::Spoofed);
+    }
+    let dst = addr(ip.dst_addr);
+
+    let key = RouteKey { vni: ep.vni, ip: dst };
+    // SAFETY: copied out at once.
+    if let Some(route) = unsafe { OVL_ROUTES.get(&key) }.copied() {
+        if route.kind == ROUTE_LOCAL {
+            // Same host, same network: straight into the destination's
+            // namespace, skipping the host stack and the veth backlog.
+            ctx.store(0, &route.mac, 0).map_err(|_| DropReason::HelperFailed)?;
+            // SAFETY: plain helper call.
+            let action = unsafe { bpf_redirect_peer(route.ifindex, 0) };
+            return Ok((action as i32, Counter::ForwardLocal));
+        }
+        if route.kind == ROUTE_REMOTE {
+            let action = encap::encapsulate(ctx, &eth, ep.vni, route.mac, route.remote_ip)?;
+            return Ok((action, Counter::Encap));
+        }
+    }
+    gateway_path(&ep, dst)
+}
+
+/// A destination that is not an endpoint of the sender's network.
+#[inline(always)]
+fn gateway_path(ep: &EndpointInfo, dst: u32) -> Result<(i32, Counter), DropReason> {
+    // SAFETY: copied out at once.
+    let net = match unsafe { OVL_NETWORKS.get(&ep.vni) } {
+        Some(net) => *net,
+        None => return Err(DropReason::NoRoute),
+    };
+    if net.gateway != 0 && dst == net.gateway {
+        return Ok((TC_ACT_OK as i32, Counter::ToHost));
+    }
+    if dst & net.mask == net.subnet {
+        return Err(DropReason::NoRoute);
+    }
+    // Inside some other network's subnet: that is the isolation boundary,
+    // never handed to the host stack to route across.
+    if OVL_SUBNETS.get(&Key::new(32, dst)).is_some() {
+        return Err(DropReason::Isolation);
+    }
+    if net.flags & NETWORK_FLAG_INTERNAL != 0 {
+        return Err(DropReason::Internal);
+    }
+    Ok((TC_ACT_OK as i32, Counter::ToHost))
+}

@@ -1,0 +1,44 @@
+//! Every map of the dataplane. All are pinned by name, so the userspace agent
+//! can reopen them after a restart and forwarding never depends on it running.
+//! Names, layouts and capacities come from `overlay_common`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+};
+use overlay_common::{
+    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, NetworkInfo, PeerKey, PeerValue, RouteKey,
+    RouteValue, capacity,
+};
+
+/// host-side veth ifindex -> local endpoint. Written by userspace on connect.
+#[map]
+pub static OVL_ENDPOINTS: HashMap<u32, EndpointInfo> =
+    HashMap::pinned(capacity::ENDPOINTS, 0);
+
+/// (VNI, IPv4) -> local or remote endpoint. Written by userspace for every
+/// endpoint of every network this host serves.
+#[map]
+pub static OVL_ROUTES: HashMap<RouteKey, RouteValue> = HashMap::pinned(capacity::ROUTES, 0);
+
+/// (remote underlay IPv4, VNI) -> allowed. Written by userspace per peer host.
+#[map]
+pub static OVL_PEERS: HashMap<PeerKey, PeerValue> = HashMap::pinned(capacity::PEERS, 0);
+
+/// VNI -> network (subnet, gateway, flags). Written by userspace.
+#[map]
+pub static OVL_NETWORKS: HashMap<u32, NetworkInfo> = HashMap::pinned(capacity::NETWORKS, 0);
+
+/// Longest-prefix IPv4 -> VNI of the network whose subnet holds it. Written by
+/// userspace with each network; tells isolation drops from gateway traffic.
+#[map]
+pub static OVL_SUBNETS: LpmTrie<u32, u32> = LpmTrie::pinned(capacity::SUBNETS, 0);
+
+/// 0 -> host config (underlay address, NIC, VXLAN port). Written by userspace
+/// when the host attaches to its underlay.
+#[map]
+pub static OVL_CONFIG: Array<Config> = Array::pinned(1, 0);
+
+/// counter slot -> per-CPU packets/bytes. Written by the programs only.
+#[map]
+pub static OVL_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::pinned(COUNTER_SLOTS, 0);

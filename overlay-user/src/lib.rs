@@ -1,0 +1,19 @@
+//! Userspace side of the overlay dataplane: load and pin the kernel programs,
+//! attach them, and program networks, endpoints and peers through a typed,
+//! validating [`Dataplane`].
+
+pub mod bpffs;
+pub mod dataplane;
+pub mod error;
+pub mod mac;
+pub mod netns;
+
+pub use dataplane::{
+    AttachedMode, Counters, Dataplane, DecapMode, LocalEndpoint, Network, RemoteEndpoint,
+    Underlay,
+};
+pub use error::DataplaneError;
+pub use mac::MacAddr;
+
+/// Default directory for pinned maps and links.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/overlay";

@@ -1,0 +1,232 @@
+//! Network namespaces and interfaces: RAII guards for namespaces and links,
+//! running code or commands inside a namespace, interface lookups that are
+//! namespace-aware (ioctls on a socket opened in the caller's namespace).
+
+use std::{
+    ffi::CString,
+    fs::File,
+    io,
+    os::fd::AsRawFd,
+    process::{Command, Output},
+    thread,
+};
+
+use crate::MacAddr;
+
+/// Failure of a namespace or interface operation, with the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("`{cmd}` failed: {stderr}")]
+    Command { cmd: String, stderr: String },
+    #[error("running `{cmd}`")]
+    Spawn {
+        cmd: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op} {name}")]
+    Io {
+        op: &'static str,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Runs `program args...`, failing with its stderr when it exits non-zero.
+pub fn run(program: &str, args: &[&str]) -> Result<Output, NetnsError> {
+    let cmd = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| NetnsError::Spawn {
+            cmd: cmd.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(NetnsError::Command {
+            cmd,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// `ip args...`
+pub fn ip(args: &[&str]) -> Result<Output, NetnsError> {
+    run("ip", args)
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Creates `name` with loopback up.
+    pub fn new(name: &str) -> Result<Self, NetnsError> {
+        ip(&["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_owned(),
+        };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`).
+    pub fn exec(&self, argv: &[&str]) -> Result<Output, NetnsError> {
+        let mut args = vec!["netns", "exec", &self.name];
+        args.extend_from_slice(argv);
+        ip(&args)
+    }
+
+    /// `ip netns exec NAME` as a [`Command`], for long-running processes.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
+    /// Runs `f` on a thread that has entered this namespace. Kernel objects
+    /// that resolve interfaces by index (tcx/XDP links, ioctls) see this
+    /// namespace's interfaces there.
+    pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T, NetnsError> {
+        let path = format!("/run/netns/{}", self.name);
+        let file = File::open(&path).map_err(|source| NetnsError::Io {
+            op: "open",
+            name: path.clone(),
+            source,
+        })?;
+        thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: setns on a valid netns fd affects only this thread.
+                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(NetnsError::Io {
+                        op: "setns",
+                        name: self.name.clone(),
+                        source: io::Error::last_os_error(),
+                    });
+                }
+                Ok(f())
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// ifindex of `ifname` inside this namespace.
+    pub fn ifindex(&self, ifname: &str) -> Result<u32, NetnsError> {
+        self.run(|| ifindex(ifname))?
+    }
+
+    /// MAC of `ifname` inside this namespace.
+    pub fn mac(&self, ifname: &str) -> Result<MacAddr, NetnsError> {
+        self.run(|| mac(ifname))?
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys its veth ends (and their peers).
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// ifindex of `ifname` in the calling thread's namespace.
+pub fn ifindex(ifname: &str) -> Result<u32, NetnsError> {
+    let c = CString::new(ifname).map_err(|e| NetnsError::Io {
+        op: "interface name",
+        name: ifname.to_owned(),
+        source: io::Error::other(e),
+    })?;
+    // SAFETY: valid NUL-terminated name.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(NetnsError::Io {
+            op: "no such interface",
+            name: ifname.to_owned(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(idx)
+}
+
+/// MAC of `ifname` in the calling thread's namespace (SIOCGIFHWADDR).
+pub fn mac(ifname: &str) -> Result<MacAddr, NetnsError> {
+    let err = |op, source| NetnsError::Io {
+        op,
+        name: ifname.to_owned(),
+        source,
+    };
+    if ifname.len() >= libc::IFNAMSIZ {
+        return Err(err("interface name too long", io::Error::other("IFNAMSIZ")));
+    }
+    // SAFETY: plain socket(2); closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err("socket for", io::Error::last_os_error()));
+    }
+    // SAFETY: zeroed ifreq is valid; the name fits (checked above).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: fd is a socket, req a valid ifreq.
+    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &raw mut req) };
+    let io_err = io::Error::last_os_error();
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(err("SIOCGIFHWADDR", io_err));
+    }
+    // SAFETY: SIOCGIFHWADDR filled ifru_hwaddr.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut out = [0u8; 6];
+    for (o, d) in out.iter_mut().zip(data.iter()) {
+        *o = *d as u8;
+    }
+    Ok(MacAddr(out))
+}
+
+/// A name unique to this process and call: `prefix` + pid + counter, kept
+/// within the 15 bytes an interface name allows.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{:x}{n:x}", std::process::id() & 0xffff);
+    name.chars().take(15).collect()
+}
+
+/// Name of interface `ifindex` in the calling thread's namespace.
+pub fn ifname(ifindex: u32) -> Result<String, NetnsError> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return Err(NetnsError::Io {
+            op: "no interface with index",
+            name: ifindex.to_string(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
+}
+
+/// Turns on IPv4 forwarding for one interface in the calling thread's
+/// namespace (`/proc/sys/net` follows the thread's namespace).
+pub fn enable_ipv4_forwarding(ifname: &str) -> Result<(), NetnsError> {
+    let path = format!("/proc/sys/net/ipv4/conf/{ifname}/forwarding");
+    std::fs::write(&path, "1").map_err(|source| NetnsError::Io {
+        op: "write",
+        name: path,
+        source,
+    })
+}

@@ -1,0 +1,1 @@
+//! Topologies: filled in by the integration tests step.
