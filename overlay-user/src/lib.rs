@@ -7,6 +7,7 @@ pub mod dataplane;
 pub mod error;
 pub mod mac;
 pub mod netns;
+pub mod sim;
 
 pub use dataplane::{
     AttachedMode, Counters, Dataplane, DecapMode, LocalEndpoint, Network, RemoteEndpoint,

@@ -230,3 +230,60 @@ pub fn enable_ipv4_forwarding(ifname: &str) -> Result<(), NetnsError> {
         source,
     })
 }
+
+/// Turns GRO on for `ifname` in the calling thread's namespace. A veth
+/// only accepts XDP-redirected frames when its peer has GRO on or runs an
+/// XDP program, so container ends get GRO.
+pub fn enable_gro(ifname: &str) -> Result<(), NetnsError> {
+    const ETHTOOL_SGRO: u32 = 0x2c;
+    ethtool_set(ifname, ETHTOOL_SGRO, 1)
+}
+
+/// Turns TX checksum offload off for `ifname` (calling thread's namespace),
+/// which also turns off TSO: the kernel then completes checksums and
+/// segments before the frame leaves, as NIC hardware does on a real wire.
+/// A veth underlay otherwise hands checksum-partial super-packets to the
+/// next namespace, which XDP (no skb metadata) cannot carry.
+pub fn disable_tx_checksum_offload(ifname: &str) -> Result<(), NetnsError> {
+    const ETHTOOL_STXCSUM: u32 = 0x17;
+    ethtool_set(ifname, ETHTOOL_STXCSUM, 0)
+}
+
+/// One `struct ethtool_value` set command (SIOCETHTOOL).
+fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> Result<(), NetnsError> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let err = |op, source| NetnsError::Io {
+        op,
+        name: ifname.to_owned(),
+        source,
+    };
+    if ifname.len() >= libc::IFNAMSIZ {
+        return Err(err("interface name too long", io::Error::other("IFNAMSIZ")));
+    }
+    let mut value = EthtoolValue { cmd, data };
+    // SAFETY: plain socket(2); closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err("socket for", io::Error::last_os_error()));
+    }
+    // SAFETY: zeroed ifreq is valid; the name fits (checked above).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&raw mut value).cast();
+    // SAFETY: fd is a socket; req points at a live ethtool_value.
+    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &raw mut req) };
+    let io_err = io::Error::last_os_error();
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(err("SIOCETHTOOL", io_err));
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Simulated hosts and containers in network namespaces: the topology the
+//! demo, the integration tests and the benchmarks run on.
+//!
+//! Every host is a namespace whose `eth0` sits on a shared underlay (a veth
+//! pair for two hosts, MTU 1500) and has its own [`Dataplane`] pinned under
+//! its own directory. Every container is a namespace with one veth per
+//! network (`eth0`, `eth1`, ...), MTU 1450. Everything is removed on drop.
+//!
+//! A veth "wire" differs from a real one: it hands the next namespace
+//! checksum-partial GSO super-packets. TC decap keeps that skb state intact,
+//! so TC labs leave the offloads on. XDP sees no skb metadata, so XDP labs
+//! turn TX checksum offload off on the host ends, and the sending kernel
+//! completes checksums and segments in software as NIC hardware would.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+};
+
+use ipnet::Ipv4Net;
+
+use crate::{
+    Dataplane, DataplaneError, DecapMode, LocalEndpoint, MacAddr, Network, RemoteEndpoint,
+    Underlay,
+    dataplane::AttachedMode,
+    netns::{self, NetNs, NetnsError},
+};
+
+/// Failure while building a simulated topology.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The underlay subnet the simulated hosts share.
+pub const UNDERLAY_PREFIX: &str = "10.100.0";
+/// Container interface MTU: underlay 1500 minus VXLAN overhead.
+pub const CONTAINER_MTU: u32 = overlay_common::DEFAULT_OVERLAY_MTU;
+
+/// One simulated host running this dataplane.
+pub struct Host {
+    pub ns: NetNs,
+    pub underlay_ip: Ipv4Addr,
+    pub dataplane: Dataplane,
+    pub decap: AttachedMode,
+    pin_dir: PathBuf,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = Dataplane::destroy(&self.pin_dir);
+    }
+}
+
+/// One interface of a container.
+#[derive(Clone, Debug)]
+pub struct Attachment {
+    pub vni: u32,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// Name inside the container (`eth0`, ...).
+    pub ifname: String,
+    /// Host-side veth name and index (in the host namespace).
+    pub host_ifname: String,
+    pub host_ifindex: u32,
+}
+
+/// A simulated container.
+pub struct Container {
+    pub ns: NetNs,
+    pub host: usize,
+    pub attachments: Vec<Attachment>,
+}
+
+impl Container {
+    /// Address on network `vni`.
+    pub fn ip_on(&self, vni: u32) -> Option<Ipv4Addr> {
+        self.attachments.iter().find(|a| a.vni == vni).map(|a| a.ip)
+    }
+}
+
+/// Hosts, networks and containers. Drop order: containers, then hosts.
+pub struct Lab {
+    pub containers: Vec<Container>,
+    pub hosts: Vec<Host>,
+    pub networks: Vec<Network>,
+    tag: String,
+}
+
+fn sh(ns: &NetNs, cmd: &str) -> Result<(), NetnsError> {
+    let argv: Vec<&str> = cmd.split_whitespace().collect();
+    ns.exec(&argv).map(drop)
+}
+
+impl Lab {
+    /// Two hosts on one veth underlay, each running this dataplane with
+    /// decap `mode`.
+    pub fn two_hosts(mode: DecapMode) -> Result<Self, SimError> {
+        let tag = netns::unique_name("ovl");
+        let mut lab = Self {
+            containers: Vec::new(),
+            hosts: Vec::new(),
+            networks: Vec::new(),
+            tag: tag.clone(),
+        };
+        let a = NetNs::new(&format!("{tag}-h1"))?;
+        let b = NetNs::new(&format!("{tag}-h2"))?;
+        netns::ip(&[
+            "link", "add", "name", &format!("{tag}u"), "netns", a.name(), "type", "veth", "peer",
+            "name", &format!("{tag}v"), "netns", b.name(),
+        ])?;
+        for (i, ns) in [a, b].into_iter().enumerate() {
+            let side = if i == 0 { "u" } else { "v" };
+            let ip = Ipv4Addr::new(10, 100, 0, i as u8 + 1);
+            sh(&ns, &format!("ip link set {tag}{side} name eth0"))?;
+            sh(&ns, &format!("ip addr add {ip}/24 dev eth0"))?;
+            sh(&ns, "ip link set eth0 up")?;
+            sh(&ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1")?;
+            if mode != DecapMode::Tc {
+                ns.run(|| netns::disable_tx_checksum_offload("eth0"))??;
+            }
+            lab.hosts.push(Self::start_host(ns, ip, mode, &tag, i)?);
+        }
+        Ok(lab)
+    }
+
+    fn start_host(
+        ns: NetNs,
+        underlay_ip: Ipv4Addr,
+        mode: DecapMode,
+        tag: &str,
+        i: usize,
+    ) -> Result<Host, SimError> {
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}-h{}", i + 1));
+        let mut dataplane = Dataplane::load(&pin_dir)?;
+        let nic = ns.ifindex("eth0")?;
+        dataplane.set_underlay(&Underlay::new(nic, underlay_ip))?;
+        let decap = ns.run(|| dataplane.attach_underlay(nic, mode))??;
+        Ok(Host {
+            ns,
+            underlay_ip,
+            dataplane,
+            decap,
+            pin_dir,
+        })
+    }
+
+    /// Adds a network on every host and lets every host send it to every
+    /// other.
+    pub fn add_network(&mut self, vni: u32, subnet: &str) -> Result<Network, SimError> {
+        let subnet: Ipv4Net = subnet
+            .parse()
+            .map_err(|e| SimError::Invalid(format!("subnet {subnet}: {e}")))?;
+        let gateway = subnet.hosts().next();
+        let net = Network {
+            vni,
+            subnet,
+            gateway,
+            internal: false,
+        };
+        let ips: Vec<Ipv4Addr> = self.hosts.iter().map(|h| h.underlay_ip).collect();
+        for host in &mut self.hosts {
+            host.dataplane.add_network(&net)?;
+            for peer in ips.iter().filter(|ip| **ip != host.underlay_ip) {
+                host.dataplane.add_peer(*peer, vni)?;
+            }
+        }
+        self.networks.push(net);
+        Ok(net)
+    }
+
+    /// A container on host `host` with one interface per `(vni, ip)`; the
+    /// first network gets the default route.
+    pub fn add_container(
+        &mut self,
+        host: usize,
+        name: &str,
+        nets: &[(u32, Ipv4Addr)],
+    ) -> Result<usize, SimError> {
+        let ns = NetNs::new(&format!("{}-{name}", self.tag))?;
+        sh(&ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1")?;
+        let mut attachments = Vec::new();
+        for (n, (vni, ip)) in nets.iter().enumerate() {
+            let net = *self
+                .networks
+                .iter()
+                .find(|net| net.vni == *vni)
+                .ok_or_else(|| SimError::Invalid(format!("unknown network {vni}")))?;
+            let ifname = format!("eth{n}");
+            let host_ifname = netns::unique_name("vh");
+            let h = &self.hosts[host];
+            sh(
+                &h.ns,
+                &format!(
+                    "ip link add {host_ifname} mtu {CONTAINER_MTU} type veth peer name {ifname} netns {} mtu {CONTAINER_MTU}",
+                    ns.name()
+                ),
+            )?;
+            sh(&h.ns, &format!("ip link set {host_ifname} up"))?;
+            let mac = MacAddr::from_ipv4(*ip);
+            sh(&ns, &format!("ip link set {ifname} address {mac}"))?;
+            sh(&ns, &format!("ip addr add {ip}/{} dev {ifname}", net.subnet.prefix_len()))?;
+            sh(&ns, &format!("ip link set {ifname} up"))?;
+            ns.run(|| netns::enable_gro(&ifname))??;
+            if n == 0
+                && let Some(gw) = net.gateway
+            {
+                sh(&ns, &format!("ip route add default via {gw} dev {ifname}"))?;
+            }
+            let host_ifindex = h.ns.ifindex(&host_ifname)?;
+            let host_mac = h.ns.mac(&host_ifname)?;
+            attachments.push(Attachment {
+                vni: *vni,
+                ip: *ip,
+                mac,
+                ifname,
+                host_ifname,
+                host_ifindex,
+            });
+            self.program_endpoint(host, attachments.last().expect("just pushed"), host_mac)?;
+        }
+        self.containers.push(Container {
+            ns,
+            host,
+            attachments,
+        });
+        Ok(self.containers.len() - 1)
+    }
+
+    fn program_endpoint(
+        &mut self,
+        host: usize,
+        att: &Attachment,
+        host_mac: MacAddr,
+    ) -> Result<(), SimError> {
+        let owner_ip = self.hosts[host].underlay_ip;
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            if i == host {
+                h.dataplane.add_local_endpoint(&LocalEndpoint {
+                    vni: att.vni,
+                    ip: att.ip,
+                    mac: att.mac,
+                    host_ifindex: att.host_ifindex,
+                    host_mac,
+                })?;
+                let dp = &mut h.dataplane;
+                h.ns.run(|| dp.attach_endpoint(att.host_ifindex))??;
+            } else {
+                h.dataplane.add_remote_endpoint(&RemoteEndpoint {
+                    vni: att.vni,
+                    ip: att.ip,
+                    mac: att.mac,
+                    host: owner_ip,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a command in container `c`.
+    pub fn exec(&self, c: usize, argv: &[&str]) -> Result<std::process::Output, NetnsError> {
+        self.containers[c].ns.exec(argv)
+    }
+
+    /// True when `count` pings from container `from` to `to` all succeed.
+    pub fn ping(&self, from: usize, to: Ipv4Addr, count: u32) -> bool {
+        self.exec(
+            from,
+            &["ping", "-q", "-c", &count.to_string(), "-i", "0.05", "-W", "1", &to.to_string()],
+        )
+        .is_ok()
+    }
+
+    /// True when a single ping gets no answer within `wait_s` seconds.
+    pub fn ping_fails(&self, from: usize, to: Ipv4Addr, wait_s: u32) -> bool {
+        self.exec(from, &["ping", "-q", "-c", "1", "-W", &wait_s.to_string(), &to.to_string()])
+            .is_err()
+    }
+}

@@ -1,0 +1,26 @@
+//! Builds the two-host lab and keeps it until stdin closes, for poking at
+//! by hand: `cargo run -p overlay-tests --example lab -- [xdp|tc]`.
+
+use std::{io::Read, net::Ipv4Addr};
+
+use overlay_user::{DecapMode, sim::Lab};
+
+fn main() {
+    let mode = match std::env::args().nth(1).as_deref() {
+        Some("tc") => DecapMode::Tc,
+        Some("xdp-generic") => DecapMode::XdpGeneric,
+        _ => DecapMode::Xdp,
+    };
+    let mut lab = Lab::two_hosts(mode).expect("lab");
+    lab.add_network(100, "10.10.0.0/24").expect("net");
+    let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
+    lab.add_container(0, "a1", &[(100, ip("10.10.0.2"))]).expect("a1");
+    lab.add_container(1, "b1", &[(100, ip("10.10.0.4"))]).expect("b1");
+    for h in &lab.hosts {
+        println!("host {} decap {} pins {}", h.ns.name(), h.decap, h.dataplane.pin_dir().display());
+    }
+    for c in &lab.containers {
+        println!("container {}", c.ns.name());
+    }
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+}
