@@ -42,18 +42,40 @@ pub const UNDERLAY_PREFIX: &str = "10.100.0";
 /// Container interface MTU: underlay 1500 minus VXLAN overhead.
 pub const CONTAINER_MTU: u32 = overlay_common::DEFAULT_OVERLAY_MTU;
 
-/// One simulated host running this dataplane.
+/// How a simulated host forwards overlay traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    /// This project's dataplane with the given decap mode.
+    Ebpf(DecapMode),
+    /// The kernel's own path, the way Docker's overlay driver builds it: per
+    /// network a vxlan device (`nolearning proxy`) enslaved to a bridge,
+    /// static FDB and neighbour entries for remote endpoints.
+    Kernel,
+}
+
+/// One simulated host.
 pub struct Host {
     pub ns: NetNs,
     pub underlay_ip: Ipv4Addr,
-    pub dataplane: Dataplane,
-    pub decap: AttachedMode,
-    pin_dir: PathBuf,
+    pub kind: HostKind,
+    /// Present on [`HostKind::Ebpf`] hosts.
+    pub dataplane: Option<Dataplane>,
+    pub decap: Option<AttachedMode>,
+    pin_dir: Option<PathBuf>,
+}
+
+impl Host {
+    /// The dataplane of an eBPF host.
+    pub fn dp(&self) -> &Dataplane {
+        self.dataplane.as_ref().expect("not an eBPF host")
+    }
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = Dataplane::destroy(&self.pin_dir);
+        if let Some(pin_dir) = &self.pin_dir {
+            let _ = Dataplane::destroy(pin_dir);
+        }
     }
 }
 
@@ -101,6 +123,15 @@ impl Lab {
     /// Two hosts on one veth underlay, each running this dataplane with
     /// decap `mode`.
     pub fn two_hosts(mode: DecapMode) -> Result<Self, SimError> {
+        Self::new(&[HostKind::Ebpf(mode), HostKind::Ebpf(mode)])
+    }
+
+    /// Two hosts of the given kinds joined by a veth underlay.
+    pub fn new(kinds: &[HostKind]) -> Result<Self, SimError> {
+        if kinds.len() != 2 {
+            return Err(SimError::Invalid("the lab has exactly two hosts".into()));
+        }
+        let wire = kinds.iter().any(|k| matches!(k, HostKind::Ebpf(m) if *m != DecapMode::Tc));
         let tag = netns::unique_name("ovl");
         let mut lab = Self {
             containers: Vec::new(),
@@ -114,17 +145,17 @@ impl Lab {
             "link", "add", "name", &format!("{tag}u"), "netns", a.name(), "type", "veth", "peer",
             "name", &format!("{tag}v"), "netns", b.name(),
         ])?;
-        for (i, ns) in [a, b].into_iter().enumerate() {
+        for (i, (ns, kind)) in [a, b].into_iter().zip(kinds).enumerate() {
             let side = if i == 0 { "u" } else { "v" };
             let ip = Ipv4Addr::new(10, 100, 0, i as u8 + 1);
             sh(&ns, &format!("ip link set {tag}{side} name eth0"))?;
             sh(&ns, &format!("ip addr add {ip}/24 dev eth0"))?;
             sh(&ns, "ip link set eth0 up")?;
             sh(&ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1")?;
-            if mode != DecapMode::Tc {
+            if wire {
                 ns.run(|| netns::disable_tx_checksum_offload("eth0"))??;
             }
-            lab.hosts.push(Self::start_host(ns, ip, mode, &tag, i)?);
+            lab.hosts.push(Self::start_host(ns, ip, *kind, &tag, i)?);
         }
         Ok(lab)
     }
@@ -132,10 +163,20 @@ impl Lab {
     fn start_host(
         ns: NetNs,
         underlay_ip: Ipv4Addr,
-        mode: DecapMode,
+        kind: HostKind,
         tag: &str,
         i: usize,
     ) -> Result<Host, SimError> {
+        let HostKind::Ebpf(mode) = kind else {
+            return Ok(Host {
+                ns,
+                underlay_ip,
+                kind,
+                dataplane: None,
+                decap: None,
+                pin_dir: None,
+            });
+        };
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}-h{}", i + 1));
         let mut dataplane = Dataplane::load(&pin_dir)?;
         let nic = ns.ifindex("eth0")?;
@@ -144,9 +185,10 @@ impl Lab {
         Ok(Host {
             ns,
             underlay_ip,
-            dataplane,
-            decap,
-            pin_dir,
+            kind,
+            dataplane: Some(dataplane),
+            decap: Some(decap),
+            pin_dir: Some(pin_dir),
         })
     }
 
@@ -165,9 +207,18 @@ impl Lab {
         };
         let ips: Vec<Ipv4Addr> = self.hosts.iter().map(|h| h.underlay_ip).collect();
         for host in &mut self.hosts {
-            host.dataplane.add_network(&net)?;
+            let Some(dp) = host.dataplane.as_mut() else {
+                let ul = host.underlay_ip;
+                sh(&host.ns, &format!("ip link add vx{vni} type vxlan id {vni} local {ul} dstport 4789 dev eth0 nolearning proxy"))?;
+                sh(&host.ns, &format!("ip link add br{vni} type bridge"))?;
+                sh(&host.ns, &format!("ip link set vx{vni} master br{vni}"))?;
+                sh(&host.ns, &format!("ip link set vx{vni} up"))?;
+                sh(&host.ns, &format!("ip link set br{vni} up"))?;
+                continue;
+            };
+            dp.add_network(&net)?;
             for peer in ips.iter().filter(|ip| **ip != host.underlay_ip) {
-                host.dataplane.add_peer(*peer, vni)?;
+                dp.add_peer(*peer, vni)?;
             }
         }
         self.networks.push(net);
@@ -202,6 +253,9 @@ impl Lab {
                 ),
             )?;
             sh(&h.ns, &format!("ip link set {host_ifname} up"))?;
+            if h.kind == HostKind::Kernel {
+                sh(&h.ns, &format!("ip link set {host_ifname} master br{vni}"))?;
+            }
             let mac = MacAddr::from_ipv4(*ip);
             sh(&ns, &format!("ip link set {ifname} address {mac}"))?;
             sh(&ns, &format!("ip addr add {ip}/{} dev {ifname}", net.subnet.prefix_len()))?;
@@ -240,18 +294,26 @@ impl Lab {
     ) -> Result<(), SimError> {
         let owner_ip = self.hosts[host].underlay_ip;
         for (i, h) in self.hosts.iter_mut().enumerate() {
+            let Some(dp) = h.dataplane.as_mut() else {
+                if i != host {
+                    // Static entries, as Docker's overlay driver installs them.
+                    let (vni, mac, ip) = (att.vni, att.mac, att.ip);
+                    sh(&h.ns, &format!("bridge fdb add {mac} dev vx{vni} dst {owner_ip} self permanent"))?;
+                    sh(&h.ns, &format!("ip neigh add {ip} lladdr {mac} dev vx{vni} nud permanent"))?;
+                }
+                continue;
+            };
             if i == host {
-                h.dataplane.add_local_endpoint(&LocalEndpoint {
+                dp.add_local_endpoint(&LocalEndpoint {
                     vni: att.vni,
                     ip: att.ip,
                     mac: att.mac,
                     host_ifindex: att.host_ifindex,
                     host_mac,
                 })?;
-                let dp = &mut h.dataplane;
                 h.ns.run(|| dp.attach_endpoint(att.host_ifindex))??;
             } else {
-                h.dataplane.add_remote_endpoint(&RemoteEndpoint {
+                dp.add_remote_endpoint(&RemoteEndpoint {
                     vni: att.vni,
                     ip: att.ip,
                     mac: att.mac,

@@ -17,7 +17,7 @@ fn main() {
     lab.add_container(0, "a1", &[(100, ip("10.10.0.2"))]).expect("a1");
     lab.add_container(1, "b1", &[(100, ip("10.10.0.4"))]).expect("b1");
     for h in &lab.hosts {
-        println!("host {} decap {} pins {}", h.ns.name(), h.decap, h.dataplane.pin_dir().display());
+        println!("host {} decap {:?}", h.ns.name(), h.decap);
     }
     for c in &lab.containers {
         println!("container {}", c.ns.name());

@@ -37,7 +37,7 @@ fn same_and_cross_host(mode: DecapMode) {
     assert!(lab.ping(b2, ip("10.10.0.2"), 3), "cross host b2 -> a1");
     assert!(lab.ping(b1, ip("10.10.0.5"), 3), "same host b1 -> b2");
 
-    let local = lab.hosts[0].dataplane.counters().expect("counters");
+    let local = lab.hosts[0].dp().counters().expect("counters");
     assert!(local.outcome(Counter::ForwardLocal).packets >= 6, "same-host forwarding counted: {local:?}");
 
     const MB100: usize = 100 * 1024 * 1024;
@@ -84,7 +84,7 @@ fn networks_are_isolated_and_dual_homed_container_reaches_both() {
     assert!(lab.ping(a1, ip("10.10.0.3"), 2), "a1 -> b1 (same network)");
     assert!(lab.ping(x1, ip("10.20.0.3"), 2), "x1 -> y1 (same network)");
 
-    let before: Vec<_> = lab.hosts.iter().map(|h| h.dataplane.counters().expect("counters")).collect();
+    let before: Vec<_> = lab.hosts.iter().map(|h| h.dp().counters().expect("counters")).collect();
     for (from, to, what) in [
         (a1, "10.20.0.2", "same host A -> B"),
         (x1, "10.10.0.2", "same host B -> A"),
@@ -98,7 +98,7 @@ fn networks_are_isolated_and_dual_homed_container_reaches_both() {
         .hosts
         .iter()
         .zip(&before)
-        .map(|(h, b)| h.dataplane.counters().expect("counters").since(b).drop(DropReason::Isolation).packets)
+        .map(|(h, b)| h.dp().counters().expect("counters").since(b).drop(DropReason::Isolation).packets)
         .sum();
     assert!(isolation >= 5, "every blocked ping is an isolation drop, got {isolation}");
 
@@ -118,13 +118,13 @@ fn counters_match_what_was_sent() {
     let (a1, b1) = (0, 2);
     // Resolve ARP first so only the datagrams below cross the overlay.
     assert!(lab.ping(a1, ip("10.10.0.4"), 1), "warm-up ping");
-    let h1 = lab.hosts[0].dataplane.counters().expect("counters");
-    let h2 = lab.hosts[1].dataplane.counters().expect("counters");
+    let h1 = lab.hosts[0].dp().counters().expect("counters");
+    let h2 = lab.hosts[1].dp().counters().expect("counters");
     const N: u32 = 500;
     let got = udp_burst(&lab.containers[a1].ns, &lab.containers[b1].ns, ip("10.10.0.4"), 7000, N, 1000);
     assert_eq!(got, N, "every datagram arrives");
-    let d1 = lab.hosts[0].dataplane.counters().expect("counters").since(&h1);
-    let d2 = lab.hosts[1].dataplane.counters().expect("counters").since(&h2);
+    let d1 = lab.hosts[0].dp().counters().expect("counters").since(&h1);
+    let d2 = lab.hosts[1].dp().counters().expect("counters").since(&h2);
     let encap = d1.outcome(Counter::Encap);
     assert_eq!(encap.packets, u64::from(N), "h1 encapsulated each datagram once: {d1:?}");
     // Frame as the container sent it: 14 + 20 + 8 + 1000.
