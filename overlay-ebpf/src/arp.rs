@@ -90,17 +90,17 @@ fn resolve(ep: &EndpointInfo, target: u32) -> Result<[u8; 6], DropReason> {
         ip: target,
     };
     // SAFETY: the value is copied out before the map can change it.
-    if let Some(route) = unsafe { OVL_ROUTES.get(&key) } {
-        if route.kind == ROUTE_LOCAL || route.kind == ROUTE_REMOTE {
-            return Ok(route.mac);
-        }
+    if let Some(route) = unsafe { OVL_ROUTES.get(&key) }
+        && (route.kind == ROUTE_LOCAL || route.kind == ROUTE_REMOTE)
+    {
+        return Ok(route.mac);
     }
     // SAFETY: as above.
-    if let Some(net) = unsafe { OVL_NETWORKS.get(&ep.vni) } {
-        if net.gateway != 0 && net.gateway == target {
-            return Ok(ep.host_mac);
-        }
+    if let Some(net) = unsafe { OVL_NETWORKS.get(&ep.vni) }
+        && net.gateway != 0
+        && net.gateway == target
+    {
+        return Ok(ep.host_mac);
     }
     Err(DropReason::ArpMiss)
 }
-

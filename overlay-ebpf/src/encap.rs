@@ -8,10 +8,10 @@ use core::mem;
 use aya_ebpf::{
     EbpfContext,
     bindings::{
-        BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
-        BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, __sk_buff, bpf_adj_room_mode,
-        bpf_fib_lookup, bpf_redir_neigh,
+        __sk_buff, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_UDP, BPF_F_ADJ_ROOM_FIXED_GSO,
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
+        bpf_adj_room_mode, bpf_fib_lookup, bpf_redir_neigh,
     },
     helpers::{bpf_fib_lookup, bpf_get_hash_recalc, bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
@@ -19,7 +19,11 @@ use aya_ebpf::{
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr, vxlan::VxlanHdr};
 use overlay_common::{CONFIG_FLAG_READY, Config, DropReason, VXLAN_ENCAP_LEN, VXLAN_FLAG_I};
 
-use crate::{csum, maps::OVL_CONFIG, parse::{ETH_P_IP, IPPROTO_UDP}};
+use crate::{
+    csum,
+    maps::OVL_CONFIG,
+    parse::{ETH_P_IP, IPPROTO_UDP},
+};
 
 const AF_INET: u8 = 2;
 const IP_DF: [u8; 2] = 0x4000u16.to_be_bytes();
@@ -115,7 +119,11 @@ pub fn encapsulate(
     // Outer lengths are those of this skb; for a GSO super-packet the kernel
     // rewrites them per segment, so clamp rather than fail.
     let outer_ip_len = ctx.len().saturating_sub(mem::size_of::<EthHdr>() as u32);
-    let ip_len = if outer_ip_len > 0xffff { 0xffff } else { outer_ip_len as u16 };
+    let ip_len = if outer_ip_len > 0xffff {
+        0xffff
+    } else {
+        outer_ip_len as u16
+    };
     let udp_len = ip_len.saturating_sub(mem::size_of::<Ipv4Hdr>() as u16);
 
     // SAFETY: the fib union holds MACs after a lookup (zero on NO_NEIGH,
@@ -159,7 +167,8 @@ pub fn encapsulate(
         },
     };
     hdr.ip.check = csum::ipv4_header(&hdr.ip);
-    ctx.store(0, &hdr, 0).map_err(|_| DropReason::HelperFailed)?;
+    ctx.store(0, &hdr, 0)
+        .map_err(|_| DropReason::HelperFailed)?;
 
     // SAFETY: plain helper calls; the redirect happens after we return.
     let action = unsafe {

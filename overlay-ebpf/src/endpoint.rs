@@ -3,12 +3,12 @@
 //! offset 0. `skb->ifindex` is the host-side veth, the key of the endpoint.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_OK, TC_ACT_SHOT, __sk_buff},
+    EbpfContext,
+    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT},
     helpers::bpf_redirect_peer,
     macros::classifier,
     maps::lpm_trie::Key,
     programs::TcContext,
-    EbpfContext,
 };
 use network_types::ip::Ipv4Hdr;
 use overlay_common::{
@@ -28,6 +28,10 @@ const IPV4_MIN: u32 = 14 + 20;
 const ARP_LEN: u32 = 14 + 28;
 
 #[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand the context over by value"
+)]
 pub fn endpoint_ingress(ctx: TcContext) -> i32 {
     let len = ctx.len();
     match try_endpoint_ingress(&ctx) {
@@ -37,7 +41,7 @@ pub fn endpoint_ingress(ctx: TcContext) -> i32 {
         }
         Err(reason) => {
             count_drop(reason, len);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }
@@ -53,7 +57,11 @@ fn try_endpoint_ingress(ctx: &TcContext) -> Result<(i32, Counter), DropReason> {
 
     // Headers of locally generated packets are normally linear already; pull
     // when they are not so direct packet access can see them.
-    let want = if ctx.len() >= ARP_LEN { ARP_LEN } else { IPV4_MIN };
+    let want = if ctx.len() >= ARP_LEN {
+        ARP_LEN
+    } else {
+        IPV4_MIN
+    };
     if ((ctx.data_end() - ctx.data()) as u32) < want {
         ctx.pull_data(want).map_err(|_| DropReason::Malformed)?;
     }
@@ -80,13 +88,17 @@ fn try_endpoint_ingress(ctx: &TcContext) -> Result<(i32, Counter), DropReason> {
     }
     let dst = addr(ip.dst_addr);
 
-    let key = RouteKey { vni: ep.vni, ip: dst };
+    let key = RouteKey {
+        vni: ep.vni,
+        ip: dst,
+    };
     // SAFETY: copied out at once.
     if let Some(route) = unsafe { OVL_ROUTES.get(&key) }.copied() {
         if route.kind == ROUTE_LOCAL {
             // Same host, same network: straight into the destination's
             // namespace, skipping the host stack and the veth backlog.
-            ctx.store(0, &route.mac, 0).map_err(|_| DropReason::HelperFailed)?;
+            ctx.store(0, &route.mac, 0)
+                .map_err(|_| DropReason::HelperFailed)?;
             // SAFETY: plain helper call.
             let action = unsafe { bpf_redirect_peer(route.ifindex, 0) };
             return Ok((action as i32, Counter::ForwardLocal));
@@ -108,7 +120,7 @@ fn gateway_path(ep: &EndpointInfo, dst: u32) -> Result<(i32, Counter), DropReaso
         None => return Err(DropReason::NoRoute),
     };
     if net.gateway != 0 && dst == net.gateway {
-        return Ok((TC_ACT_OK as i32, Counter::ToHost));
+        return Ok((TC_ACT_OK, Counter::ToHost));
     }
     if dst & net.mask == net.subnet {
         return Err(DropReason::NoRoute);
@@ -121,5 +133,5 @@ fn gateway_path(ep: &EndpointInfo, dst: u32) -> Result<(i32, Counter), DropReaso
     if net.flags & NETWORK_FLAG_INTERNAL != 0 {
         return Err(DropReason::Internal);
     }
-    Ok((TC_ACT_OK as i32, Counter::ToHost))
+    Ok((TC_ACT_OK, Counter::ToHost))
 }

@@ -13,8 +13,7 @@ use overlay_common::{
 
 /// host-side veth ifindex -> local endpoint. Written by userspace on connect.
 #[map]
-pub static OVL_ENDPOINTS: HashMap<u32, EndpointInfo> =
-    HashMap::pinned(capacity::ENDPOINTS, 0);
+pub static OVL_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(capacity::ENDPOINTS, 0);
 
 /// (VNI, IPv4) -> local or remote endpoint. Written by userspace for every
 /// endpoint of every network this host serves.

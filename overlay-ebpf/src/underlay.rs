@@ -23,6 +23,10 @@ use crate::{
 };
 
 #[xdp]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand the context over by value"
+)]
 pub fn underlay_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u32;
     match try_underlay_xdp(&ctx) {
@@ -60,6 +64,10 @@ fn try_underlay_xdp(ctx: &XdpContext) -> Result<(u32, Counter), DropReason> {
 }
 
 #[classifier]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "aya's program macros hand the context over by value"
+)]
 pub fn underlay_tc(ctx: TcContext) -> i32 {
     let len = ctx.len();
     match try_underlay_tc(&ctx) {
@@ -69,7 +77,7 @@ pub fn underlay_tc(ctx: TcContext) -> i32 {
         }
         Err(reason) => {
             count_drop(reason, len);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }
@@ -79,10 +87,11 @@ const DECAP_HEADERS: u32 = VXLAN_ENCAP_LEN + 14 + 20;
 
 fn try_underlay_tc(ctx: &TcContext) -> Result<(i32, Counter), DropReason> {
     if ((ctx.data_end() - ctx.data()) as u32) < DECAP_HEADERS && ctx.len() >= DECAP_HEADERS {
-        ctx.pull_data(DECAP_HEADERS).map_err(|_| DropReason::Malformed)?;
+        ctx.pull_data(DECAP_HEADERS)
+            .map_err(|_| DropReason::Malformed)?;
     }
     let delivery = match classify(ctx.data(), ctx.data_end())? {
-        Underlay::Pass => return Ok((TC_ACT_OK as i32, Counter::UnderlayPass)),
+        Underlay::Pass => return Ok((TC_ACT_OK, Counter::UnderlayPass)),
         Underlay::Decap(delivery) => delivery,
     };
     // Remove the 50 bytes after the outer MAC header (outer IPv4, UDP,
@@ -99,7 +108,8 @@ fn try_underlay_tc(ctx: &TcContext) -> Result<(i32, Counter), DropReason> {
         src_addr: delivery.inner_src,
         ether_type: ETH_P_IP,
     };
-    ctx.store(0, &eth, 0).map_err(|_| DropReason::HelperFailed)?;
+    ctx.store(0, &eth, 0)
+        .map_err(|_| DropReason::HelperFailed)?;
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect_peer(delivery.ifindex, 0) };
     Ok((action as i32, Counter::DecapTc))

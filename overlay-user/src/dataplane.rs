@@ -243,8 +243,8 @@ impl Dataplane {
         };
         let endpoints = HashMap::try_from(take_map(&mut ebpf, names::ENDPOINTS)?)
             .map_err(conv(names::ENDPOINTS))?;
-        let routes = HashMap::try_from(take_map(&mut ebpf, names::ROUTES)?)
-            .map_err(conv(names::ROUTES))?;
+        let routes =
+            HashMap::try_from(take_map(&mut ebpf, names::ROUTES)?).map_err(conv(names::ROUTES))?;
         let peers =
             HashMap::try_from(take_map(&mut ebpf, names::PEERS)?).map_err(conv(names::PEERS))?;
         let networks = HashMap::try_from(take_map(&mut ebpf, names::NETWORKS)?)
@@ -280,7 +280,10 @@ impl Dataplane {
     }
 
     /// The loaded program `name`, for attaching or BPF_PROG_RUN tests.
-    pub fn tc_program(&mut self, name: &'static str) -> Result<&mut SchedClassifier, DataplaneError> {
+    pub fn tc_program(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, DataplaneError> {
         program(&mut self.ebpf, name)
     }
 
@@ -357,7 +360,10 @@ impl Dataplane {
         let pin = self.link_pin(&format!("underlay-{ifindex}"));
         unpin_link(&pin)?;
         let (fd_link, attached) = match mode {
-            DecapMode::Tc => (self.attach_tcx(programs::UNDERLAY_TC, ifindex)?, AttachedMode::Tcx),
+            DecapMode::Tc => (
+                self.attach_tcx(programs::UNDERLAY_TC, ifindex)?,
+                AttachedMode::Tcx,
+            ),
             DecapMode::Xdp | DecapMode::XdpGeneric => {
                 let xdp = self.xdp_program()?;
                 let native = if mode == DecapMode::Xdp {
@@ -378,11 +384,13 @@ impl Dataplane {
                         AttachedMode::XdpGeneric,
                     ),
                 };
-                let link = xdp.take_link(id).map_err(|source| DataplaneError::Program {
-                    op: "taking the link of",
-                    name: programs::UNDERLAY_XDP,
-                    source,
-                })?;
+                let link = xdp
+                    .take_link(id)
+                    .map_err(|source| DataplaneError::Program {
+                        op: "taking the link of",
+                        name: programs::UNDERLAY_XDP,
+                        source,
+                    })?;
                 let fd_link = FdLink::try_from(link).map_err(|source| DataplaneError::Link {
                     op: "xdp as bpf_link".into(),
                     source,
@@ -390,7 +398,9 @@ impl Dataplane {
                 (fd_link, attached)
             }
         };
-        fd_link.pin(&pin).map_err(|source| DataplaneError::Pin { path: pin, source })?;
+        fd_link
+            .pin(&pin)
+            .map_err(|source| DataplaneError::Pin { path: pin, source })?;
         Ok(attached)
     }
 
@@ -403,7 +413,9 @@ impl Dataplane {
         let pin = self.link_pin(&format!("endpoint-{ifindex}"));
         unpin_link(&pin)?;
         let fd_link = self.attach_tcx(programs::ENDPOINT_INGRESS, ifindex)?;
-        fd_link.pin(&pin).map_err(|source| DataplaneError::Pin { path: pin, source })?;
+        fd_link
+            .pin(&pin)
+            .map_err(|source| DataplaneError::Pin { path: pin, source })?;
         Ok(())
     }
 
@@ -425,11 +437,13 @@ impl Dataplane {
                 name,
                 source,
             })?;
-        let link = prog.take_link(id).map_err(|source| DataplaneError::Program {
-            op: "taking the link of",
-            name,
-            source,
-        })?;
+        let link = prog
+            .take_link(id)
+            .map_err(|source| DataplaneError::Program {
+                op: "taking the link of",
+                name,
+                source,
+            })?;
         FdLink::try_from(link).map_err(|source| DataplaneError::Link {
             op: format!("{name} as bpf_link"),
             source,
@@ -480,7 +494,11 @@ impl Dataplane {
             subnet: be(subnet.network()),
             mask: be(subnet.netmask()),
             gateway: net.gateway.map_or(0, be),
-            flags: if net.internal { NETWORK_FLAG_INTERNAL } else { 0 },
+            flags: if net.internal {
+                NETWORK_FLAG_INTERNAL
+            } else {
+                0
+            },
         };
         let key = Key::new(u32::from(subnet.prefix_len()), be(subnet.network()));
         self.subnets
@@ -489,7 +507,9 @@ impl Dataplane {
         if let Err(e) = self.networks.insert(&net.vni, &info, 0) {
             // Keep the two maps consistent: undo the subnet.
             let _ = self.subnets.remove(&key);
-            return Err(DataplaneError::map(format!("adding network {}", net.vni))(e));
+            return Err(DataplaneError::map(format!("adding network {}", net.vni))(
+                e,
+            ));
         }
         Ok(())
     }
@@ -529,7 +549,10 @@ impl Dataplane {
         let key = Key::new(u32::from(net.subnet.prefix_len()), be(net.subnet.network()));
         self.subnets
             .remove(&key)
-            .map_err(DataplaneError::map(format!("removing subnet {}", net.subnet)))
+            .map_err(DataplaneError::map(format!(
+                "removing subnet {}",
+                net.subnet
+            )))
     }
 
     /// One network by VNI.
@@ -670,7 +693,10 @@ impl Dataplane {
                 &route,
                 0,
             )
-            .map_err(DataplaneError::map(format!("adding remote endpoint {}", ep.ip)))
+            .map_err(DataplaneError::map(format!(
+                "adding remote endpoint {}",
+                ep.ip
+            )))
     }
 
     /// Removes a remote endpoint.
@@ -679,7 +705,9 @@ impl Dataplane {
             Some(r) if r.kind == ROUTE_REMOTE => self
                 .routes
                 .remove(&RouteKey { vni, ip: be(ip) })
-                .map_err(DataplaneError::map(format!("removing remote endpoint {ip}"))),
+                .map_err(DataplaneError::map(format!(
+                    "removing remote endpoint {ip}"
+                ))),
             _ => Err(DataplaneError::UnknownAddress { ip, vni }),
         }
     }
@@ -689,24 +717,14 @@ impl Dataplane {
         check_host(host)?;
         self.network(vni)?;
         self.peers
-            .insert(
-                &PeerKey {
-                    ip: be(host),
-                    vni,
-                },
-                &PeerValue::default(),
-                0,
-            )
+            .insert(&PeerKey { ip: be(host), vni }, &PeerValue::default(), 0)
             .map_err(DataplaneError::map(format!("adding peer {host}")))
     }
 
     /// Revokes `host`'s permission to send `vni`.
     pub fn remove_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError> {
         self.peers
-            .remove(&PeerKey {
-                ip: be(host),
-                vni,
-            })
+            .remove(&PeerKey { ip: be(host), vni })
             .map_err(DataplaneError::map(format!("removing peer {host}")))
     }
 
@@ -719,10 +737,12 @@ impl Dataplane {
                 .counters
                 .get(&slot, 0)
                 .map_err(DataplaneError::map("reading counters"))?;
-            Ok(per_cpu.iter().fold(CounterValue::default(), |acc, v| CounterValue {
-                packets: acc.packets + v.packets,
-                bytes: acc.bytes + v.bytes,
-            }))
+            Ok(per_cpu
+                .iter()
+                .fold(CounterValue::default(), |acc, v| CounterValue {
+                    packets: acc.packets + v.packets,
+                    bytes: acc.bytes + v.bytes,
+                }))
         };
         let mut out = Counters::default();
         for c in Counter::ALL {
@@ -752,12 +772,11 @@ where
     let prog = ebpf
         .program_mut(name)
         .ok_or(DataplaneError::MissingProgram(name))?;
-    prog.try_into()
-        .map_err(|source| DataplaneError::Program {
-            op: "typing",
-            name,
-            source,
-        })
+    prog.try_into().map_err(|source| DataplaneError::Program {
+        op: "typing",
+        name,
+        source,
+    })
 }
 
 /// Removes a pinned link, which detaches it (no process holds its fd).

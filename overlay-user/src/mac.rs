@@ -17,7 +17,8 @@ impl MacAddr {
     /// Unicast and not all-zero: usable as an endpoint address.
     pub const fn is_valid_unicast(&self) -> bool {
         let b = self.0;
-        b[0] & 0x01 == 0 && !(b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0 && b[4] == 0 && b[5] == 0)
+        b[0] & 0x01 == 0
+            && !(b[0] == 0 && b[1] == 0 && b[2] == 0 && b[3] == 0 && b[4] == 0 && b[5] == 0)
     }
 }
 
@@ -71,7 +72,13 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "02:42:0a:00:00", "02:42:0a:00:00:02:03", "2:42:0a:00:00:02", "zz:42:0a:00:00:02"] {
+        for bad in [
+            "",
+            "02:42:0a:00:00",
+            "02:42:0a:00:00:02:03",
+            "2:42:0a:00:00:02",
+            "zz:42:0a:00:00:02",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} should not parse");
         }
     }

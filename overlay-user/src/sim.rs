@@ -12,10 +12,7 @@
 //! turn TX checksum offload off on the host ends, and the sending kernel
 //! completes checksums and segments in software as NIC hardware would.
 
-use std::{
-    net::Ipv4Addr,
-    path::PathBuf,
-};
+use std::{net::Ipv4Addr, path::PathBuf};
 
 use ipnet::Ipv4Net;
 
@@ -131,7 +128,9 @@ impl Lab {
         if kinds.len() != 2 {
             return Err(SimError::Invalid("the lab has exactly two hosts".into()));
         }
-        let wire = kinds.iter().any(|k| matches!(k, HostKind::Ebpf(m) if *m != DecapMode::Tc));
+        let wire = kinds
+            .iter()
+            .any(|k| matches!(k, HostKind::Ebpf(m) if *m != DecapMode::Tc));
         let tag = netns::unique_name("ovl");
         let mut lab = Self {
             containers: Vec::new(),
@@ -142,8 +141,19 @@ impl Lab {
         let a = NetNs::new(&format!("{tag}-h1"))?;
         let b = NetNs::new(&format!("{tag}-h2"))?;
         netns::ip(&[
-            "link", "add", "name", &format!("{tag}u"), "netns", a.name(), "type", "veth", "peer",
-            "name", &format!("{tag}v"), "netns", b.name(),
+            "link",
+            "add",
+            "name",
+            &format!("{tag}u"),
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{tag}v"),
+            "netns",
+            b.name(),
         ])?;
         for (i, (ns, kind)) in [a, b].into_iter().zip(kinds).enumerate() {
             let side = if i == 0 { "u" } else { "v" };
@@ -209,7 +219,12 @@ impl Lab {
         for host in &mut self.hosts {
             let Some(dp) = host.dataplane.as_mut() else {
                 let ul = host.underlay_ip;
-                sh(&host.ns, &format!("ip link add vx{vni} type vxlan id {vni} local {ul} dstport 4789 dev eth0 nolearning proxy"))?;
+                sh(
+                    &host.ns,
+                    &format!(
+                        "ip link add vx{vni} type vxlan id {vni} local {ul} dstport 4789 dev eth0 nolearning proxy"
+                    ),
+                )?;
                 sh(&host.ns, &format!("ip link add br{vni} type bridge"))?;
                 sh(&host.ns, &format!("ip link set vx{vni} master br{vni}"))?;
                 sh(&host.ns, &format!("ip link set vx{vni} up"))?;
@@ -258,7 +273,10 @@ impl Lab {
             }
             let mac = MacAddr::from_ipv4(*ip);
             sh(&ns, &format!("ip link set {ifname} address {mac}"))?;
-            sh(&ns, &format!("ip addr add {ip}/{} dev {ifname}", net.subnet.prefix_len()))?;
+            sh(
+                &ns,
+                &format!("ip addr add {ip}/{} dev {ifname}", net.subnet.prefix_len()),
+            )?;
             sh(&ns, &format!("ip link set {ifname} up"))?;
             ns.run(|| netns::enable_gro(&ifname))??;
             if n == 0
@@ -298,8 +316,14 @@ impl Lab {
                 if i != host {
                     // Static entries, as Docker's overlay driver installs them.
                     let (vni, mac, ip) = (att.vni, att.mac, att.ip);
-                    sh(&h.ns, &format!("bridge fdb add {mac} dev vx{vni} dst {owner_ip} self permanent"))?;
-                    sh(&h.ns, &format!("ip neigh add {ip} lladdr {mac} dev vx{vni} nud permanent"))?;
+                    sh(
+                        &h.ns,
+                        &format!("bridge fdb add {mac} dev vx{vni} dst {owner_ip} self permanent"),
+                    )?;
+                    sh(
+                        &h.ns,
+                        &format!("ip neigh add {ip} lladdr {mac} dev vx{vni} nud permanent"),
+                    )?;
                 }
                 continue;
             };
@@ -333,14 +357,35 @@ impl Lab {
     pub fn ping(&self, from: usize, to: Ipv4Addr, count: u32) -> bool {
         self.exec(
             from,
-            &["ping", "-q", "-c", &count.to_string(), "-i", "0.05", "-W", "1", &to.to_string()],
+            &[
+                "ping",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                "0.05",
+                "-W",
+                "1",
+                &to.to_string(),
+            ],
         )
         .is_ok()
     }
 
     /// True when a single ping gets no answer within `wait_s` seconds.
     pub fn ping_fails(&self, from: usize, to: Ipv4Addr, wait_s: u32) -> bool {
-        self.exec(from, &["ping", "-q", "-c", "1", "-W", &wait_s.to_string(), &to.to_string()])
-            .is_err()
+        self.exec(
+            from,
+            &[
+                "ping",
+                "-q",
+                "-c",
+                "1",
+                "-W",
+                &wait_s.to_string(),
+                &to.to_string(),
+            ],
+        )
+        .is_err()
     }
 }

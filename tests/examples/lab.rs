@@ -14,8 +14,10 @@ fn main() {
     let mut lab = Lab::two_hosts(mode).expect("lab");
     lab.add_network(100, "10.10.0.0/24").expect("net");
     let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
-    lab.add_container(0, "a1", &[(100, ip("10.10.0.2"))]).expect("a1");
-    lab.add_container(1, "b1", &[(100, ip("10.10.0.4"))]).expect("b1");
+    lab.add_container(0, "a1", &[(100, ip("10.10.0.2"))])
+        .expect("a1");
+    lab.add_container(1, "b1", &[(100, ip("10.10.0.4"))])
+        .expect("b1");
     for h in &lab.hosts {
         println!("host {} decap {:?}", h.ns.name(), h.decap);
     }

@@ -129,7 +129,11 @@ pub fn vxlan_frame(
 ) -> Vec<u8> {
     let mut payload = vxlan(flags, vni);
     payload.extend_from_slice(inner);
-    let mut f = eth([0x02, 0, 0, 0, 0x99, 0x01], [0x02, 0, 0, 0, 0x99, 0x02], ETH_P_IP);
+    let mut f = eth(
+        [0x02, 0, 0, 0, 0x99, 0x01],
+        [0x02, 0, 0, 0, 0x99, 0x02],
+        ETH_P_IP,
+    );
     f.extend(Ipv4::new(outer_src, outer_dst, 17).build(&udp(40000, dport, &payload)));
     f
 }

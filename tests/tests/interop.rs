@@ -20,18 +20,39 @@ fn ip(s: &str) -> Ipv4Addr {
 fn interop(mode: DecapMode) {
     let mut lab = Lab::new(&[HostKind::Ebpf(mode), HostKind::Kernel]).expect("lab");
     lab.add_network(VNI, "10.30.0.0/24").expect("network");
-    let ours = lab.add_container(0, "ours", &[(VNI, ip("10.30.0.2"))]).expect("ours");
-    let theirs = lab.add_container(1, "theirs", &[(VNI, ip("10.30.0.3"))]).expect("theirs");
+    let ours = lab
+        .add_container(0, "ours", &[(VNI, ip("10.30.0.2"))])
+        .expect("ours");
+    let theirs = lab
+        .add_container(1, "theirs", &[(VNI, ip("10.30.0.3"))])
+        .expect("theirs");
 
     assert!(lab.ping(ours, ip("10.30.0.3"), 3), "ours -> kernel host");
     assert!(lab.ping(theirs, ip("10.30.0.2"), 3), "kernel host -> ours");
-    for (from, to, dst, port) in [(ours, theirs, "10.30.0.3", 5101), (theirs, ours, "10.30.0.2", 5102)] {
-        let (sent, got, n) = tcp_transfer(&lab.containers[from].ns, &lab.containers[to].ns, ip(dst), port, 16 << 20);
-        assert_eq!((n, sent), (16 << 20, got), "TCP {from} -> {to} arrives intact");
+    for (from, to, dst, port) in [
+        (ours, theirs, "10.30.0.3", 5101),
+        (theirs, ours, "10.30.0.2", 5102),
+    ] {
+        let (sent, got, n) = tcp_transfer(
+            &lab.containers[from].ns,
+            &lab.containers[to].ns,
+            ip(dst),
+            port,
+            16 << 20,
+        );
+        assert_eq!(
+            (n, sent),
+            (16 << 20, got),
+            "TCP {from} -> {to} arrives intact"
+        );
     }
     let counters = lab.hosts[0].dp().counters().expect("counters");
-    assert!(counters.outcome(Counter::Encap).packets > 0, "our host encapsulated");
-    let decap = counters.outcome(Counter::DecapXdp).packets + counters.outcome(Counter::DecapTc).packets;
+    assert!(
+        counters.outcome(Counter::Encap).packets > 0,
+        "our host encapsulated"
+    );
+    let decap =
+        counters.outcome(Counter::DecapXdp).packets + counters.outcome(Counter::DecapTc).packets;
     assert!(decap > 0, "our host decapsulated the kernel's VXLAN");
 }
 
@@ -58,8 +79,11 @@ fn capture_decodes_as_vxlan() {
     }
     let mut lab = Lab::new(&[HostKind::Ebpf(DecapMode::Xdp), HostKind::Kernel]).expect("lab");
     lab.add_network(VNI, "10.30.0.0/24").expect("network");
-    let ours = lab.add_container(0, "ours", &[(VNI, ip("10.30.0.2"))]).expect("ours");
-    lab.add_container(1, "theirs", &[(VNI, ip("10.30.0.3"))]).expect("theirs");
+    let ours = lab
+        .add_container(0, "ours", &[(VNI, ip("10.30.0.2"))])
+        .expect("ours");
+    lab.add_container(1, "theirs", &[(VNI, ip("10.30.0.3"))])
+        .expect("theirs");
     assert!(lab.ping(ours, ip("10.30.0.3"), 1), "warm-up");
 
     let pcap = std::env::temp_dir().join(format!("{}.pcap", lab.hosts[1].ns.name()));
@@ -67,7 +91,9 @@ fn capture_decodes_as_vxlan() {
     let mut tcpdump = lab.hosts[1]
         .ns
         .command("tcpdump")
-        .args(["-i", "eth0", "-U", "-c", "6", "-w", &pcap_s, "udp", "port", "4789"])
+        .args([
+            "-i", "eth0", "-U", "-c", "6", "-w", &pcap_s, "udp", "port", "4789",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -80,14 +106,39 @@ fn capture_decodes_as_vxlan() {
     // Repeated fields (outer and inner IPv4) are joined with ';'.
     let out = std::process::Command::new("tshark")
         .args([
-            "-r", &pcap_s, "-o", "ip.check_checksum:TRUE", "-T", "fields", "-E", "separator=,",
-            "-E", "aggregator=;", "-e", "ip.src", "-e", "ip.dst", "-e", "udp.dstport",
-            "-e", "vxlan.flag_i", "-e", "vxlan.vni", "-e", "ip.checksum.status", "-e", "icmp.type",
+            "-r",
+            &pcap_s,
+            "-o",
+            "ip.check_checksum:TRUE",
+            "-T",
+            "fields",
+            "-E",
+            "separator=,",
+            "-E",
+            "aggregator=;",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "vxlan.flag_i",
+            "-e",
+            "vxlan.vni",
+            "-e",
+            "ip.checksum.status",
+            "-e",
+            "icmp.type",
         ])
         .output()
         .expect("tshark (apt package tshark)");
     let _ = std::fs::remove_file(&pcap);
-    assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 6, "six packets decoded:\n{text}");
@@ -98,7 +149,10 @@ fn capture_decodes_as_vxlan() {
             panic!("unexpected row {row:?} in\n{text}");
         };
         let vni_ok = *row_vni == vni.as_str();
-        assert!(*port == "4789" && *flag_i == "1" && vni_ok, "VXLAN on 4789 with I flag and VNI {VNI}: {row:?}");
+        assert!(
+            *port == "4789" && *flag_i == "1" && vni_ok,
+            "VXLAN on 4789 with I flag and VNI {VNI}: {row:?}"
+        );
         // Status 1 = good, for the outer and the inner IPv4 header.
         assert_eq!(*csum, "1;1", "IPv4 checksums verify: {row:?}");
         match (*src, *dst, *icmp) {
@@ -107,5 +161,9 @@ fn capture_decodes_as_vxlan() {
             _ => panic!("unexpected addresses/ICMP in {row:?}"),
         }
     }
-    assert_eq!((requests, replies), (3, 3), "echo requests from our host, replies from the kernel's:\n{text}");
+    assert_eq!(
+        (requests, replies),
+        (3, 3),
+        "echo requests from our host, replies from the kernel's:\n{text}"
+    );
 }

@@ -229,131 +229,545 @@ fn cases(env: &Env) -> Vec<Case> {
     let _ = env;
     vec![
         // ---- endpoint: ARP --------------------------------------------------
-        case("arp for local endpoint answered", Endpoint, "ep1", arp_req(MAC_A, "10.0.1.2", "10.0.1.3"),
-            TC_ACT_REDIRECT, Ok(Counter::ArpReply), Out::Bytes(arp_reply(MAC_B, "10.0.1.3"))),
-        case("arp for remote endpoint answered", Endpoint, "ep1", arp_req(MAC_A, "10.0.1.2", "10.0.1.4"),
-            TC_ACT_REDIRECT, Ok(Counter::ArpReply), Out::Bytes(arp_reply(MAC_C, "10.0.1.4"))),
-        case("arp for gateway answered with host mac", Endpoint, "ep1", arp_req(MAC_A, "10.0.1.2", "10.0.1.1"),
-            TC_ACT_REDIRECT, Ok(Counter::ArpReply), Out::Bytes(arp_reply(HOST_MAC, "10.0.1.1"))),
-        case("arp for unknown address dropped", Endpoint, "ep1", arp_req(MAC_A, "10.0.1.2", "10.0.1.99"),
-            TC_ACT_SHOT, Drop(DropReason::ArpMiss), Out::Any),
-        case("arp for another network's address dropped", Endpoint, "ep1", arp_req(MAC_A, "10.0.1.2", "10.0.3.2"),
-            TC_ACT_SHOT, Drop(DropReason::ArpMiss), Out::Any),
-        case("arp with spoofed sender mac dropped", Endpoint, "ep1", arp_req(MAC_B, "10.0.1.2", "10.0.1.3"),
-            TC_ACT_SHOT, Drop(DropReason::Spoofed), Out::Any),
-        case("arp with spoofed sender ip dropped", Endpoint, "ep1", arp_req(MAC_A, "10.0.1.9", "10.0.1.3"),
-            TC_ACT_SHOT, Drop(DropReason::Spoofed), Out::Any),
-        case("arp probe (sender 0.0.0.0) unanswered", Endpoint, "ep1", arp_req(MAC_A, "0.0.0.0", "10.0.1.3"),
-            TC_ACT_SHOT, Drop(DropReason::ArpUnsupported), Out::Any),
-        case("gratuitous arp unanswered", Endpoint, "ep1", arp_req(MAC_A, "10.0.1.2", "10.0.1.2"),
-            TC_ACT_SHOT, Drop(DropReason::ArpUnsupported), Out::Any),
-        case("arp reply from container dropped", Endpoint, "ep1", {
+        case(
+            "arp for local endpoint answered",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_A, "10.0.1.2", "10.0.1.3"),
+            TC_ACT_REDIRECT,
+            Ok(Counter::ArpReply),
+            Out::Bytes(arp_reply(MAC_B, "10.0.1.3")),
+        ),
+        case(
+            "arp for remote endpoint answered",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_A, "10.0.1.2", "10.0.1.4"),
+            TC_ACT_REDIRECT,
+            Ok(Counter::ArpReply),
+            Out::Bytes(arp_reply(MAC_C, "10.0.1.4")),
+        ),
+        case(
+            "arp for gateway answered with host mac",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_A, "10.0.1.2", "10.0.1.1"),
+            TC_ACT_REDIRECT,
+            Ok(Counter::ArpReply),
+            Out::Bytes(arp_reply(HOST_MAC, "10.0.1.1")),
+        ),
+        case(
+            "arp for unknown address dropped",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_A, "10.0.1.2", "10.0.1.99"),
+            TC_ACT_SHOT,
+            Drop(DropReason::ArpMiss),
+            Out::Any,
+        ),
+        case(
+            "arp for another network's address dropped",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_A, "10.0.1.2", "10.0.3.2"),
+            TC_ACT_SHOT,
+            Drop(DropReason::ArpMiss),
+            Out::Any,
+        ),
+        case(
+            "arp with spoofed sender mac dropped",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_B, "10.0.1.2", "10.0.1.3"),
+            TC_ACT_SHOT,
+            Drop(DropReason::Spoofed),
+            Out::Any,
+        ),
+        case(
+            "arp with spoofed sender ip dropped",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_A, "10.0.1.9", "10.0.1.3"),
+            TC_ACT_SHOT,
+            Drop(DropReason::Spoofed),
+            Out::Any,
+        ),
+        case(
+            "arp probe (sender 0.0.0.0) unanswered",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_A, "0.0.0.0", "10.0.1.3"),
+            TC_ACT_SHOT,
+            Drop(DropReason::ArpUnsupported),
+            Out::Any,
+        ),
+        case(
+            "gratuitous arp unanswered",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_A, "10.0.1.2", "10.0.1.2"),
+            TC_ACT_SHOT,
+            Drop(DropReason::ArpUnsupported),
+            Out::Any,
+        ),
+        case(
+            "arp reply from container dropped",
+            Endpoint,
+            "ep1",
+            {
                 let mut f = eth(MAC_B, MAC_A, ETH_P_ARP);
                 f.extend(arp(2, MAC_A, a, MAC_B, ip("10.0.1.3")));
                 f
-            }, TC_ACT_SHOT, Drop(DropReason::ArpUnsupported), Out::Any),
-        case("truncated arp dropped", Endpoint, "ep1", arp_req(MAC_A, "10.0.1.2", "10.0.1.3")[..30].to_vec(),
-            TC_ACT_SHOT, Drop(DropReason::Malformed), Out::Any),
+            },
+            TC_ACT_SHOT,
+            Drop(DropReason::ArpUnsupported),
+            Out::Any,
+        ),
+        case(
+            "truncated arp dropped",
+            Endpoint,
+            "ep1",
+            arp_req(MAC_A, "10.0.1.2", "10.0.1.3")[..30].to_vec(),
+            TC_ACT_SHOT,
+            Drop(DropReason::Malformed),
+            Out::Any,
+        ),
         // ---- endpoint: IPv4 -------------------------------------------------
-        case("same host same network: redirect_peer", Endpoint, "ep1", frame_to([0xaa; 6], "10.0.1.3"),
-            TC_ACT_REDIRECT, Ok(Counter::ForwardLocal), Out::Bytes(with_eth_dst(frame_to([0xaa; 6], "10.0.1.3"), MAC_B))),
-        case("remote endpoint: vxlan encap via resolved neighbour", Endpoint, "ep1", frame_to(MAC_C, "10.0.1.4"),
-            TC_ACT_REDIRECT, Ok(Counter::Encap),
-            Out::Encap { dst_mac: NEIGH_MAC, remote: ip("10.99.0.2"), vni: 100, inner_dst_mac: MAC_C }),
-        case("remote endpoint: encap then redirect_neigh (no neighbour yet)", Endpoint, "ep1", frame_to(MAC_D, "10.0.1.5"),
-            TC_ACT_REDIRECT, Ok(Counter::Encap),
-            Out::Encap { dst_mac: [0; 6], remote: ip("10.98.1.1"), vni: 100, inner_dst_mac: MAC_D }),
-        case("remote host without route dropped unmodified", Endpoint, "ep1", frame_to(MAC_D, "10.0.1.6"),
-            TC_ACT_SHOT, Drop(DropReason::FibFailed), Out::Unchanged),
-        case("spoofed source ip dropped", Endpoint, "ep1", ipv4_udp_frame(MAC_B, MAC_A, ip("10.0.1.77"), ip("10.0.1.3"), 1),
-            TC_ACT_SHOT, Drop(DropReason::Spoofed), Out::Any),
-        case("spoofed source mac dropped", Endpoint, "ep1", ipv4_udp_frame(MAC_B, MAC_C, a, ip("10.0.1.3"), 1),
-            TC_ACT_SHOT, Drop(DropReason::Spoofed), Out::Any),
-        case("destination in another network: isolation drop", Endpoint, "ep1", frame_to(HOST_MAC, "10.0.2.5"),
-            TC_ACT_SHOT, Drop(DropReason::Isolation), Out::Any),
-        case("endpoint of another network: isolation drop", Endpoint, "ep1", frame_to(HOST_MAC, "10.0.3.2"),
-            TC_ACT_SHOT, Drop(DropReason::Isolation), Out::Any),
-        case("unknown address in own subnet dropped", Endpoint, "ep1", frame_to(HOST_MAC, "10.0.1.50"),
-            TC_ACT_SHOT, Drop(DropReason::NoRoute), Out::Any),
-        case("outside every network: gateway path to host", Endpoint, "ep1", frame_to(HOST_MAC, "192.0.2.7"),
-            TC_ACT_OK, Ok(Counter::ToHost), Out::Unchanged),
-        case("to the gateway itself: host", Endpoint, "ep1", frame_to(HOST_MAC, "10.0.1.1"),
-            TC_ACT_OK, Ok(Counter::ToHost), Out::Unchanged),
-        case("internal network: no gateway path", Endpoint, "ep2",
+        case(
+            "same host same network: redirect_peer",
+            Endpoint,
+            "ep1",
+            frame_to([0xaa; 6], "10.0.1.3"),
+            TC_ACT_REDIRECT,
+            Ok(Counter::ForwardLocal),
+            Out::Bytes(with_eth_dst(frame_to([0xaa; 6], "10.0.1.3"), MAC_B)),
+        ),
+        case(
+            "remote endpoint: vxlan encap via resolved neighbour",
+            Endpoint,
+            "ep1",
+            frame_to(MAC_C, "10.0.1.4"),
+            TC_ACT_REDIRECT,
+            Ok(Counter::Encap),
+            Out::Encap {
+                dst_mac: NEIGH_MAC,
+                remote: ip("10.99.0.2"),
+                vni: 100,
+                inner_dst_mac: MAC_C,
+            },
+        ),
+        case(
+            "remote endpoint: encap then redirect_neigh (no neighbour yet)",
+            Endpoint,
+            "ep1",
+            frame_to(MAC_D, "10.0.1.5"),
+            TC_ACT_REDIRECT,
+            Ok(Counter::Encap),
+            Out::Encap {
+                dst_mac: [0; 6],
+                remote: ip("10.98.1.1"),
+                vni: 100,
+                inner_dst_mac: MAC_D,
+            },
+        ),
+        case(
+            "remote host without route dropped unmodified",
+            Endpoint,
+            "ep1",
+            frame_to(MAC_D, "10.0.1.6"),
+            TC_ACT_SHOT,
+            Drop(DropReason::FibFailed),
+            Out::Unchanged,
+        ),
+        case(
+            "spoofed source ip dropped",
+            Endpoint,
+            "ep1",
+            ipv4_udp_frame(MAC_B, MAC_A, ip("10.0.1.77"), ip("10.0.1.3"), 1),
+            TC_ACT_SHOT,
+            Drop(DropReason::Spoofed),
+            Out::Any,
+        ),
+        case(
+            "spoofed source mac dropped",
+            Endpoint,
+            "ep1",
+            ipv4_udp_frame(MAC_B, MAC_C, a, ip("10.0.1.3"), 1),
+            TC_ACT_SHOT,
+            Drop(DropReason::Spoofed),
+            Out::Any,
+        ),
+        case(
+            "destination in another network: isolation drop",
+            Endpoint,
+            "ep1",
+            frame_to(HOST_MAC, "10.0.2.5"),
+            TC_ACT_SHOT,
+            Drop(DropReason::Isolation),
+            Out::Any,
+        ),
+        case(
+            "endpoint of another network: isolation drop",
+            Endpoint,
+            "ep1",
+            frame_to(HOST_MAC, "10.0.3.2"),
+            TC_ACT_SHOT,
+            Drop(DropReason::Isolation),
+            Out::Any,
+        ),
+        case(
+            "unknown address in own subnet dropped",
+            Endpoint,
+            "ep1",
+            frame_to(HOST_MAC, "10.0.1.50"),
+            TC_ACT_SHOT,
+            Drop(DropReason::NoRoute),
+            Out::Any,
+        ),
+        case(
+            "outside every network: gateway path to host",
+            Endpoint,
+            "ep1",
+            frame_to(HOST_MAC, "192.0.2.7"),
+            TC_ACT_OK,
+            Ok(Counter::ToHost),
+            Out::Unchanged,
+        ),
+        case(
+            "to the gateway itself: host",
+            Endpoint,
+            "ep1",
+            frame_to(HOST_MAC, "10.0.1.1"),
+            TC_ACT_OK,
+            Ok(Counter::ToHost),
+            Out::Unchanged,
+        ),
+        case(
+            "internal network: no gateway path",
+            Endpoint,
+            "ep2",
             ipv4_udp_frame(HOST_MAC, MAC_I, ip("10.0.3.2"), ip("192.0.2.7"), 1),
-            TC_ACT_SHOT, Drop(DropReason::Internal), Out::Any),
-        case("unknown endpoint interface dropped", Endpoint, "ep3", frame_to(MAC_B, "10.0.1.3"),
-            TC_ACT_SHOT, Drop(DropReason::UnknownEndpoint), Out::Any),
-        case("ipv6 from endpoint dropped", Endpoint, "ep1", { let mut f = eth(MAC_B, MAC_A, ETH_P_IPV6); f.extend([0x60; 40]); f },
-            TC_ACT_SHOT, Drop(DropReason::UnsupportedProtocol), Out::Any),
+            TC_ACT_SHOT,
+            Drop(DropReason::Internal),
+            Out::Any,
+        ),
+        case(
+            "unknown endpoint interface dropped",
+            Endpoint,
+            "ep3",
+            frame_to(MAC_B, "10.0.1.3"),
+            TC_ACT_SHOT,
+            Drop(DropReason::UnknownEndpoint),
+            Out::Any,
+        ),
+        case(
+            "ipv6 from endpoint dropped",
+            Endpoint,
+            "ep1",
+            {
+                let mut f = eth(MAC_B, MAC_A, ETH_P_IPV6);
+                f.extend([0x60; 40]);
+                f
+            },
+            TC_ACT_SHOT,
+            Drop(DropReason::UnsupportedProtocol),
+            Out::Any,
+        ),
         // BPF_PROG_RUN refuses an IPv4 skb shorter than 20 bytes of header
         // (EINVAL), so truncation is shown with a header claiming 60 bytes.
-        case("ipv4 header longer than the packet dropped", Endpoint, "ep1",
-            ipv4_custom(Ipv4 { ihl: 15, tot_len: Some(40), ..Ipv4::new(a, ip("10.0.1.3"), 17) })[..14 + 40].to_vec(),
-            TC_ACT_SHOT, Drop(DropReason::Malformed), Out::Any),
-        case("bad ihl (4) dropped", Endpoint, "ep1", ipv4_custom(Ipv4 { ihl: 4, ..Ipv4::new(a, ip("10.0.1.3"), 17) }),
-            TC_ACT_SHOT, Drop(DropReason::Malformed), Out::Any),
-        case("total length beyond frame dropped", Endpoint, "ep1", ipv4_custom(Ipv4 { tot_len: Some(900), ..Ipv4::new(a, ip("10.0.1.3"), 17) }),
-            TC_ACT_SHOT, Drop(DropReason::Malformed), Out::Any),
-        case("ip options forwarded as is", Endpoint, "ep1", ipv4_custom(Ipv4 { ihl: 7, ..Ipv4::new(a, ip("10.0.1.3"), 17) }),
-            TC_ACT_REDIRECT, Ok(Counter::ForwardLocal), Out::Unchanged),
-        case("fragment forwarded as is", Endpoint, "ep1", ipv4_custom(Ipv4 { frags: 0x2000, ..Ipv4::new(a, ip("10.0.1.3"), 17) }),
-            TC_ACT_REDIRECT, Ok(Counter::ForwardLocal), Out::Unchanged),
+        case(
+            "ipv4 header longer than the packet dropped",
+            Endpoint,
+            "ep1",
+            ipv4_custom(Ipv4 {
+                ihl: 15,
+                tot_len: Some(40),
+                ..Ipv4::new(a, ip("10.0.1.3"), 17)
+            })[..14 + 40]
+                .to_vec(),
+            TC_ACT_SHOT,
+            Drop(DropReason::Malformed),
+            Out::Any,
+        ),
+        case(
+            "bad ihl (4) dropped",
+            Endpoint,
+            "ep1",
+            ipv4_custom(Ipv4 {
+                ihl: 4,
+                ..Ipv4::new(a, ip("10.0.1.3"), 17)
+            }),
+            TC_ACT_SHOT,
+            Drop(DropReason::Malformed),
+            Out::Any,
+        ),
+        case(
+            "total length beyond frame dropped",
+            Endpoint,
+            "ep1",
+            ipv4_custom(Ipv4 {
+                tot_len: Some(900),
+                ..Ipv4::new(a, ip("10.0.1.3"), 17)
+            }),
+            TC_ACT_SHOT,
+            Drop(DropReason::Malformed),
+            Out::Any,
+        ),
+        case(
+            "ip options forwarded as is",
+            Endpoint,
+            "ep1",
+            ipv4_custom(Ipv4 {
+                ihl: 7,
+                ..Ipv4::new(a, ip("10.0.1.3"), 17)
+            }),
+            TC_ACT_REDIRECT,
+            Ok(Counter::ForwardLocal),
+            Out::Unchanged,
+        ),
+        case(
+            "fragment forwarded as is",
+            Endpoint,
+            "ep1",
+            ipv4_custom(Ipv4 {
+                frags: 0x2000,
+                ..Ipv4::new(a, ip("10.0.1.3"), 17)
+            }),
+            TC_ACT_REDIRECT,
+            Ok(Counter::ForwardLocal),
+            Out::Unchanged,
+        ),
         // ---- underlay: XDP --------------------------------------------------
-        case("vxlan from peer to local endpoint: xdp decap", Xdp, "", good_vxlan.clone(),
-            XDP_REDIRECT, Ok(Counter::DecapXdp), Out::Bytes(decapped_xdp)),
-        case("vxlan from unknown host dropped", Xdp, "", vx("10.99.0.3", VXLAN_PORT, 0x08, 100, &inner_to_a),
-            XDP_DROP, Drop(DropReason::UnknownPeer), Out::Any),
-        case("vxlan with unknown vni dropped", Xdp, "", vx("10.99.0.2", VXLAN_PORT, 0x08, 999, &inner_to_a),
-            XDP_DROP, Drop(DropReason::UnknownVni), Out::Any),
-        case("vni the peer may not send dropped", Xdp, "", vx("10.99.0.2", VXLAN_PORT, 0x08, 200, &inner_to_a),
-            XDP_DROP, Drop(DropReason::UnknownPeer), Out::Any),
-        case("vxlan without I flag dropped", Xdp, "", vx("10.99.0.2", VXLAN_PORT, 0x00, 100, &inner_to_a),
-            XDP_DROP, Drop(DropReason::VxlanNoIFlag), Out::Any),
-        case("inner destination unknown dropped", Xdp, "", vx("10.99.0.2", VXLAN_PORT, 0x08, 100,
-                &ipv4_udp_frame(MAC_A, MAC_C, ip("10.0.1.4"), ip("10.0.1.77"), 1)),
-            XDP_DROP, Drop(DropReason::UnknownInnerDest), Out::Any),
-        case("inner destination remote dropped", Xdp, "", vx("10.99.0.2", VXLAN_PORT, 0x08, 100,
-                &ipv4_udp_frame(MAC_D, MAC_C, ip("10.0.1.4"), ip("10.0.1.5"), 1)),
-            XDP_DROP, Drop(DropReason::UnknownInnerDest), Out::Any),
-        case("inner arp dropped", Xdp, "", vx("10.99.0.2", VXLAN_PORT, 0x08, 100, &{
+        case(
+            "vxlan from peer to local endpoint: xdp decap",
+            Xdp,
+            "",
+            good_vxlan.clone(),
+            XDP_REDIRECT,
+            Ok(Counter::DecapXdp),
+            Out::Bytes(decapped_xdp),
+        ),
+        case(
+            "vxlan from unknown host dropped",
+            Xdp,
+            "",
+            vx("10.99.0.3", VXLAN_PORT, 0x08, 100, &inner_to_a),
+            XDP_DROP,
+            Drop(DropReason::UnknownPeer),
+            Out::Any,
+        ),
+        case(
+            "vxlan with unknown vni dropped",
+            Xdp,
+            "",
+            vx("10.99.0.2", VXLAN_PORT, 0x08, 999, &inner_to_a),
+            XDP_DROP,
+            Drop(DropReason::UnknownVni),
+            Out::Any,
+        ),
+        case(
+            "vni the peer may not send dropped",
+            Xdp,
+            "",
+            vx("10.99.0.2", VXLAN_PORT, 0x08, 200, &inner_to_a),
+            XDP_DROP,
+            Drop(DropReason::UnknownPeer),
+            Out::Any,
+        ),
+        case(
+            "vxlan without I flag dropped",
+            Xdp,
+            "",
+            vx("10.99.0.2", VXLAN_PORT, 0x00, 100, &inner_to_a),
+            XDP_DROP,
+            Drop(DropReason::VxlanNoIFlag),
+            Out::Any,
+        ),
+        case(
+            "inner destination unknown dropped",
+            Xdp,
+            "",
+            vx(
+                "10.99.0.2",
+                VXLAN_PORT,
+                0x08,
+                100,
+                &ipv4_udp_frame(MAC_A, MAC_C, ip("10.0.1.4"), ip("10.0.1.77"), 1),
+            ),
+            XDP_DROP,
+            Drop(DropReason::UnknownInnerDest),
+            Out::Any,
+        ),
+        case(
+            "inner destination remote dropped",
+            Xdp,
+            "",
+            vx(
+                "10.99.0.2",
+                VXLAN_PORT,
+                0x08,
+                100,
+                &ipv4_udp_frame(MAC_D, MAC_C, ip("10.0.1.4"), ip("10.0.1.5"), 1),
+            ),
+            XDP_DROP,
+            Drop(DropReason::UnknownInnerDest),
+            Out::Any,
+        ),
+        case(
+            "inner arp dropped",
+            Xdp,
+            "",
+            vx("10.99.0.2", VXLAN_PORT, 0x08, 100, &{
                 let mut f = eth([0xff; 6], MAC_C, ETH_P_ARP);
                 f.extend(arp(1, MAC_C, ip("10.0.1.4"), [0; 6], a));
                 f
             }),
-            XDP_DROP, Drop(DropReason::InnerNotIpv4), Out::Any),
-        case("truncated inner frame dropped", Xdp, "", good_vxlan[..60].to_vec(),
-            XDP_DROP, Drop(DropReason::Malformed), Out::Any),
-        case("truncated vxlan header dropped", Xdp, "", good_vxlan[..46].to_vec(),
-            XDP_DROP, Drop(DropReason::Malformed), Out::Any),
-        case("outer ip options to vxlan port dropped", Xdp, "", outer_custom(outer(0, 6), VXLAN_PORT),
-            XDP_DROP, Drop(DropReason::OuterIpOptions), Out::Any),
-        case("outer first fragment to vxlan port dropped", Xdp, "", outer_custom(outer(0x2000, 5), VXLAN_PORT),
-            XDP_DROP, Drop(DropReason::OuterFragment), Out::Any),
-        case("outer later fragment passed", Xdp, "", outer_custom(outer(0x0010, 5), VXLAN_PORT),
-            XDP_PASS, Ok(Counter::UnderlayPass), Out::Unchanged),
-        case("outer bad ihl passed to the stack", Xdp, "", outer_custom(outer(0, 3), VXLAN_PORT),
-            XDP_PASS, Ok(Counter::UnderlayPass), Out::Unchanged),
-        case("udp to another port passed", Xdp, "", vx("10.99.0.2", 4790, 0x08, 100, &inner_to_a),
-            XDP_PASS, Ok(Counter::UnderlayPass), Out::Unchanged),
-        case("vxlan to another address passed", Xdp, "",
-            vxlan_frame(ip("10.99.0.2"), ip("10.99.0.9"), VXLAN_PORT, 0x08, 100, &inner_to_a),
-            XDP_PASS, Ok(Counter::UnderlayPass), Out::Unchanged),
-        case("tcp to the host passed", Xdp, "", { let mut f = eth([2; 6], NEIGH_MAC, ETH_P_IP);
-                f.extend(Ipv4::new(ip("10.99.0.2"), ip("10.99.0.1"), 6).build(&[0u8; 20])); f },
-            XDP_PASS, Ok(Counter::UnderlayPass), Out::Unchanged),
-        case("underlay arp passed", Xdp, "", { let mut f = eth([0xff; 6], NEIGH_MAC, ETH_P_ARP);
-                f.extend(arp(1, NEIGH_MAC, ip("10.99.0.2"), [0; 6], ip("10.99.0.1"))); f },
-            XDP_PASS, Ok(Counter::UnderlayPass), Out::Unchanged),
-        case("short ethernet passed", Xdp, "", vec![0xff; 14],
-            XDP_PASS, Ok(Counter::UnderlayPass), Out::Unchanged),
+            XDP_DROP,
+            Drop(DropReason::InnerNotIpv4),
+            Out::Any,
+        ),
+        case(
+            "truncated inner frame dropped",
+            Xdp,
+            "",
+            good_vxlan[..60].to_vec(),
+            XDP_DROP,
+            Drop(DropReason::Malformed),
+            Out::Any,
+        ),
+        case(
+            "truncated vxlan header dropped",
+            Xdp,
+            "",
+            good_vxlan[..46].to_vec(),
+            XDP_DROP,
+            Drop(DropReason::Malformed),
+            Out::Any,
+        ),
+        case(
+            "outer ip options to vxlan port dropped",
+            Xdp,
+            "",
+            outer_custom(outer(0, 6), VXLAN_PORT),
+            XDP_DROP,
+            Drop(DropReason::OuterIpOptions),
+            Out::Any,
+        ),
+        case(
+            "outer first fragment to vxlan port dropped",
+            Xdp,
+            "",
+            outer_custom(outer(0x2000, 5), VXLAN_PORT),
+            XDP_DROP,
+            Drop(DropReason::OuterFragment),
+            Out::Any,
+        ),
+        case(
+            "outer later fragment passed",
+            Xdp,
+            "",
+            outer_custom(outer(0x0010, 5), VXLAN_PORT),
+            XDP_PASS,
+            Ok(Counter::UnderlayPass),
+            Out::Unchanged,
+        ),
+        case(
+            "outer bad ihl passed to the stack",
+            Xdp,
+            "",
+            outer_custom(outer(0, 3), VXLAN_PORT),
+            XDP_PASS,
+            Ok(Counter::UnderlayPass),
+            Out::Unchanged,
+        ),
+        case(
+            "udp to another port passed",
+            Xdp,
+            "",
+            vx("10.99.0.2", 4790, 0x08, 100, &inner_to_a),
+            XDP_PASS,
+            Ok(Counter::UnderlayPass),
+            Out::Unchanged,
+        ),
+        case(
+            "vxlan to another address passed",
+            Xdp,
+            "",
+            vxlan_frame(
+                ip("10.99.0.2"),
+                ip("10.99.0.9"),
+                VXLAN_PORT,
+                0x08,
+                100,
+                &inner_to_a,
+            ),
+            XDP_PASS,
+            Ok(Counter::UnderlayPass),
+            Out::Unchanged,
+        ),
+        case(
+            "tcp to the host passed",
+            Xdp,
+            "",
+            {
+                let mut f = eth([2; 6], NEIGH_MAC, ETH_P_IP);
+                f.extend(Ipv4::new(ip("10.99.0.2"), ip("10.99.0.1"), 6).build(&[0u8; 20]));
+                f
+            },
+            XDP_PASS,
+            Ok(Counter::UnderlayPass),
+            Out::Unchanged,
+        ),
+        case(
+            "underlay arp passed",
+            Xdp,
+            "",
+            {
+                let mut f = eth([0xff; 6], NEIGH_MAC, ETH_P_ARP);
+                f.extend(arp(1, NEIGH_MAC, ip("10.99.0.2"), [0; 6], ip("10.99.0.1")));
+                f
+            },
+            XDP_PASS,
+            Ok(Counter::UnderlayPass),
+            Out::Unchanged,
+        ),
+        case(
+            "short ethernet passed",
+            Xdp,
+            "",
+            vec![0xff; 14],
+            XDP_PASS,
+            Ok(Counter::UnderlayPass),
+            Out::Unchanged,
+        ),
         // ---- underlay: TC ---------------------------------------------------
-        case("vxlan from peer to local endpoint: tc decap", Tc, "", good_vxlan.clone(),
-            TC_ACT_REDIRECT, Ok(Counter::DecapTc), Out::Bytes(decapped_tc)),
-        case("tc: vxlan from unknown host dropped", Tc, "", vx("10.99.0.3", VXLAN_PORT, 0x08, 100, &inner_to_a),
-            TC_ACT_SHOT, Drop(DropReason::UnknownPeer), Out::Any),
-        case("tc: udp to another port passed", Tc, "", vx("10.99.0.2", 4790, 0x08, 100, &inner_to_a),
-            TC_ACT_OK, Ok(Counter::UnderlayPass), Out::Unchanged),
+        case(
+            "vxlan from peer to local endpoint: tc decap",
+            Tc,
+            "",
+            good_vxlan.clone(),
+            TC_ACT_REDIRECT,
+            Ok(Counter::DecapTc),
+            Out::Bytes(decapped_tc),
+        ),
+        case(
+            "tc: vxlan from unknown host dropped",
+            Tc,
+            "",
+            vx("10.99.0.3", VXLAN_PORT, 0x08, 100, &inner_to_a),
+            TC_ACT_SHOT,
+            Drop(DropReason::UnknownPeer),
+            Out::Any,
+        ),
+        case(
+            "tc: udp to another port passed",
+            Tc,
+            "",
+            vx("10.99.0.2", 4790, 0x08, 100, &inner_to_a),
+            TC_ACT_OK,
+            Ok(Counter::UnderlayPass),
+            Out::Unchanged,
+        ),
     ]
 }
 
@@ -367,7 +781,11 @@ fn check_encap(
     if out.len() != want_len {
         return Err(format!("length {} != {want_len}", out.len()));
     }
-    let src_mac = if dst_mac == [0; 6] { [0; 6] } else { env.underlay_mac };
+    let src_mac = if dst_mac == [0; 6] {
+        [0; 6]
+    } else {
+        env.underlay_mac
+    };
     let mut problems = Vec::new();
     let mut expect = |what: &str, got: &[u8], want: &[u8]| {
         if got != want {
@@ -379,23 +797,43 @@ fn check_encap(
     expect("outer ethertype", &out[12..14], &[0x08, 0x00]);
     let ip_hdr = &out[14..34];
     expect("ip version/ihl", &ip_hdr[0..1], &[0x45]);
-    expect("ip total length", &ip_hdr[2..4], &((want_len - 14) as u16).to_be_bytes());
+    expect(
+        "ip total length",
+        &ip_hdr[2..4],
+        &((want_len - 14) as u16).to_be_bytes(),
+    );
     expect("ip flags (DF)", &ip_hdr[6..8], &[0x40, 0]);
     expect("ip ttl/proto", &ip_hdr[8..10], &[64, 17]);
     expect("ip src", &ip_hdr[12..16], &ip("10.99.0.1").octets());
     expect("ip dst", &ip_hdr[16..20], &remote.octets());
-    expect("ip checksum verifies", &overlay_tests::packet::csum(ip_hdr).to_be_bytes(), &[0, 0]);
+    expect(
+        "ip checksum verifies",
+        &overlay_tests::packet::csum(ip_hdr).to_be_bytes(),
+        &[0, 0],
+    );
     let sport = u16::from_be_bytes([out[34], out[35]]);
     let sport_ok = (32768..=60999).contains(&sport);
-    expect("udp source port in 32768-60999", &[u8::from(sport_ok)], &[1]);
+    expect(
+        "udp source port in 32768-60999",
+        &[u8::from(sport_ok)],
+        &[1],
+    );
     expect("udp dst port", &out[36..38], &VXLAN_PORT.to_be_bytes());
-    expect("udp length", &out[38..40], &((want_len - 34) as u16).to_be_bytes());
+    expect(
+        "udp length",
+        &out[38..40],
+        &((want_len - 34) as u16).to_be_bytes(),
+    );
     expect("udp checksum (zero)", &out[40..42], &[0, 0]);
     let v = vni.to_be_bytes();
     expect("vxlan", &out[42..50], &[0x08, 0, 0, 0, v[1], v[2], v[3], 0]);
     expect("inner dst mac", &out[50..56], &inner_dst_mac);
     expect("inner src mac + rest", &out[56..], &input[6..]);
-    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 fn run_case(dp: &mut Dataplane, env: &Env, case: &Case) -> Result<(), String> {
@@ -452,8 +890,18 @@ fn run_case(dp: &mut Dataplane, env: &Env, case: &Case) -> Result<(), String> {
             return Err(format!("output\n  got  {out:02x?}\n  want {want:02x?}"));
         }
         Out::Bytes(_) => {}
-        Out::Encap { dst_mac, remote, vni, inner_dst_mac } => {
-            check_encap(&case.input, out, env, (*dst_mac, *remote, *vni, *inner_dst_mac))?;
+        Out::Encap {
+            dst_mac,
+            remote,
+            vni,
+            inner_dst_mac,
+        } => {
+            check_encap(
+                &case.input,
+                out,
+                env,
+                (*dst_mac, *remote, *vni, *inner_dst_mac),
+            )?;
         }
     }
     let delta = dp.counters().map_err(|e| e.to_string())?.since(&before);
@@ -462,7 +910,10 @@ fn run_case(dp: &mut Dataplane, env: &Env, case: &Case) -> Result<(), String> {
         Expect::Drop(r) => (r.name(), delta.drop(r)),
     };
     if counted.packets != 1 {
-        return Err(format!("counter {name} moved by {} packets, want 1", counted.packets));
+        return Err(format!(
+            "counter {name} moved by {} packets, want 1",
+            counted.packets
+        ));
     }
     let others: Vec<String> = delta
         .outcomes
@@ -526,7 +977,8 @@ fn encap_source_port_follows_the_flow() {
             (0..16u16)
                 .map(|i| {
                     // Two runs per flow (same sport), eight flows.
-                    let frame = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.2"), ip("10.0.1.4"), 1000 + i / 2);
+                    let frame =
+                        ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.2"), ip("10.0.1.4"), 1000 + i / 2);
                     let mut out = vec![0u8; frame.len() + 64];
                     let prog = dp
                         .tc_program(overlay_common::programs::ENDPOINT_INGRESS)
@@ -546,8 +998,14 @@ fn encap_source_port_follows_the_flow() {
         })
         .expect("enter netns");
     for pair in ports.chunks(2) {
-        assert_eq!(pair[0], pair[1], "same flow must keep its source port: {ports:?}");
+        assert_eq!(
+            pair[0], pair[1],
+            "same flow must keep its source port: {ports:?}"
+        );
     }
     let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
-    assert!(distinct.len() >= 4, "8 flows should spread over source ports: {ports:?}");
+    assert!(
+        distinct.len() >= 4,
+        "8 flows should spread over source ports: {ports:?}"
+    );
 }
