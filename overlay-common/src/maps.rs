@@ -1,7 +1,8 @@
 //! Map names, capacities and the `#[repr(C)]` keys and values.
 
 /// Map names as the eBPF object declares them (the static's identifier).
-/// A userspace test asserts that every name here exists in the object.
+/// `Dataplane::load` fails when one is missing, so every test that loads
+/// the object checks them.
 pub mod names {
     /// host-side veth ifindex -> [`super::EndpointInfo`].
     pub const ENDPOINTS: &str = "OVL_ENDPOINTS";

@@ -151,6 +151,19 @@ impl Counters {
     }
 }
 
+/// Every map entry except counters, sorted: what the dataplane is
+/// programmed with. Equal snapshots mean nothing was written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    pub config: Option<Config>,
+    pub networks: Vec<(u32, NetworkInfo)>,
+    /// (prefix length, address in network order) -> VNI.
+    pub subnets: Vec<((u32, u32), u32)>,
+    pub endpoints: Vec<(u32, EndpointInfo)>,
+    pub routes: Vec<(RouteKey, RouteValue)>,
+    pub peers: Vec<PeerKey>,
+}
+
 /// Loaded programs plus typed handles on every (pinned) map.
 pub struct Dataplane {
     ebpf: Ebpf,
@@ -726,6 +739,49 @@ impl Dataplane {
         self.peers
             .remove(&PeerKey { ip: be(host), vni })
             .map_err(DataplaneError::map(format!("removing peer {host}")))
+    }
+
+    /// Snapshot of every programmed entry.
+    pub fn state(&self) -> Result<State, DataplaneError> {
+        let err = DataplaneError::map;
+        let config = self.config.get(&0, 0).map_err(err("reading config"))?;
+        let mut state = State {
+            config: (config.flags & CONFIG_FLAG_READY != 0).then_some(config),
+            networks: self
+                .networks
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(err("listing networks"))?,
+            subnets: self
+                .subnets
+                .iter()
+                .map(|r| r.map(|(k, v)| ((k.prefix_len(), k.data()), v)))
+                .collect::<Result<_, _>>()
+                .map_err(err("listing subnets"))?,
+            endpoints: self
+                .endpoints
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(err("listing endpoints"))?,
+            routes: self
+                .routes
+                .iter()
+                .collect::<Result<_, _>>()
+                .map_err(err("listing routes"))?,
+            peers: self
+                .peers
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(err("listing peers"))?,
+        };
+        state.networks.sort_by_key(|(k, _)| *k);
+        state.subnets.sort_unstable();
+        state.endpoints.sort_by_key(|(k, _)| *k);
+        state
+            .routes
+            .sort_by_key(|(k, _)| (k.vni, u32::from_be(k.ip)));
+        state.peers.sort_by_key(|k| (k.vni, u32::from_be(k.ip)));
+        Ok(state)
     }
 
     // ---- counters ----------------------------------------------------------

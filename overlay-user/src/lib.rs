@@ -10,7 +10,8 @@ pub mod netns;
 pub mod sim;
 
 pub use dataplane::{
-    AttachedMode, Counters, Dataplane, DecapMode, LocalEndpoint, Network, RemoteEndpoint, Underlay,
+    AttachedMode, Counters, Dataplane, DecapMode, LocalEndpoint, Network, RemoteEndpoint, State,
+    Underlay,
 };
 pub use error::DataplaneError;
 pub use mac::MacAddr;
