@@ -2,11 +2,13 @@
 //! attach them, and program networks, endpoints and peers through a typed,
 //! validating [`Dataplane`].
 
+pub mod bench;
 pub mod bpffs;
 pub mod dataplane;
 pub mod error;
 pub mod mac;
 pub mod netns;
+pub mod packet;
 pub mod sim;
 
 pub use dataplane::{

@@ -56,6 +56,15 @@ enum Command {
     Stats,
     /// Remove every pinned map and link (detaches the programs).
     Destroy,
+    /// Benchmarks (private namespaces; nothing else is touched).
+    Bench {
+        /// BPF_PROG_RUN samples per program path.
+        #[arg(long, default_value_t = 20_000)]
+        samples: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Two simulated hosts, containers talking over the overlay, isolation
     /// shown, everything removed at the end.
     Demo {
@@ -170,6 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let pin_dir = cli.pin_dir;
     match cli.command {
         Command::Demo { decap } => return demo::run(decap.into()),
+        Command::Bench { samples, json } => return bench(samples, json),
         Command::Destroy => {
             return Dataplane::destroy(&pin_dir)
                 .with_context(|| format!("removing {}", pin_dir.display()));
@@ -260,7 +270,60 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{name:<28} {:>12} {:>16}", v.packets, v.bytes);
             }
         }
-        Command::Demo { .. } | Command::Destroy => unreachable!("handled above"),
+        Command::Demo { .. } | Command::Destroy | Command::Bench { .. } => {
+            unreachable!("handled above")
+        }
+    }
+    Ok(())
+}
+
+fn bench(samples: usize, json: bool) -> anyhow::Result<()> {
+    eprintln!("BPF_PROG_RUN cost: {samples} single runs per path (kernel-timed)...");
+    let costs = overlay_user::bench::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?;
+    let baseline = |prog: &str| {
+        let noop = if prog.starts_with("underlay_xdp") || prog == "noop_xdp" {
+            "noop_xdp"
+        } else {
+            "noop_tc"
+        };
+        costs
+            .iter()
+            .find(|c| c.program == noop)
+            .map_or(0, |c| c.median.as_nanos())
+    };
+    if json {
+        let rows: Vec<String> = costs
+            .iter()
+            .map(|c| {
+                format!(
+                    "{{\"program\":\"{}\",\"path\":\"{}\",\"action\":{},\"samples\":{},\"median_ns\":{},\"p90_ns\":{},\"over_noop_ns\":{}}}",
+                    c.program,
+                    c.path,
+                    c.action,
+                    c.samples,
+                    c.median.as_nanos(),
+                    c.p90.as_nanos(),
+                    c.median.as_nanos().saturating_sub(baseline(c.program))
+                )
+            })
+            .collect();
+        println!("[{}]", rows.join(","));
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:<26} {:>6} {:>10} {:>8} {:>12}",
+        "PROGRAM", "PATH", "ACTION", "MEDIAN ns", "P90 ns", "OVER NO-OP"
+    );
+    for c in &costs {
+        println!(
+            "{:<18} {:<26} {:>6} {:>10} {:>8} {:>12}",
+            c.program,
+            c.path,
+            c.action,
+            c.median.as_nanos(),
+            c.p90.as_nanos(),
+            c.median.as_nanos().saturating_sub(baseline(c.program))
+        );
     }
     Ok(())
 }

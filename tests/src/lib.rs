@@ -1,7 +1,6 @@
 //! Shared pieces of the integration tests: a privilege gate that refuses to
 //! skip under CI, unique names, and a small packet builder.
 
-pub mod packet;
 pub mod topology;
 
 /// Returns false (test should skip) when not root and not in CI; panics in

@@ -9,14 +9,11 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use overlay_common::{Counter, DropReason, VXLAN_PORT};
-use overlay_tests::{
-    PinDir,
-    packet::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, arp, eth, ipv4_udp_frame, udp, vxlan_frame},
-    require_root,
-};
+use overlay_tests::{PinDir, require_root};
 use overlay_user::{
     Dataplane, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay,
-    netns::{NetNs, unique_name},
+    packet::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, arp, eth, ipv4_udp_frame, udp, vxlan_frame},
+    sim::ProgRunHost,
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -32,7 +29,7 @@ const MAC_C: [u8; 6] = [0x02, 0x42, 10, 0, 1, 4];
 const MAC_D: [u8; 6] = [0x02, 0x42, 10, 0, 1, 5];
 const MAC_I: [u8; 6] = [0x02, 0x42, 10, 0, 3, 2];
 const HOST_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 1];
-const NEIGH_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x02];
+const NEIGH_MAC: [u8; 6] = ProgRunHost::NEIGH_MAC;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("test address")
@@ -81,43 +78,19 @@ struct Case {
 }
 
 struct Env {
-    ns: NetNs,
+    host: ProgRunHost,
     underlay_mac: [u8; 6],
-    ifindex: std::collections::HashMap<&'static str, u32>,
 }
 
-fn setup_netns() -> Env {
-    let ns = NetNs::new(&unique_name("ovlpr")).expect("create netns");
-    for cmd in [
-        // No dummy driver in this kernel: veth pairs stand in.
-        "ip link add ul0 type veth peer name ul0p",
-        "ip link set ul0p up",
-        "ip link set ul0 up",
-        // bpf_fib_lookup answers only for a forwarding device.
-        "sysctl -qw net.ipv4.conf.ul0.forwarding=1",
-        "ip addr add 10.99.0.1/24 dev ul0",
-        "ip neigh replace 10.99.0.2 lladdr 02:00:00:00:99:02 dev ul0 nud permanent",
-        // Reachable through a gateway with no neighbour entry yet.
-        "ip route add 10.98.0.0/16 via 10.99.0.254 dev ul0",
-        "ip link add ep1 type veth peer name ep1p",
-        "ip link add ep2 type veth peer name ep2p",
-        "ip link add ep3 type veth peer name ep3p",
-        "ip link set ep1 up",
-        "ip link set ep2 up",
-        "ip link set ep3 up",
-    ] {
-        let argv: Vec<&str> = cmd.split(' ').collect();
-        ns.exec(&argv).unwrap_or_else(|e| panic!("{cmd}: {e}"));
+impl Env {
+    fn new() -> Self {
+        let host = ProgRunHost::new().expect("prog-run namespace");
+        let underlay_mac = host.underlay_mac.0;
+        Self { host, underlay_mac }
     }
-    let mut ifindex = std::collections::HashMap::new();
-    for dev in ["ul0", "ep1", "ep2", "ep3"] {
-        ifindex.insert(dev, ns.ifindex(dev).expect("ifindex"));
-    }
-    let underlay_mac = ns.mac("ul0").expect("ul0 mac").0;
-    Env {
-        ns,
-        underlay_mac,
-        ifindex,
+
+    fn ifindex(&self, dev: &str) -> u32 {
+        self.host.ifindex(dev)
     }
 }
 
@@ -128,7 +101,7 @@ fn program(dp: &mut Dataplane, env: &Env) {
         gateway: Some(ip(gw)),
         internal,
     };
-    dp.set_underlay(&Underlay::new(env.ifindex["ul0"], ip("10.99.0.1")))
+    dp.set_underlay(&Underlay::new(env.ifindex("ul0"), ip("10.99.0.1")))
         .expect("underlay");
     dp.add_network(&net(100, "10.0.1.0/24", "10.0.1.1", false))
         .expect("net 100");
@@ -140,7 +113,7 @@ fn program(dp: &mut Dataplane, env: &Env) {
         vni,
         ip: ip(addr),
         mac: MacAddr(mac),
-        host_ifindex: env.ifindex[dev],
+        host_ifindex: env.ifindex(dev),
         host_mac: MacAddr(HOST_MAC),
     };
     dp.add_local_endpoint(&local(100, "10.0.1.2", MAC_A, "ep1"))
@@ -203,7 +176,7 @@ fn cases(env: &Env) -> Vec<Case> {
         f
     };
     let outer_custom = |hdr: Ipv4, dport: u16| {
-        let mut payload = overlay_tests::packet::vxlan(0x08, 100);
+        let mut payload = overlay_user::packet::vxlan(0x08, 100);
         payload.extend_from_slice(&inner_to_a);
         let mut f = eth([2, 0, 0, 0, 0x99, 1], NEIGH_MAC, ETH_P_IP);
         f.extend(hdr.build(&udp(40000, dport, &payload)));
@@ -808,7 +781,7 @@ fn check_encap(
     expect("ip dst", &ip_hdr[16..20], &remote.octets());
     expect(
         "ip checksum verifies",
-        &overlay_tests::packet::csum(ip_hdr).to_be_bytes(),
+        &overlay_user::packet::csum(ip_hdr).to_be_bytes(),
         &[0, 0],
     );
     let sport = u16::from_be_bytes([out[34], out[35]]);
@@ -850,7 +823,7 @@ fn run_case(dp: &mut Dataplane, env: &Env, case: &Case) -> Result<(), String> {
         };
         match case.prog {
             Prog::Endpoint => {
-                ctx[40..44].copy_from_slice(&env.ifindex[case.dev].to_ne_bytes());
+                ctx[40..44].copy_from_slice(&env.ifindex(case.dev).to_ne_bytes());
                 ctx_in = ctx;
                 opts.ctx_in = Some(&ctx_in);
                 dp.tc_program(overlay_common::programs::ENDPOINT_INGRESS)
@@ -933,12 +906,13 @@ fn verdict_table() {
     if !require_root("verdict_table") {
         return;
     }
-    let env = setup_netns();
+    let env = Env::new();
     let pins = PinDir::new("pr");
     let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
     program(&mut dp, &env);
     let cases = cases(&env);
     let failures: Vec<String> = env
+        .host
         .ns
         .run(|| {
             cases
@@ -965,15 +939,16 @@ fn encap_source_port_follows_the_flow() {
     if !require_root("encap_source_port_follows_the_flow") {
         return;
     }
-    let env = setup_netns();
+    let env = Env::new();
     let pins = PinDir::new("sp");
     let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
     program(&mut dp, &env);
     let ports: Vec<u16> = env
+        .host
         .ns
         .run(|| {
             let mut ctx = [0u8; 44];
-            ctx[40..44].copy_from_slice(&env.ifindex["ep1"].to_ne_bytes());
+            ctx[40..44].copy_from_slice(&env.ifindex("ep1").to_ne_bytes());
             (0..16u16)
                 .map(|i| {
                     // Two runs per flow (same sport), eight flows.

@@ -41,6 +41,7 @@ fn remote(vni: u32, addr: &str, host: &str) -> RemoteEndpoint {
 }
 
 type Op = Box<dyn Fn(&mut Dataplane) -> Result<(), DataplaneError>>;
+type Expected = fn(&DataplaneError) -> bool;
 
 #[test]
 fn bad_input_is_rejected_and_changes_nothing() {
@@ -59,7 +60,7 @@ fn bad_input_is_rejected_and_changes_nothing() {
         .expect("remote");
     dp.add_peer(ip("192.0.2.2"), 100).expect("peer");
 
-    let cases: Vec<(&str, Op, fn(&DataplaneError) -> bool)> = vec![
+    let cases: Vec<(&str, Op, Expected)> = vec![
         (
             "vni 0",
             Box::new(|dp| dp.add_network(&net(0, "10.0.9.0/24", None))),

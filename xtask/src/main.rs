@@ -53,6 +53,12 @@ enum Cmd {
     },
     /// The main job: the two-host demo.
     Demo,
+    /// Benchmarks (`overlay bench`): BPF_PROG_RUN cost per program path.
+    Bench {
+        /// Fewer samples: a smoke run.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Set up, lint, and run every test (unit, BPF_PROG_RUN, namespaces).
     Test,
     /// rustfmt (pinned nightly, for grouped imports) and clippy -D warnings.
@@ -87,12 +93,23 @@ fn main() -> anyhow::Result<()> {
             require_root()?;
             run(Command::new(root.join("target/release/overlay")).arg("demo"))
         }
+        Cmd::Bench { quick } => {
+            setup()?;
+            build()?;
+            require_root()?;
+            let samples = if quick { "2000" } else { "50000" };
+            run(Command::new(root.join("target/release/overlay")).args([
+                "bench",
+                "--samples",
+                samples,
+            ]))
+        }
         Cmd::Test => {
             setup()?;
             require_root()?;
             lint()?;
             clean()?;
-            run(cargo().args(["test", "--workspace", "--exclude", "overlay-ebpf"]))
+            test_with_summary()
         }
         Cmd::Lint => {
             setup()?;
@@ -256,6 +273,52 @@ fn clean() -> anyhow::Result<()> {
                     .with_context(|| format!("removing {}", entry.path().display()))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// Runs the workspace tests, echoing cargo's output, and ends with one
+/// total line (`tests: N passed, N failed, N skipped`): cargo's own last
+/// line belongs to whichever test binary ran last, often an empty doc-test.
+fn test_with_summary() -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace", "--exclude", "overlay-ebpf"])
+        .stdout(std::process::Stdio::piped());
+    eprintln!("xtask: {cmd:?}");
+    let mut child = cmd.spawn().context("spawning cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| -> u64 {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            passed += count("passed");
+            failed += count("failed");
+            ignored += count("ignored");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    if passed == 0 {
+        bail!("no test ran");
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! Building frames byte by byte for BPF_PROG_RUN cases.
+//! Building frames byte by byte: BPF_PROG_RUN cases, benchmark inputs.
 
 use std::net::Ipv4Addr;
 

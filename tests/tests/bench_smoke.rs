@@ -1,0 +1,29 @@
+//! The benchmark code path runs and every measured path returns the verdict
+//! it claims to measure (no assertion on speed: speed lives in benchmarks).
+
+use overlay_tests::require_root;
+
+#[test]
+fn prog_run_benchmark_measures_the_paths_it_names() {
+    if !require_root("prog_run_benchmark_measures_the_paths_it_names") {
+        return;
+    }
+    let costs = overlay_user::bench::prog_run_costs(20).expect("benchmark runs");
+    let paths: Vec<(&str, &str)> = costs.iter().map(|c| (c.program, c.path)).collect();
+    for want in [
+        ("noop_tc", "no-op baseline"),
+        ("noop_xdp", "no-op baseline"),
+        ("endpoint_ingress", "encap to remote host"),
+        ("endpoint_ingress", "same-host redirect_peer"),
+        ("underlay_xdp", "decap to local endpoint"),
+        ("underlay_tc", "decap to local endpoint"),
+    ] {
+        assert!(paths.contains(&want), "{want:?} measured: {paths:?}");
+    }
+    assert!(
+        costs
+            .iter()
+            .all(|c| c.samples >= 10 && c.median.as_nanos() > 0),
+        "{costs:?}"
+    );
+}
