@@ -17,11 +17,27 @@ fn add(slot: u32, bytes: u32) {
 }
 
 #[inline(always)]
-pub fn count(outcome: Counter, bytes: u32) {
+fn count(outcome: Counter, bytes: u32) {
     add(outcome.index(), bytes);
 }
 
 #[inline(always)]
-pub fn count_drop(reason: DropReason, bytes: u32) {
+fn count_drop(reason: DropReason, bytes: u32) {
     add(reason.index(), bytes);
+}
+
+/// Exit path of every entry point: counts the outcome or the drop reason
+/// exactly once and returns the program's action (`drop_action` on a drop).
+#[inline(always)]
+pub fn finish<A>(bytes: u32, result: Result<(A, Counter), DropReason>, drop_action: A) -> A {
+    match result {
+        Ok((action, outcome)) => {
+            count(outcome, bytes);
+            action
+        }
+        Err(reason) => {
+            count_drop(reason, bytes);
+            drop_action
+        }
+    }
 }

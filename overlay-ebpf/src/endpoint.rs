@@ -17,7 +17,7 @@ use overlay_common::{
 
 use crate::{
     arp,
-    counters::{count, count_drop},
+    counters::finish,
     encap,
     maps::{OVL_ENDPOINTS, OVL_NETWORKS, OVL_ROUTES, OVL_SUBNETS},
     parse::{ETH_P_ARP, ETH_P_IP, addr, ipv4_header_len, load_eth, ptr_at},
@@ -33,17 +33,7 @@ const ARP_LEN: u32 = 14 + 28;
     reason = "aya's program macros hand the context over by value"
 )]
 pub fn endpoint_ingress(ctx: TcContext) -> i32 {
-    let len = ctx.len();
-    match try_endpoint_ingress(&ctx) {
-        Ok((action, outcome)) => {
-            count(outcome, len);
-            action
-        }
-        Err(reason) => {
-            count_drop(reason, len);
-            TC_ACT_SHOT
-        }
-    }
+    finish(ctx.len(), try_endpoint_ingress(&ctx), TC_ACT_SHOT)
 }
 
 fn try_endpoint_ingress(ctx: &TcContext) -> Result<(i32, Counter), DropReason> {

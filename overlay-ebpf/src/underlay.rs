@@ -17,7 +17,7 @@ use network_types::eth::EthHdr;
 use overlay_common::{Counter, DropReason, VXLAN_ENCAP_LEN};
 
 use crate::{
-    counters::{count, count_drop},
+    counters::finish,
     decap::{Underlay, classify},
     parse::{ETH_P_IP, ptr_at_mut},
 };
@@ -28,17 +28,11 @@ use crate::{
     reason = "aya's program macros hand the context over by value"
 )]
 pub fn underlay_xdp(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u32;
-    match try_underlay_xdp(&ctx) {
-        Ok((action, outcome)) => {
-            count(outcome, len);
-            action
-        }
-        Err(reason) => {
-            count_drop(reason, len);
-            xdp_action::XDP_DROP
-        }
-    }
+    finish(
+        (ctx.data_end() - ctx.data()) as u32,
+        try_underlay_xdp(&ctx),
+        xdp_action::XDP_DROP,
+    )
 }
 
 fn try_underlay_xdp(ctx: &XdpContext) -> Result<(u32, Counter), DropReason> {
@@ -69,17 +63,7 @@ fn try_underlay_xdp(ctx: &XdpContext) -> Result<(u32, Counter), DropReason> {
     reason = "aya's program macros hand the context over by value"
 )]
 pub fn underlay_tc(ctx: TcContext) -> i32 {
-    let len = ctx.len();
-    match try_underlay_tc(&ctx) {
-        Ok((action, outcome)) => {
-            count(outcome, len);
-            action
-        }
-        Err(reason) => {
-            count_drop(reason, len);
-            TC_ACT_SHOT
-        }
-    }
+    finish(ctx.len(), try_underlay_tc(&ctx), TC_ACT_SHOT)
 }
 
 /// Outer headers plus inner Ethernet and IPv4: what classify reads.

@@ -277,11 +277,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One benchmark row as printed (table) or emitted (JSON).
+#[derive(serde::Serialize)]
+struct CostRow {
+    program: &'static str,
+    path: &'static str,
+    action: u32,
+    samples: usize,
+    median_ns: u128,
+    p90_ns: u128,
+    over_noop_ns: u128,
+}
+
 fn bench(samples: usize, json: bool) -> anyhow::Result<()> {
     eprintln!("BPF_PROG_RUN cost: {samples} single runs per path (kernel-timed)...");
     let costs = overlay_user::bench::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?;
     let baseline = |prog: &str| {
-        let noop = if prog.starts_with("underlay_xdp") || prog == "noop_xdp" {
+        let noop = if prog.contains("xdp") {
             "noop_xdp"
         } else {
             "noop_tc"
@@ -291,38 +303,30 @@ fn bench(samples: usize, json: bool) -> anyhow::Result<()> {
             .find(|c| c.program == noop)
             .map_or(0, |c| c.median.as_nanos())
     };
+    let rows: Vec<CostRow> = costs
+        .iter()
+        .map(|c| CostRow {
+            program: c.program,
+            path: c.path,
+            action: c.action,
+            samples: c.samples,
+            median_ns: c.median.as_nanos(),
+            p90_ns: c.p90.as_nanos(),
+            over_noop_ns: c.median.as_nanos().saturating_sub(baseline(c.program)),
+        })
+        .collect();
     if json {
-        let rows: Vec<String> = costs
-            .iter()
-            .map(|c| {
-                format!(
-                    "{{\"program\":\"{}\",\"path\":\"{}\",\"action\":{},\"samples\":{},\"median_ns\":{},\"p90_ns\":{},\"over_noop_ns\":{}}}",
-                    c.program,
-                    c.path,
-                    c.action,
-                    c.samples,
-                    c.median.as_nanos(),
-                    c.p90.as_nanos(),
-                    c.median.as_nanos().saturating_sub(baseline(c.program))
-                )
-            })
-            .collect();
-        println!("[{}]", rows.join(","));
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     println!(
         "{:<18} {:<26} {:>6} {:>10} {:>8} {:>12}",
         "PROGRAM", "PATH", "ACTION", "MEDIAN ns", "P90 ns", "OVER NO-OP"
     );
-    for c in &costs {
+    for r in &rows {
         println!(
             "{:<18} {:<26} {:>6} {:>10} {:>8} {:>12}",
-            c.program,
-            c.path,
-            c.action,
-            c.median.as_nanos(),
-            c.p90.as_nanos(),
-            c.median.as_nanos().saturating_sub(baseline(c.program))
+            r.program, r.path, r.action, r.median_ns, r.p90_ns, r.over_noop_ns
         );
     }
     Ok(())

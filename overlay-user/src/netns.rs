@@ -158,32 +158,8 @@ pub fn ifindex(ifname: &str) -> Result<u32, NetnsError> {
 
 /// MAC of `ifname` in the calling thread's namespace (SIOCGIFHWADDR).
 pub fn mac(ifname: &str) -> Result<MacAddr, NetnsError> {
-    let err = |op, source| NetnsError::Io {
-        op,
-        name: ifname.to_owned(),
-        source,
-    };
-    if ifname.len() >= libc::IFNAMSIZ {
-        return Err(err("interface name too long", io::Error::other("IFNAMSIZ")));
-    }
-    // SAFETY: plain socket(2); closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(err("socket for", io::Error::last_os_error()));
-    }
-    // SAFETY: zeroed ifreq is valid; the name fits (checked above).
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: fd is a socket, req a valid ifreq.
-    let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &raw mut req) };
-    let io_err = io::Error::last_os_error();
-    // SAFETY: we own fd.
-    unsafe { libc::close(fd) };
-    if rc != 0 {
-        return Err(err("SIOCGIFHWADDR", io_err));
-    }
+    let mut req = ifreq(ifname)?;
+    ioctl(ifname, "SIOCGIFHWADDR", libc::SIOCGIFHWADDR, &mut req)?;
     // SAFETY: SIOCGIFHWADDR filled ifru_hwaddr.
     let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
     let mut out = [0u8; 6];
@@ -191,6 +167,51 @@ pub fn mac(ifname: &str) -> Result<MacAddr, NetnsError> {
         *o = *d as u8;
     }
     Ok(MacAddr(out))
+}
+
+/// An `ifreq` naming `ifname`.
+fn ifreq(ifname: &str) -> Result<libc::ifreq, NetnsError> {
+    if ifname.len() >= libc::IFNAMSIZ {
+        return Err(NetnsError::Io {
+            op: "interface name too long",
+            name: ifname.to_owned(),
+            source: io::Error::other("IFNAMSIZ"),
+        });
+    }
+    // SAFETY: zeroed ifreq is valid; the name fits (checked above).
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    Ok(req)
+}
+
+/// One interface ioctl on a throwaway socket in the caller's namespace.
+fn ioctl(
+    ifname: &str,
+    op: &'static str,
+    request: libc::c_ulong,
+    req: &mut libc::ifreq,
+) -> Result<(), NetnsError> {
+    let err = |source| NetnsError::Io {
+        op,
+        name: ifname.to_owned(),
+        source,
+    };
+    // SAFETY: plain socket(2); closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a socket and req a valid ifreq for this request.
+    let rc = unsafe { libc::ioctl(fd, request, std::ptr::from_mut(req)) };
+    let io_err = io::Error::last_os_error();
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    if rc != 0 {
+        return Err(err(io_err));
+    }
+    Ok(())
 }
 
 /// A name unique to this process and call: `prefix` + pid + counter, kept
@@ -257,33 +278,8 @@ fn ethtool_set(ifname: &str, cmd: u32, data: u32) -> Result<(), NetnsError> {
         cmd: u32,
         data: u32,
     }
-    let err = |op, source| NetnsError::Io {
-        op,
-        name: ifname.to_owned(),
-        source,
-    };
-    if ifname.len() >= libc::IFNAMSIZ {
-        return Err(err("interface name too long", io::Error::other("IFNAMSIZ")));
-    }
     let mut value = EthtoolValue { cmd, data };
-    // SAFETY: plain socket(2); closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(err("socket for", io::Error::last_os_error()));
-    }
-    // SAFETY: zeroed ifreq is valid; the name fits (checked above).
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(ifname.bytes()) {
-        *dst = src as libc::c_char;
-    }
+    let mut req = ifreq(ifname)?;
     req.ifr_ifru.ifru_data = (&raw mut value).cast();
-    // SAFETY: fd is a socket; req points at a live ethtool_value.
-    let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &raw mut req) };
-    let io_err = io::Error::last_os_error();
-    // SAFETY: we own fd.
-    unsafe { libc::close(fd) };
-    if rc != 0 {
-        return Err(err("SIOCETHTOOL", io_err));
-    }
-    Ok(())
+    ioctl(ifname, "SIOCETHTOOL", SIOCETHTOOL, &mut req)
 }

@@ -36,3 +36,13 @@ impl Drop for PinDir {
         let _ = overlay_user::Dataplane::destroy(&self.0);
     }
 }
+
+/// Fails with every collected case failure listed, out of `total` cases.
+pub fn assert_no_failures(failures: &[String], total: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -9,7 +9,7 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use overlay_common::{Counter, DropReason, VXLAN_PORT};
-use overlay_tests::{PinDir, require_root};
+use overlay_tests::{PinDir, assert_no_failures, require_root};
 use overlay_user::{
     Dataplane, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay,
     packet::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, arp, eth, ipv4_udp_frame, udp, vxlan_frame},
@@ -50,6 +50,14 @@ enum Out {
         vni: u32,
         inner_dst_mac: [u8; 6],
     },
+}
+
+/// What the underlay programs must do with a frame, whichever of the two.
+#[derive(Clone, Copy, Debug)]
+enum UnderlayVerdict {
+    Pass,
+    Drop(DropReason),
+    Decap,
 }
 
 /// The counter slot a case must bump by exactly one.
@@ -200,7 +208,7 @@ fn cases(env: &Env) -> Vec<Case> {
         out,
     };
     let _ = env;
-    vec![
+    let mut cases = vec![
         // ---- endpoint: ARP --------------------------------------------------
         case(
             "arp for local endpoint answered",
@@ -510,56 +518,38 @@ fn cases(env: &Env) -> Vec<Case> {
             Ok(Counter::ForwardLocal),
             Out::Unchanged,
         ),
-        // ---- underlay: XDP --------------------------------------------------
-        case(
-            "vxlan from peer to local endpoint: xdp decap",
-            Xdp,
-            "",
+    ];
+
+    // Underlay cases run through both decap programs, XDP and TC, with the
+    // verdict translated into each program's action, counter and output.
+    let underlay_cases = vec![
+        (
+            "vxlan from peer to local endpoint",
             good_vxlan.clone(),
-            XDP_REDIRECT,
-            Ok(Counter::DecapXdp),
-            Out::Bytes(decapped_xdp),
+            UnderlayVerdict::Decap,
         ),
-        case(
+        (
             "vxlan from unknown host dropped",
-            Xdp,
-            "",
             vx("10.99.0.3", VXLAN_PORT, 0x08, 100, &inner_to_a),
-            XDP_DROP,
-            Drop(DropReason::UnknownPeer),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::UnknownPeer),
         ),
-        case(
+        (
             "vxlan with unknown vni dropped",
-            Xdp,
-            "",
             vx("10.99.0.2", VXLAN_PORT, 0x08, 999, &inner_to_a),
-            XDP_DROP,
-            Drop(DropReason::UnknownVni),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::UnknownVni),
         ),
-        case(
+        (
             "vni the peer may not send dropped",
-            Xdp,
-            "",
             vx("10.99.0.2", VXLAN_PORT, 0x08, 200, &inner_to_a),
-            XDP_DROP,
-            Drop(DropReason::UnknownPeer),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::UnknownPeer),
         ),
-        case(
+        (
             "vxlan without I flag dropped",
-            Xdp,
-            "",
             vx("10.99.0.2", VXLAN_PORT, 0x00, 100, &inner_to_a),
-            XDP_DROP,
-            Drop(DropReason::VxlanNoIFlag),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::VxlanNoIFlag),
         ),
-        case(
+        (
             "inner destination unknown dropped",
-            Xdp,
-            "",
             vx(
                 "10.99.0.2",
                 VXLAN_PORT,
@@ -567,14 +557,10 @@ fn cases(env: &Env) -> Vec<Case> {
                 100,
                 &ipv4_udp_frame(MAC_A, MAC_C, ip("10.0.1.4"), ip("10.0.1.77"), 1),
             ),
-            XDP_DROP,
-            Drop(DropReason::UnknownInnerDest),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::UnknownInnerDest),
         ),
-        case(
+        (
             "inner destination remote dropped",
-            Xdp,
-            "",
             vx(
                 "10.99.0.2",
                 VXLAN_PORT,
@@ -582,90 +568,54 @@ fn cases(env: &Env) -> Vec<Case> {
                 100,
                 &ipv4_udp_frame(MAC_D, MAC_C, ip("10.0.1.4"), ip("10.0.1.5"), 1),
             ),
-            XDP_DROP,
-            Drop(DropReason::UnknownInnerDest),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::UnknownInnerDest),
         ),
-        case(
+        (
             "inner arp dropped",
-            Xdp,
-            "",
             vx("10.99.0.2", VXLAN_PORT, 0x08, 100, &{
                 let mut f = eth([0xff; 6], MAC_C, ETH_P_ARP);
                 f.extend(arp(1, MAC_C, ip("10.0.1.4"), [0; 6], a));
                 f
             }),
-            XDP_DROP,
-            Drop(DropReason::InnerNotIpv4),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::InnerNotIpv4),
         ),
-        case(
+        (
             "truncated inner frame dropped",
-            Xdp,
-            "",
             good_vxlan[..60].to_vec(),
-            XDP_DROP,
-            Drop(DropReason::Malformed),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::Malformed),
         ),
-        case(
+        (
             "truncated vxlan header dropped",
-            Xdp,
-            "",
             good_vxlan[..46].to_vec(),
-            XDP_DROP,
-            Drop(DropReason::Malformed),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::Malformed),
         ),
-        case(
+        (
             "outer ip options to vxlan port dropped",
-            Xdp,
-            "",
             outer_custom(outer(0, 6), VXLAN_PORT),
-            XDP_DROP,
-            Drop(DropReason::OuterIpOptions),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::OuterIpOptions),
         ),
-        case(
+        (
             "outer first fragment to vxlan port dropped",
-            Xdp,
-            "",
             outer_custom(outer(0x2000, 5), VXLAN_PORT),
-            XDP_DROP,
-            Drop(DropReason::OuterFragment),
-            Out::Any,
+            UnderlayVerdict::Drop(DropReason::OuterFragment),
         ),
-        case(
+        (
             "outer later fragment passed",
-            Xdp,
-            "",
             outer_custom(outer(0x0010, 5), VXLAN_PORT),
-            XDP_PASS,
-            Ok(Counter::UnderlayPass),
-            Out::Unchanged,
+            UnderlayVerdict::Pass,
         ),
-        case(
+        (
             "outer bad ihl passed to the stack",
-            Xdp,
-            "",
             outer_custom(outer(0, 3), VXLAN_PORT),
-            XDP_PASS,
-            Ok(Counter::UnderlayPass),
-            Out::Unchanged,
+            UnderlayVerdict::Pass,
         ),
-        case(
+        (
             "udp to another port passed",
-            Xdp,
-            "",
             vx("10.99.0.2", 4790, 0x08, 100, &inner_to_a),
-            XDP_PASS,
-            Ok(Counter::UnderlayPass),
-            Out::Unchanged,
+            UnderlayVerdict::Pass,
         ),
-        case(
+        (
             "vxlan to another address passed",
-            Xdp,
-            "",
             vxlan_frame(
                 ip("10.99.0.2"),
                 ip("10.99.0.9"),
@@ -674,74 +624,58 @@ fn cases(env: &Env) -> Vec<Case> {
                 100,
                 &inner_to_a,
             ),
-            XDP_PASS,
-            Ok(Counter::UnderlayPass),
-            Out::Unchanged,
+            UnderlayVerdict::Pass,
         ),
-        case(
+        (
             "tcp to the host passed",
-            Xdp,
-            "",
             {
                 let mut f = eth([2; 6], NEIGH_MAC, ETH_P_IP);
                 f.extend(Ipv4::new(ip("10.99.0.2"), ip("10.99.0.1"), 6).build(&[0u8; 20]));
                 f
             },
-            XDP_PASS,
-            Ok(Counter::UnderlayPass),
-            Out::Unchanged,
+            UnderlayVerdict::Pass,
         ),
-        case(
+        (
             "underlay arp passed",
-            Xdp,
-            "",
             {
                 let mut f = eth([0xff; 6], NEIGH_MAC, ETH_P_ARP);
                 f.extend(arp(1, NEIGH_MAC, ip("10.99.0.2"), [0; 6], ip("10.99.0.1")));
                 f
             },
-            XDP_PASS,
-            Ok(Counter::UnderlayPass),
-            Out::Unchanged,
+            UnderlayVerdict::Pass,
         ),
-        case(
-            "short ethernet passed",
-            Xdp,
-            "",
+        (
+            "minimal ethernet frame passed",
             vec![0xff; 14],
-            XDP_PASS,
-            Ok(Counter::UnderlayPass),
-            Out::Unchanged,
+            UnderlayVerdict::Pass,
         ),
-        // ---- underlay: TC ---------------------------------------------------
-        case(
-            "vxlan from peer to local endpoint: tc decap",
-            Tc,
-            "",
-            good_vxlan.clone(),
-            TC_ACT_REDIRECT,
-            Ok(Counter::DecapTc),
-            Out::Bytes(decapped_tc),
-        ),
-        case(
-            "tc: vxlan from unknown host dropped",
-            Tc,
-            "",
-            vx("10.99.0.3", VXLAN_PORT, 0x08, 100, &inner_to_a),
-            TC_ACT_SHOT,
-            Drop(DropReason::UnknownPeer),
-            Out::Any,
-        ),
-        case(
-            "tc: udp to another port passed",
-            Tc,
-            "",
-            vx("10.99.0.2", 4790, 0x08, 100, &inner_to_a),
-            TC_ACT_OK,
-            Ok(Counter::UnderlayPass),
-            Out::Unchanged,
-        ),
-    ]
+    ];
+    for (what, input, verdict) in underlay_cases {
+        for prog in [Xdp, Tc] {
+            let (action, counter, out) = match (verdict, prog) {
+                (UnderlayVerdict::Pass, Xdp) => {
+                    (XDP_PASS, Ok(Counter::UnderlayPass), Out::Unchanged)
+                }
+                (UnderlayVerdict::Pass, _) => {
+                    (TC_ACT_OK, Ok(Counter::UnderlayPass), Out::Unchanged)
+                }
+                (UnderlayVerdict::Drop(r), Xdp) => (XDP_DROP, Drop(r), Out::Any),
+                (UnderlayVerdict::Drop(r), _) => (TC_ACT_SHOT, Drop(r), Out::Any),
+                (UnderlayVerdict::Decap, Xdp) => (
+                    XDP_REDIRECT,
+                    Ok(Counter::DecapXdp),
+                    Out::Bytes(decapped_xdp.clone()),
+                ),
+                (UnderlayVerdict::Decap, _) => (
+                    TC_ACT_REDIRECT,
+                    Ok(Counter::DecapTc),
+                    Out::Bytes(decapped_tc.clone()),
+                ),
+            };
+            cases.push(case(what, prog, "", input.clone(), action, counter, out));
+        }
+    }
+    cases
 }
 
 fn check_encap(
@@ -925,13 +859,7 @@ fn verdict_table() {
                 .collect()
         })
         .expect("enter netns");
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures, cases.len());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use overlay_tests::{PinDir, require_root};
+use overlay_tests::{PinDir, assert_no_failures, require_root};
 use overlay_user::{
     Dataplane, DataplaneError, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay,
 };
@@ -263,13 +263,7 @@ fn bad_input_is_rejected_and_changes_nothing() {
             failures.push(format!("{what}: maps changed"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert_no_failures(&failures, cases.len());
 }
 
 #[test]
