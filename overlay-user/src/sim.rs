@@ -1,9 +1,9 @@
 //! Simulated hosts and containers in network namespaces: the topology the
 //! demo, the integration tests and the benchmarks run on.
 //!
-//! Every host is a namespace whose `eth0` sits on a shared underlay (a veth
-//! pair for two hosts, MTU 1500) and has its own [`Dataplane`] pinned under
-//! its own directory. Every container is a namespace with one veth per
+//! Every host is a namespace whose `eth0` is a port of the underlay switch
+//! (a bridge in a namespace of its own, MTU 1500) and has its own
+//! [`Dataplane`] pinned under its own directory. Every container is a namespace with one veth per
 //! network (`eth0`, `eth1`, ...), MTU 1450. Everything is removed on drop.
 //!
 //! A veth "wire" differs from a real one: it hands the next namespace
@@ -103,11 +103,16 @@ impl Container {
     }
 }
 
-/// Hosts, networks and containers. Drop order: containers, then hosts.
+/// Hosts, networks and containers. Drop order: containers, hosts, switch.
 pub struct Lab {
     pub containers: Vec<Container>,
     pub hosts: Vec<Host>,
     pub networks: Vec<Network>,
+    /// The underlay switch: a bridge in its own namespace, one port per host.
+    /// Like a real switch it receives each frame before forwarding it, which
+    /// clears skb state (the "redirected" bit) that a bare veth pair would
+    /// carry from one host's stack into the next.
+    switch: Option<NetNs>,
     tag: String,
 }
 
@@ -117,48 +122,57 @@ fn sh(ns: &NetNs, cmd: &str) -> Result<(), NetnsError> {
 }
 
 impl Lab {
-    /// Two hosts on one veth underlay, each running this dataplane with
+    /// Two hosts on the underlay switch, each running this dataplane with
     /// decap `mode`.
     pub fn two_hosts(mode: DecapMode) -> Result<Self, SimError> {
         Self::new(&[HostKind::Ebpf(mode), HostKind::Ebpf(mode)])
     }
 
-    /// Two hosts of the given kinds joined by a veth underlay.
+    /// Hosts of the given kinds on one underlay switch (10.100.0.1, .2, ...).
     pub fn new(kinds: &[HostKind]) -> Result<Self, SimError> {
-        if kinds.len() != 2 {
-            return Err(SimError::Invalid("the lab has exactly two hosts".into()));
+        if !(2..=200).contains(&kinds.len()) {
+            return Err(SimError::Invalid("a lab has 2 to 200 hosts".into()));
         }
         let wire = kinds
             .iter()
             .any(|k| matches!(k, HostKind::Ebpf(m) if *m != DecapMode::Tc));
         let tag = netns::unique_name("ovl");
+        let switch = NetNs::new(&format!("{tag}-sw"))?;
+        // No IPv6 chatter (router solicitations, MLD) on the underlay.
+        sh(&switch, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1")?;
+        sh(&switch, "sysctl -qw net.ipv6.conf.default.disable_ipv6=1")?;
+        sh(&switch, "ip link add br0 type bridge")?;
+        sh(&switch, "ip link set br0 up")?;
         let mut lab = Self {
             containers: Vec::new(),
             hosts: Vec::new(),
             networks: Vec::new(),
+            switch: Some(switch),
             tag: tag.clone(),
         };
-        let a = NetNs::new(&format!("{tag}-h1"))?;
-        let b = NetNs::new(&format!("{tag}-h2"))?;
-        netns::ip(&[
-            "link",
-            "add",
-            "name",
-            &format!("{tag}u"),
-            "netns",
-            a.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &format!("{tag}v"),
-            "netns",
-            b.name(),
-        ])?;
-        for (i, (ns, kind)) in [a, b].into_iter().zip(kinds).enumerate() {
-            let side = if i == 0 { "u" } else { "v" };
+        for (i, kind) in kinds.iter().enumerate() {
+            let ns = NetNs::new(&format!("{tag}-h{}", i + 1))?;
+            sh(&ns, "sysctl -qw net.ipv6.conf.default.disable_ipv6=1")?;
+            let sw = lab.switch.as_ref().expect("set above");
+            let port = format!("p{}", i + 1);
+            netns::ip(&[
+                "link",
+                "add",
+                "name",
+                "eth0",
+                "netns",
+                ns.name(),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                sw.name(),
+            ])?;
+            sh(sw, &format!("ip link set {port} master br0"))?;
+            sh(sw, &format!("ip link set {port} up"))?;
             let ip = Ipv4Addr::new(10, 100, 0, i as u8 + 1);
-            sh(&ns, &format!("ip link set {tag}{side} name eth0"))?;
             sh(&ns, &format!("ip addr add {ip}/24 dev eth0"))?;
             sh(&ns, "ip link set eth0 up")?;
             sh(&ns, "sysctl -qw net.ipv6.conf.all.disable_ipv6=1")?;

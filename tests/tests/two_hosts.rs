@@ -88,6 +88,13 @@ fn same_and_cross_host_with_xdp_decap() {
 }
 
 #[test]
+fn same_and_cross_host_with_generic_xdp_decap() {
+    if require_root("same_and_cross_host_with_generic_xdp_decap") {
+        same_and_cross_host(DecapMode::XdpGeneric);
+    }
+}
+
+#[test]
 fn same_and_cross_host_with_tc_decap() {
     if require_root("same_and_cross_host_with_tc_decap") {
         same_and_cross_host(DecapMode::Tc);
