@@ -78,6 +78,13 @@ pub fn remove_dir(dir: &Path) -> Result<(), DataplaneError> {
     }
     for entry in fs::read_dir(dir).map_err(io_err("read", dir))? {
         let path = entry.map_err(io_err("read", dir))?.path();
+        // The kernel's own iterator files at a bpffs root go with the mount.
+        if path
+            .file_name()
+            .is_some_and(|n| n == "maps.debug" || n == "progs.debug")
+        {
+            continue;
+        }
         if path.is_dir() {
             remove_dir(&path)?;
         } else {

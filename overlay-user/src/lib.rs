@@ -5,11 +5,14 @@
 pub mod bench;
 pub mod bpffs;
 pub mod dataplane;
+pub mod engine;
 pub mod error;
+pub mod ipam;
 pub mod mac;
 pub mod netns;
 pub mod packet;
 pub mod sim;
+pub mod store;
 
 pub use dataplane::{
     AttachedMode, Counters, Dataplane, DecapMode, LocalEndpoint, Network, RemoteEndpoint, State,

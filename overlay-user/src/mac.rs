@@ -2,9 +2,26 @@
 
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
-/// A 48-bit Ethernet address.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+/// A 48-bit Ethernet address (stored and printed as `02:42:0a:00:00:02`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "String", try_from = "String")]
 pub struct MacAddr(pub [u8; 6]);
+
+impl From<MacAddr> for String {
+    fn from(mac: MacAddr) -> Self {
+        mac.to_string()
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = ParseMacError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
 
 impl MacAddr {
     /// The MAC Docker derives from an IPv4 address: `02:42` followed by the

@@ -1,75 +1,123 @@
-//! `overlay`: the root binary. This slice programs the dataplane directly
-//! from flags (the Docker-style CLI and the agent build on the same library)
-//! and runs the two-host demo.
+//! `overlay`: Docker-style networks and containers on an eBPF dataplane.
+//!
+//! Commands work without a daemon: each opens the state store exclusively,
+//! applies completely or not at all, and leaves forwarding to the pinned
+//! programs and maps.
 
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    os::unix::process::CommandExt as _,
+    path::PathBuf,
+    process::{Command as Process, ExitCode, Stdio},
+};
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::Ipv4Net;
 use overlay_user::{
-    DEFAULT_PIN_DIR, Dataplane, DecapMode, LocalEndpoint, MacAddr, Network, RemoteEndpoint,
-    Underlay, netns,
+    DEFAULT_PIN_DIR, Dataplane, DecapMode, MacAddr,
+    engine::{self, CreateNetwork, Engine, Paths},
+    netns,
+    store::{Driver, NetworkRecord},
 };
 
 mod demo;
+mod inspect;
 
 #[derive(Parser)]
 #[command(
     name = "overlay",
     version,
-    about = "eBPF VXLAN overlay dataplane (run as root)"
+    about = "Docker-style container networks on an eBPF VXLAN dataplane (run as root)"
 )]
 struct Cli {
-    /// Directory (on a bpffs, mounted if needed) for pinned maps and links.
+    /// One directory for everything: DIR/state (store, logs) and DIR/bpf
+    /// (pins). Lets several simulated hosts share one machine.
+    #[arg(long, global = true, conflicts_with_all = ["state_dir", "pin_dir"])]
+    root: Option<PathBuf>,
+    /// State store and logs.
+    #[arg(long, global = true, default_value = "/var/lib/overlay")]
+    state_dir: PathBuf,
+    /// Pinned maps and links (a bpffs is mounted there if needed).
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// Act inside this network namespace (`ip netns` name): the host's
+    /// network, with this process's mounts (so bpffs pins persist).
+    #[arg(long, global = true)]
+    netns: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Bind this host to its underlay NIC: set the underlay address and
-    /// attach the decap program.
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Start a command in a new container (network namespace).
+    Run(RunArgs),
+    /// Run a command inside a running container.
+    Exec {
+        container: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List containers.
+    Ps {
+        /// Show all containers (default shows just running).
+        #[arg(short, long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Stop containers' processes.
+    Stop {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers: their interfaces, addresses and namespaces.
+    Rm {
+        /// Stop running containers first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Bind this host to its underlay NIC.
     Attach {
-        /// Underlay NIC, e.g. eth0.
         #[arg(long)]
         iface: String,
-        /// This host's underlay IPv4 (outer source address).
+        /// Defaults to the NIC's first IPv4 address.
         #[arg(long)]
-        underlay_ip: Ipv4Addr,
-        /// Decap program: XDP (native, else generic), generic XDP, or TC.
+        underlay_ip: Option<Ipv4Addr>,
         #[arg(long, value_enum, default_value_t = Decap::Xdp)]
         decap: Decap,
     },
-    /// Networks this host serves.
-    #[command(subcommand)]
-    Network(NetworkCmd),
-    /// Local and remote endpoints.
-    #[command(subcommand)]
-    Endpoint(EndpointCmd),
-    /// Remote hosts allowed to send a VNI.
-    #[command(subcommand)]
-    Peer(PeerCmd),
+    /// Programs, attach modes, pins and counts.
+    Status,
     /// Per-reason packet counters.
     Stats,
+    /// Static remote hosts allowed to send a network's VNI.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// Static endpoints on hosts that run the kernel's VXLAN.
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
     /// Remove every pinned map and link (detaches the programs).
     Destroy,
+    /// Two simulated hosts, containers, isolation; removed at the end.
+    Demo {
+        #[arg(long, value_enum, default_value_t = Decap::Xdp)]
+        decap: Decap,
+    },
     /// Benchmarks (private namespaces; nothing else is touched).
     Bench {
         /// BPF_PROG_RUN samples per program path.
         #[arg(long, default_value_t = 20_000)]
         samples: usize,
-        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-    },
-    /// Two simulated hosts, containers talking over the overlay, isolation
-    /// shown, everything removed at the end.
-    Demo {
-        #[arg(long, value_enum, default_value_t = Decap::Xdp)]
-        decap: Decap,
     },
 }
 
@@ -90,58 +138,93 @@ impl From<Decap> for DecapMode {
     }
 }
 
-#[derive(Subcommand)]
-enum NetworkCmd {
-    /// Add a network.
-    Add {
-        #[arg(long)]
-        vni: u32,
-        #[arg(long)]
-        subnet: Ipv4Net,
-        /// Defaults to the first address of the subnet.
-        #[arg(long)]
-        gateway: Option<Ipv4Addr>,
-        /// No gateway path: nothing outside the subnet is reachable.
-        #[arg(long)]
-        internal: bool,
-    },
-    /// Remove a network (refused while local endpoints use it).
-    Rm {
-        #[arg(long)]
-        vni: u32,
-    },
-    /// List networks.
-    Ls,
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DriverArg {
+    Bridge,
+    Overlay,
 }
 
 #[derive(Subcommand)]
-enum EndpointCmd {
-    /// Add a local endpoint (its host-side veth) or, with --remote, one on
-    /// another host.
-    Add {
+enum NetworkCmd {
+    /// Create a network; prints its ID.
+    Create {
+        #[arg(short, long, value_enum)]
+        driver: Option<DriverArg>,
         #[arg(long)]
-        vni: u32,
+        subnet: Vec<Ipv4Net>,
         #[arg(long)]
-        ip: Ipv4Addr,
-        /// Container-side MAC; defaults to 02:42 + the IPv4 address.
+        gateway: Option<Ipv4Addr>,
         #[arg(long)]
-        mac: Option<MacAddr>,
-        /// Host-side veth of a local endpoint.
-        #[arg(long, conflicts_with = "remote", required_unless_present = "remote")]
-        host_veth: Option<String>,
-        /// Underlay IPv4 of the host that owns a remote endpoint.
+        ip_range: Option<Ipv4Net>,
+        /// VXLAN network identifier (overlay; default: the next free from 4096).
         #[arg(long)]
-        remote: Option<Ipv4Addr>,
-    },
-    /// Remove a local endpoint (by its veth) or a remote one (by VNI and IP).
-    Rm {
-        #[arg(long, conflicts_with_all = ["vni", "ip"])]
-        host_veth: Option<String>,
-        #[arg(long, requires = "ip")]
         vni: Option<u32>,
-        #[arg(long, requires = "vni")]
-        ip: Option<Ipv4Addr>,
+        /// No access outside the network.
+        #[arg(long)]
+        internal: bool,
+        /// Driver options: mtu=N.
+        #[arg(short = 'o', long = "opt")]
+        opts: Vec<String>,
+        #[arg(long)]
+        label: Vec<String>,
+        name: String,
     },
+    /// List networks.
+    Ls {
+        /// Only IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// name=, id=, driver=, scope=, label=K[=V]
+        #[arg(short, long)]
+        filter: Vec<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show networks as JSON (like `docker network inspect`).
+    Inspect {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove networks (refused while containers are attached).
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove every unused network.
+    Prune {
+        /// Accepted for Docker compatibility; prune never prompts.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a container (name, netns name or PID) to a network.
+    Connect {
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect { network: String, container: String },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// Networks to connect (default: bridge).
+    #[arg(long)]
+    network: Vec<String>,
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -150,20 +233,41 @@ enum PeerCmd {
         #[arg(long)]
         remote: Ipv4Addr,
         #[arg(long)]
-        vni: u32,
+        network: String,
     },
     Rm {
         #[arg(long)]
         remote: Ipv4Addr,
         #[arg(long)]
-        vni: u32,
+        network: String,
+    },
+    Ls,
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    Add {
+        #[arg(long)]
+        remote: Ipv4Addr,
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        ip: Ipv4Addr,
+        #[arg(long)]
+        mac: Option<MacAddr>,
+    },
+    Rm {
+        #[arg(long)]
+        network: String,
+        #[arg(long)]
+        ip: Ipv4Addr,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("overlay: {e:#}");
             ExitCode::FAILURE
@@ -171,110 +275,335 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn paths(cli: &Cli) -> Paths {
+    match &cli.root {
+        Some(root) => Paths {
+            state_dir: root.join("state"),
+            pin_dir: root.join("bpf"),
+        },
+        None => Paths {
+            state_dir: cli.state_dir.clone(),
+            pin_dir: cli.pin_dir.clone(),
+        },
+    }
+}
+
+fn enter_netns(name: &str) -> anyhow::Result<()> {
+    let path = format!("/run/netns/{name}");
+    let file = std::fs::File::open(&path).with_context(|| format!("network namespace {name}"))?;
+    // SAFETY: setns on a valid netns fd; we are still single-threaded, so
+    // the whole process (and every child) lives in that namespace.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("entering {name}"));
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("must run as root (loads eBPF programs and changes network namespaces)");
     }
-    let pin_dir = cli.pin_dir;
+    if let Some(ns) = &cli.netns {
+        enter_netns(ns)?;
+    }
+    let paths = paths(&cli);
     match cli.command {
-        Command::Demo { decap } => return demo::run(decap.into()),
-        Command::Bench { samples, json } => return bench(samples, json),
-        Command::Destroy => {
-            return Dataplane::destroy(&pin_dir)
-                .with_context(|| format!("removing {}", pin_dir.display()));
+        Command::Demo { decap } => return demo::run(decap.into()).map(|()| ExitCode::SUCCESS),
+        Command::Bench { samples, json } => {
+            return bench(samples, json).map(|()| ExitCode::SUCCESS);
         }
+        Command::Destroy => {
+            Dataplane::destroy(&paths.pin_dir)
+                .with_context(|| format!("removing {}", paths.pin_dir.display()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Exec { container, command } => return exec(&paths, &container, &command),
         _ => {}
     }
-    let mut dp = Dataplane::load(&pin_dir).context("loading the dataplane")?;
-    match cli.command {
+    let mut engine = Engine::open(&paths)?;
+    let result = dispatch(&mut engine, cli.command);
+    match result {
+        Ok(after) => {
+            engine.commit()?;
+            after()
+        }
+        Err(e) => {
+            engine.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// Work to do after the store is committed and released (waiting on a
+/// foreground container, printing).
+type After = Box<dyn FnOnce() -> anyhow::Result<ExitCode>>;
+
+fn done() -> anyhow::Result<After> {
+    Ok(Box::new(|| Ok(ExitCode::SUCCESS)))
+}
+
+fn print_after(text: String) -> anyhow::Result<After> {
+    Ok(Box::new(move || {
+        if !text.is_empty() {
+            println!("{text}");
+        }
+        Ok(ExitCode::SUCCESS)
+    }))
+}
+
+fn dispatch(engine: &mut Engine, command: Command) -> anyhow::Result<After> {
+    match command {
+        Command::Network(cmd) => network(engine, cmd),
+        Command::Run(args) => run_container(engine, &args),
+        Command::Ps { all, format } => {
+            print_after(inspect::ps(engine, all, format == Format::Json)?)
+        }
+        Command::Stop { containers } => {
+            let mut names = Vec::new();
+            for key in &containers {
+                let c = engine.container(key)?.clone();
+                engine::stop_pid(c.pid);
+                engine.set_pid(&c.name, None);
+                names.push(c.name);
+            }
+            print_after(names.join("\n"))
+        }
+        Command::Rm { force, containers } => {
+            let mut names = Vec::new();
+            for key in &containers {
+                names.push(engine.remove_container(key, force)?);
+            }
+            print_after(names.join("\n"))
+        }
         Command::Attach {
             iface,
             underlay_ip,
             decap,
         } => {
-            let ifindex = netns::ifindex(&iface)?;
-            dp.set_underlay(&Underlay::new(ifindex, underlay_ip))?;
-            let mode = dp.attach_underlay(ifindex, decap.into())?;
-            println!("attached to {iface} (ifindex {ifindex}) as {underlay_ip}: decap {mode}");
+            let ip = match underlay_ip {
+                Some(ip) => ip,
+                None => first_ipv4(&iface)?,
+            };
+            let mode = engine.attach(&iface, ip, decap.into())?;
+            print_after(format!("attached to {iface} as {ip}: decap {mode}"))
         }
-        Command::Network(NetworkCmd::Add {
-            vni,
-            subnet,
-            gateway,
-            internal,
-        }) => {
-            let gateway = gateway.or_else(|| subnet.hosts().next());
-            dp.add_network(&Network {
-                vni,
-                subnet,
-                gateway,
-                internal,
-            })?;
+        Command::Status => print_after(inspect::status(engine)?),
+        Command::Stats => print_after(inspect::stats(engine)?),
+        Command::Peer(PeerCmd::Add { remote, network }) => {
+            engine.add_peer(remote, &network)?;
+            done()
         }
-        Command::Network(NetworkCmd::Rm { vni }) => dp.remove_network(vni)?,
-        Command::Network(NetworkCmd::Ls) => {
-            println!("{:<10} {:<18} {:<15} INTERNAL", "VNI", "SUBNET", "GATEWAY");
-            for (vni, net) in dp.networks()? {
-                let gw = net.gateway.map_or_else(|| "-".into(), |g| g.to_string());
-                println!(
-                    "{vni:<10} {:<18} {gw:<15} {}",
-                    net.subnet.to_string(),
-                    net.internal
-                );
+        Command::Peer(PeerCmd::Rm { remote, network }) => {
+            engine.remove_peer(remote, &network)?;
+            done()
+        }
+        Command::Peer(PeerCmd::Ls) => {
+            let mut out = format!("{:<16} NETWORK", "HOST");
+            for (ip, id) in &engine.state.peers {
+                let name = engine
+                    .state
+                    .networks
+                    .get(id)
+                    .map_or("?", |n| n.name.as_str());
+                out.push_str(&format!("\n{:<16} {name}", ip.to_string()));
             }
+            print_after(out)
         }
         Command::Endpoint(EndpointCmd::Add {
-            vni,
+            remote,
+            network,
             ip,
             mac,
-            host_veth,
-            remote,
         }) => {
-            let mac = mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
-            if let Some(host) = remote {
-                dp.add_remote_endpoint(&RemoteEndpoint { vni, ip, mac, host })?;
-            } else {
-                let veth = host_veth.context("--host-veth or --remote is required")?;
-                let host_ifindex = netns::ifindex(&veth)?;
-                let host_mac = netns::mac(&veth)?;
-                dp.add_local_endpoint(&LocalEndpoint {
-                    vni,
-                    ip,
-                    mac,
-                    host_ifindex,
-                    host_mac,
-                })?;
-                if let Err(e) = dp.attach_endpoint(host_ifindex) {
-                    // All or nothing: undo the map entries.
-                    let _ = dp.remove_local_endpoint(host_ifindex);
-                    return Err(e.into());
-                }
-            }
+            engine.add_remote(&network, ip, mac, remote)?;
+            done()
         }
-        Command::Endpoint(EndpointCmd::Rm { host_veth, vni, ip }) => match (host_veth, vni, ip) {
-            (Some(veth), _, _) => {
-                let ifindex = netns::ifindex(&veth)?;
-                dp.remove_local_endpoint(ifindex)?;
-                dp.detach_endpoint(ifindex)?;
-            }
-            (None, Some(vni), Some(ip)) => dp.remove_remote_endpoint(vni, ip)?,
-            _ => bail!("give --host-veth, or --vni and --ip"),
-        },
-        Command::Peer(PeerCmd::Add { remote, vni }) => dp.add_peer(remote, vni)?,
-        Command::Peer(PeerCmd::Rm { remote, vni }) => dp.remove_peer(remote, vni)?,
-        Command::Stats => {
-            let c = dp.counters()?;
-            println!("{:<28} {:>12} {:>16}", "COUNTER", "PACKETS", "BYTES");
-            for (name, v) in c.outcomes.iter().chain(c.drops.iter()) {
-                println!("{name:<28} {:>12} {:>16}", v.packets, v.bytes);
-            }
+        Command::Endpoint(EndpointCmd::Rm { network, ip }) => {
+            engine.remove_remote(&network, ip)?;
+            done()
         }
-        Command::Demo { .. } | Command::Destroy | Command::Bench { .. } => {
-            unreachable!("handled above")
+        Command::Exec { .. } | Command::Demo { .. } | Command::Bench { .. } | Command::Destroy => {
+            unreachable!("handled before the store is opened")
         }
     }
-    Ok(())
+}
+
+fn key_value(s: &str, what: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => bail!("invalid {what} {s:?}: expected KEY=VALUE"),
+    }
+}
+
+fn network(engine: &mut Engine, cmd: NetworkCmd) -> anyhow::Result<After> {
+    match cmd {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            vni,
+            internal,
+            opts,
+            label,
+            name,
+        } => {
+            let mut mtu = None;
+            for o in &opts {
+                let (k, v) = key_value(o, "option")?;
+                match k.as_str() {
+                    "mtu" | "com.docker.network.driver.mtu" => {
+                        mtu = Some(v.parse().with_context(|| format!("invalid mtu {v:?}"))?);
+                    }
+                    _ => bail!("unknown driver option {k:?} (supported: mtu)"),
+                }
+            }
+            let labels: BTreeMap<String, String> = label
+                .iter()
+                .map(|l| key_value(l, "label"))
+                .collect::<anyhow::Result<_>>()?;
+            let id = engine.create_network(&CreateNetwork {
+                name,
+                driver: driver.map(|d| match d {
+                    DriverArg::Bridge => Driver::Bridge,
+                    DriverArg::Overlay => Driver::Overlay,
+                }),
+                subnets: subnet,
+                gateway,
+                ip_range,
+                vni,
+                internal,
+                mtu,
+                labels,
+            })?;
+            print_after(id)
+        }
+        NetworkCmd::Ls {
+            quiet,
+            filter,
+            format,
+        } => {
+            let filters: Vec<(String, String)> = filter
+                .iter()
+                .map(|f| {
+                    f.split_once('=')
+                        .map_or((f.clone(), String::new()), |(k, v)| (k.into(), v.into()))
+                })
+                .collect();
+            let nets: Vec<&NetworkRecord> = engine
+                .state
+                .networks
+                .values()
+                .filter(|n| matches(n, &filters))
+                .collect();
+            print_after(inspect::network_ls(&nets, quiet, format == Format::Json)?)
+        }
+        NetworkCmd::Inspect { networks } => {
+            let mut out = Vec::new();
+            for key in &networks {
+                out.push(inspect::network_json(engine, engine.network(key)?));
+            }
+            print_after(serde_json::to_string_pretty(&out)?)
+        }
+        NetworkCmd::Rm { networks } => print_after(engine.remove_networks(&networks)?.join("\n")),
+        NetworkCmd::Prune { force: _ } => {
+            let removed = engine.prune_networks()?;
+            let text = if removed.is_empty() {
+                String::new()
+            } else {
+                format!("Deleted Networks:\n{}", removed.join("\n"))
+            };
+            print_after(text)
+        }
+        NetworkCmd::Connect {
+            ip,
+            network,
+            container,
+        } => {
+            engine.connect(&network, &container, ip)?;
+            done()
+        }
+        NetworkCmd::Disconnect { network, container } => {
+            engine.disconnect(&network, &container)?;
+            done()
+        }
+    }
+}
+
+fn matches(n: &NetworkRecord, filters: &[(String, String)]) -> bool {
+    filters.iter().all(|(k, v)| match k.as_str() {
+        "name" => n.name.contains(v.as_str()),
+        "id" => n.id.starts_with(v.as_str()),
+        "driver" => n.driver.name() == v,
+        "scope" => n.driver.scope() == v,
+        "label" => match v.split_once('=') {
+            Some((lk, lv)) => n.labels.get(lk).is_some_and(|x| x == lv),
+            None => n.labels.contains_key(v.as_str()),
+        },
+        _ => false,
+    })
+}
+
+fn run_container(engine: &mut Engine, args: &RunArgs) -> anyhow::Result<After> {
+    let c = engine.create_container(args.name.as_deref(), &args.network, &args.command)?;
+    let mut process = Process::new("ip");
+    process
+        .args(["netns", "exec", &c.netns])
+        .args(&args.command);
+    if args.detach {
+        let logs = engine.log_dir();
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let log = std::fs::File::create(logs.join(format!("{}.log", c.name)))?;
+        process
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        let child = process
+            .spawn()
+            .with_context(|| format!("starting {:?}", args.command))?;
+        engine.set_pid(&c.name, Some(child.id()));
+        return print_after(c.id);
+    }
+    let mut child = process
+        .spawn()
+        .with_context(|| format!("starting {:?}", args.command))?;
+    engine.set_pid(&c.name, Some(child.id()));
+    Ok(Box::new(move || {
+        let status = child
+            .wait()
+            .context("waiting for the container's command")?;
+        Ok(ExitCode::from(
+            u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+        ))
+    }))
+}
+
+fn exec(paths: &Paths, key: &str, command: &[String]) -> anyhow::Result<ExitCode> {
+    let netns = {
+        let engine = Engine::open(paths)?;
+        let c = engine.container(key)?;
+        if c.owned_netns && !engine::is_running(c.pid) {
+            bail!("container {} is not running", c.name);
+        }
+        c.netns.clone()
+    };
+    let err = Process::new("ip")
+        .args(["netns", "exec", &netns])
+        .args(command)
+        .exec();
+    Err(err).context("exec")
+}
+
+fn first_ipv4(iface: &str) -> anyhow::Result<Ipv4Addr> {
+    let out = netns::ip(&["-4", "-o", "addr", "show", "dev", iface])?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next()?.parse().ok())
+        .with_context(|| format!("{iface} has no IPv4 address: pass --underlay-ip"))
 }
 
 /// One benchmark row as printed (table) or emitted (JSON).

@@ -78,6 +78,13 @@ impl NetNs {
         &self.name
     }
 
+    /// A handle on a namespace someone else owns: never deleted by us.
+    pub fn existing(name: &str) -> Borrowed {
+        Borrowed(std::mem::ManuallyDrop::new(Self {
+            name: name.to_owned(),
+        }))
+    }
+
     /// Runs a command inside the namespace (`ip netns exec`).
     pub fn exec(&self, argv: &[&str]) -> Result<Output, NetnsError> {
         let mut args = vec!["netns", "exec", &self.name];
@@ -127,6 +134,17 @@ impl NetNs {
     /// MAC of `ifname` inside this namespace.
     pub fn mac(&self, ifname: &str) -> Result<MacAddr, NetnsError> {
         self.run(|| mac(ifname))?
+    }
+}
+
+/// A [`NetNs`] that is not deleted on drop.
+pub struct Borrowed(std::mem::ManuallyDrop<NetNs>);
+
+impl std::ops::Deref for Borrowed {
+    type Target = NetNs;
+
+    fn deref(&self) -> &NetNs {
+        &self.0
     }
 }
 

@@ -1,0 +1,862 @@
+//! Docker-style networks and containers on one host: the store, the
+//! dataplane and the namespaces, changed together.
+//!
+//! Commands run without a daemon: each one opens the store exclusively,
+//! checks its input against the loaded state before touching anything,
+//! makes its kernel changes while recording how to undo them, and commits
+//! the store last. Any failure undoes the kernel changes and writes nothing.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::Ipv4Net;
+
+use crate::{
+    Dataplane, DataplaneError, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay, ipam,
+    netns::{self, NetnsError},
+    store::{
+        ContainerRecord, Driver, EndpointRecord, HostRecord, NetworkRecord, RemoteRecord, Snapshot,
+        Store, StoreError,
+    },
+};
+
+/// Name of the default network, present from the first start.
+pub const DEFAULT_NETWORK: &str = "bridge";
+/// First VNI handed to overlay networks without `--vni`.
+pub const OVERLAY_VNI_BASE: u32 = 4096;
+/// Host-local networks (bridge driver) get identifiers from here up; they
+/// never leave the host. Overlay VNIs must stay below.
+pub const LOCAL_VNI_BASE: u32 = 0x00f0_0000;
+/// MTU of overlay networks (underlay 1500 minus VXLAN) and bridge networks.
+pub const OVERLAY_MTU: u32 = 1450;
+pub const BRIDGE_MTU: u32 = 1500;
+
+/// A user-facing failure: one line naming the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "invalid name {0:?}: use letters, digits, '_', '.', '-' (max 64), starting with a letter or digit"
+    )]
+    InvalidName(String),
+    #[error("network with name {0} already exists")]
+    DuplicateNetwork(String),
+    #[error("network {0} not found")]
+    NoSuchNetwork(String),
+    #[error("container {0} not found (not an overlay container, netns name or PID)")]
+    NoSuchContainer(String),
+    #[error("container name {0:?} is already in use")]
+    DuplicateContainer(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("invalid subnet {0}: host bits are set (did you mean {1}?)")]
+    HostBits(Ipv4Net, Ipv4Net),
+    #[error("subnet {0} overlaps network {1} ({2})")]
+    Overlap(Ipv4Net, String, Ipv4Net),
+    #[error("no free subnet left in the default address pools")]
+    PoolExhausted,
+    #[error("gateway {0} is not a usable address of {1}")]
+    GatewayOutside(Ipv4Addr, Ipv4Net),
+    #[error("ip range {0} is not inside subnet {1}")]
+    RangeOutside(Ipv4Net, Ipv4Net),
+    #[error("VNI {0} is out of range (1-{max})", max = LOCAL_VNI_BASE - 1)]
+    VniRange(u32),
+    #[error("VNI {0} is already used by network {1}")]
+    VniInUse(u32, String),
+    #[error("--vni applies to overlay networks only")]
+    VniOnBridge,
+    #[error("network {0} is in use by containers: {1}")]
+    NetworkInUse(String, String),
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    Predefined(String),
+    #[error("address {0} is not a usable address of {1}")]
+    AddressOutside(Ipv4Addr, Ipv4Net),
+    #[error("address {0} is already in use on network {1}")]
+    AddressInUse(Ipv4Addr, String),
+    #[error("no free address left in network {0}")]
+    AddressesExhausted(String),
+    #[error("container {0} is already connected to network {1}")]
+    AlreadyConnected(String, String),
+    #[error("container {0} is not connected to network {1}")]
+    NotConnected(String, String),
+    #[error("container {0} is running: stop it first or use --force")]
+    Running(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+}
+
+/// Where this host keeps its state.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The store (`store.redb`) and container logs.
+    pub state_dir: PathBuf,
+    /// Pinned maps and links.
+    pub pin_dir: PathBuf,
+}
+
+/// Options of `network create`.
+#[derive(Clone, Debug, Default)]
+pub struct CreateNetwork {
+    pub name: String,
+    pub driver: Option<Driver>,
+    pub subnets: Vec<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub ip_range: Option<Ipv4Net>,
+    pub vni: Option<u32>,
+    pub internal: bool,
+    pub mtu: Option<u32>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A kernel change made by the running command, and how to take it back.
+enum Undo {
+    Network(u32),
+    /// A removed network, re-added on rollback.
+    RemovedNetwork(Network),
+    Endpoint(u32),
+    Link(String),
+    Netns(String),
+    Peer(Ipv4Addr, u32),
+    Remote(u32, Ipv4Addr),
+}
+
+/// One command's view: the store (held), its snapshot and the dataplane.
+pub struct Engine {
+    store: Store,
+    before: Snapshot,
+    pub state: Snapshot,
+    dp: Dataplane,
+    paths: Paths,
+    undo: Vec<Undo>,
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() <= 64
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl Engine {
+    /// Opens the store (waiting while another command holds it) and the
+    /// dataplane, creating the default network on the first start and
+    /// re-programming networks the maps lost (e.g. after a reboot).
+    pub fn open(paths: &Paths) -> Result<Self, EngineError> {
+        let store = Store::open(&paths.state_dir, Duration::from_secs(30))?;
+        let before = store.load()?;
+        let dp = Dataplane::load(&paths.pin_dir)?;
+        let mut engine = Self {
+            store,
+            state: before.clone(),
+            before,
+            dp,
+            paths: paths.clone(),
+            undo: Vec::new(),
+        };
+        engine.restore_networks()?;
+        if !engine
+            .state
+            .networks
+            .values()
+            .any(|n| n.name == DEFAULT_NETWORK)
+        {
+            engine.create_network(&CreateNetwork {
+                name: DEFAULT_NETWORK.into(),
+                driver: Some(Driver::Bridge),
+                ..CreateNetwork::default()
+            })?;
+        }
+        Ok(engine)
+    }
+
+    /// Makes the command's changes durable; on failure undoes them.
+    pub fn commit(mut self) -> Result<(), EngineError> {
+        match self.store.save(&self.before, &self.state) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.rollback();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Takes back every kernel change of this command, newest first.
+    pub fn rollback(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            // Best effort: the state being restored existed a moment ago.
+            let _ = match undo {
+                Undo::Network(vni) => self.dp.remove_network(vni).map_err(drop),
+                Undo::RemovedNetwork(n) => self.dp.add_network(&n).map_err(drop),
+                Undo::Endpoint(ifindex) => {
+                    let _ = self.dp.detach_endpoint(ifindex);
+                    self.dp.remove_local_endpoint(ifindex).map_err(drop)
+                }
+                Undo::Link(name) => netns::ip(&["link", "del", &name]).map(drop).map_err(drop),
+                Undo::Netns(name) => netns::ip(&["netns", "del", &name]).map(drop).map_err(drop),
+                Undo::Peer(ip, vni) => self.dp.remove_peer(ip, vni).map_err(drop),
+                Undo::Remote(vni, ip) => self.dp.remove_remote_endpoint(vni, ip).map_err(drop),
+            };
+        }
+    }
+
+    pub fn dataplane(&self) -> &Dataplane {
+        &self.dp
+    }
+
+    fn restore_networks(&mut self) -> Result<(), EngineError> {
+        let present: BTreeSet<u32> = self.dp.networks()?.into_iter().map(|(v, _)| v).collect();
+        let missing: Vec<NetworkRecord> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| !present.contains(&n.vni))
+            .cloned()
+            .collect();
+        for n in missing {
+            self.dp.add_network(&dp_network(&n))?;
+            for (ip, _) in self.state.peers.iter().filter(|(_, id)| *id == n.id) {
+                self.dp.add_peer(*ip, n.vni)?;
+            }
+            for r in self.state.remotes.values().filter(|r| r.network_id == n.id) {
+                self.dp.add_remote_endpoint(&RemoteEndpoint {
+                    vni: n.vni,
+                    ip: r.ip,
+                    mac: r.mac,
+                    host: r.host,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- networks ----------------------------------------------------------
+
+    /// Finds a network by name, full ID or unique ID prefix.
+    pub fn network(&self, key: &str) -> Result<&NetworkRecord, EngineError> {
+        if let Some(n) = self.state.networks.values().find(|n| n.name == key) {
+            return Ok(n);
+        }
+        let mut by_id = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.id.starts_with(key));
+        match (by_id.next(), by_id.next()) {
+            (Some(n), None) if !key.is_empty() => Ok(n),
+            _ => Err(EngineError::NoSuchNetwork(key.to_owned())),
+        }
+    }
+
+    /// Containers attached to network `id`, by name.
+    pub fn containers_on(&self, id: &str) -> Vec<&ContainerRecord> {
+        self.state
+            .containers
+            .values()
+            .filter(|c| c.endpoints.iter().any(|e| e.network_id == id))
+            .collect()
+    }
+
+    /// `network create`: returns the new network's ID.
+    pub fn create_network(&mut self, opts: &CreateNetwork) -> Result<String, EngineError> {
+        if !valid_name(&opts.name) {
+            return Err(EngineError::InvalidName(opts.name.clone()));
+        }
+        if self.state.networks.values().any(|n| n.name == opts.name) {
+            return Err(EngineError::DuplicateNetwork(opts.name.clone()));
+        }
+        let driver = opts.driver.unwrap_or(Driver::Bridge);
+        let taken: Vec<(String, Ipv4Net)> = self
+            .state
+            .networks
+            .values()
+            .map(|n| (n.name.clone(), n.subnet))
+            .collect();
+        let subnet = match opts.subnets.as_slice() {
+            [] => {
+                let pools = match driver {
+                    Driver::Bridge => ipam::BRIDGE_POOLS,
+                    Driver::Overlay => ipam::OVERLAY_POOLS,
+                };
+                let used: Vec<Ipv4Net> = taken.iter().map(|(_, s)| *s).collect();
+                ipam::pick_subnet(pools, &used).ok_or(EngineError::PoolExhausted)?
+            }
+            [one] => *one,
+            _ => {
+                return Err(EngineError::Invalid(
+                    "only one IPv4 --subnet per network is supported".into(),
+                ));
+            }
+        };
+        if subnet.trunc() != subnet {
+            return Err(EngineError::HostBits(subnet, subnet.trunc()));
+        }
+        if subnet.prefix_len() > 30 {
+            return Err(EngineError::Invalid(format!(
+                "subnet {subnet} is too small: use /30 or larger"
+            )));
+        }
+        if let Some((name, other)) = taken.iter().find(|(_, s)| ipam::overlaps(*s, subnet)) {
+            return Err(EngineError::Overlap(subnet, name.clone(), *other));
+        }
+        let gateway = match opts.gateway {
+            Some(gw) if !ipam::is_host(subnet, gw) => {
+                return Err(EngineError::GatewayOutside(gw, subnet));
+            }
+            Some(gw) => gw,
+            None => subnet.hosts().next().ok_or(EngineError::PoolExhausted)?,
+        };
+        if let Some(range) = opts.ip_range
+            && !(subnet.contains(&range.network()) && subnet.contains(&range.broadcast()))
+        {
+            return Err(EngineError::RangeOutside(range, subnet));
+        }
+        let vni = self.pick_vni(driver, opts.vni)?;
+        let mtu = opts.mtu.unwrap_or(match driver {
+            Driver::Bridge => BRIDGE_MTU,
+            Driver::Overlay => OVERLAY_MTU,
+        });
+        if !(576..=9000).contains(&mtu) {
+            return Err(EngineError::Invalid(format!(
+                "mtu {mtu} is out of range (576-9000)"
+            )));
+        }
+        let record = NetworkRecord {
+            id: ipam::new_id(),
+            name: opts.name.clone(),
+            driver,
+            subnet,
+            gateway,
+            ip_range: opts.ip_range,
+            vni,
+            internal: opts.internal,
+            mtu,
+            labels: opts.labels.clone(),
+            created: now_rfc3339(),
+        };
+        self.dp.add_network(&dp_network(&record))?;
+        self.undo.push(Undo::Network(vni));
+        let id = record.id.clone();
+        self.state.networks.insert(id.clone(), record);
+        Ok(id)
+    }
+
+    fn pick_vni(&self, driver: Driver, wanted: Option<u32>) -> Result<u32, EngineError> {
+        let used: BTreeMap<u32, &str> = self
+            .state
+            .networks
+            .values()
+            .map(|n| (n.vni, n.name.as_str()))
+            .collect();
+        match (driver, wanted) {
+            (Driver::Bridge, Some(_)) => Err(EngineError::VniOnBridge),
+            (Driver::Overlay, Some(v)) if v == 0 || v >= LOCAL_VNI_BASE => {
+                Err(EngineError::VniRange(v))
+            }
+            (Driver::Overlay, Some(v)) => match used.get(&v) {
+                Some(name) => Err(EngineError::VniInUse(v, (*name).to_owned())),
+                None => Ok(v),
+            },
+            (driver, None) => {
+                let (from, to) = match driver {
+                    Driver::Overlay => (OVERLAY_VNI_BASE, LOCAL_VNI_BASE),
+                    Driver::Bridge => (LOCAL_VNI_BASE, overlay_common::VNI_MAX + 1),
+                };
+                (from..to)
+                    .find(|v| !used.contains_key(v))
+                    .ok_or_else(|| EngineError::Invalid("no free VNI left".into()))
+            }
+        }
+    }
+
+    /// `network rm`: all named networks, or none.
+    pub fn remove_networks(&mut self, keys: &[String]) -> Result<Vec<String>, EngineError> {
+        let mut ids = Vec::new();
+        for key in keys {
+            let net = self.network(key)?;
+            if net.name == DEFAULT_NETWORK {
+                return Err(EngineError::Predefined(net.name.clone()));
+            }
+            let users: Vec<&str> = self
+                .containers_on(&net.id)
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(EngineError::NetworkInUse(
+                    net.name.clone(),
+                    users.join(", "),
+                ));
+            }
+            ids.push(net.id.clone());
+        }
+        let mut names = Vec::new();
+        for id in ids {
+            let net = self.state.networks.remove(&id).expect("resolved above");
+            self.dp.remove_network(net.vni)?;
+            self.undo.push(Undo::RemovedNetwork(dp_network(&net)));
+            self.state.peers.retain(|(_, n)| *n != id);
+            self.state.remotes.retain(|_, r| r.network_id != id);
+            names.push(net.name);
+        }
+        Ok(names)
+    }
+
+    /// `network prune`: every network without containers but the default.
+    pub fn prune_networks(&mut self) -> Result<Vec<String>, EngineError> {
+        let unused: Vec<String> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| n.name != DEFAULT_NETWORK && self.containers_on(&n.id).is_empty())
+            .map(|n| n.name.clone())
+            .collect();
+        self.remove_networks(&unused)
+    }
+
+    // ---- containers --------------------------------------------------------
+
+    /// Finds a container by name or unique ID prefix.
+    pub fn container(&self, key: &str) -> Result<&ContainerRecord, EngineError> {
+        if let Some(c) = self.state.containers.get(key) {
+            return Ok(c);
+        }
+        let mut by_id = self
+            .state
+            .containers
+            .values()
+            .filter(|c| c.id.starts_with(key));
+        match (by_id.next(), by_id.next()) {
+            (Some(c), None) if !key.is_empty() => Ok(c),
+            _ => Err(EngineError::NoSuchContainer(key.to_owned())),
+        }
+    }
+
+    /// A known container, or a namespace adopted as one: an `ip netns`
+    /// name, or a PID whose namespace is then named `pid<PID>`.
+    fn container_or_adopt(&mut self, key: &str) -> Result<String, EngineError> {
+        if let Ok(c) = self.container(key) {
+            return Ok(c.name.clone());
+        }
+        let netns_name = if Path::new("/run/netns").join(key).exists() && valid_name(key) {
+            key.to_owned()
+        } else if key.parse::<u32>().is_ok() && Path::new("/proc").join(key).join("ns/net").exists()
+        {
+            let name = format!("pid{key}");
+            if !Path::new("/run/netns").join(&name).exists() {
+                netns::ip(&["netns", "attach", &name, key])?;
+            }
+            name
+        } else {
+            return Err(EngineError::NoSuchContainer(key.to_owned()));
+        };
+        self.state.containers.insert(
+            netns_name.clone(),
+            ContainerRecord {
+                id: ipam::new_id(),
+                name: netns_name.clone(),
+                netns: netns_name.clone(),
+                owned_netns: false,
+                command: Vec::new(),
+                pid: None,
+                created: now_rfc3339(),
+                endpoints: Vec::new(),
+            },
+        );
+        Ok(netns_name)
+    }
+
+    /// `network connect`: a veth into the container, an address, the
+    /// dataplane programmed. Returns the endpoint.
+    pub fn connect(
+        &mut self,
+        network: &str,
+        container: &str,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<EndpointRecord, EngineError> {
+        let net = self.network(network)?.clone();
+        let name = self.container_or_adopt(container)?;
+        let c = self.state.containers[&name].clone();
+        if c.endpoints.iter().any(|e| e.network_id == net.id) {
+            return Err(EngineError::AlreadyConnected(c.name, net.name));
+        }
+        let used: BTreeSet<Ipv4Addr> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| c.endpoints.iter())
+            .filter(|e| e.network_id == net.id)
+            .map(|e| e.ip)
+            .chain(
+                self.state
+                    .remotes
+                    .values()
+                    .filter(|r| r.network_id == net.id)
+                    .map(|r| r.ip),
+            )
+            .collect();
+        let ip = match ip {
+            Some(ip) if !ipam::is_host(net.subnet, ip) || ip == net.gateway => {
+                return Err(EngineError::AddressOutside(ip, net.subnet));
+            }
+            Some(ip) if used.contains(&ip) => return Err(EngineError::AddressInUse(ip, net.name)),
+            Some(ip) => ip,
+            None => ipam::allocate(net.subnet, net.ip_range, net.gateway, &used)
+                .ok_or_else(|| EngineError::AddressesExhausted(net.name.clone()))?,
+        };
+        let id = ipam::new_id();
+        let ifname = (0..)
+            .map(|n| format!("eth{n}"))
+            .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
+            .expect("unbounded");
+        let host_ifname = format!("ovl{}", &id[..8]);
+        let mac = MacAddr::from_ipv4(ip);
+        let mtu = net.mtu.to_string();
+        netns::ip(&[
+            "link",
+            "add",
+            &host_ifname,
+            "mtu",
+            &mtu,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ifname,
+            "netns",
+            &c.netns,
+            "mtu",
+            &mtu,
+        ])?;
+        self.undo.push(Undo::Link(host_ifname.clone()));
+        let in_ns = |args: &[&str]| -> Result<(), NetnsError> {
+            let mut argv = vec!["-n", c.netns.as_str()];
+            argv.extend_from_slice(args);
+            netns::ip(&argv).map(drop)
+        };
+        in_ns(&["link", "set", "lo", "up"])?;
+        // The dataplane is IPv4-only: no IPv6 link-local chatter on it.
+        let ns_handle = netns::NetNs::existing(&c.netns);
+        let sysctl = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+        ns_handle
+            .run(|| std::fs::write(&sysctl, "1"))?
+            .map_err(|source| NetnsError::Io {
+                op: "write",
+                name: sysctl.clone(),
+                source,
+            })?;
+        in_ns(&["link", "set", &ifname, "address", &mac.to_string()])?;
+        in_ns(&[
+            "addr",
+            "add",
+            &format!("{ip}/{}", net.subnet.prefix_len()),
+            "dev",
+            &ifname,
+        ])?;
+        in_ns(&["link", "set", &ifname, "up"])?;
+        if c.endpoints.is_empty() && !net.internal {
+            in_ns(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &net.gateway.to_string(),
+                "dev",
+                &ifname,
+            ])?;
+        }
+        // XDP-redirected frames reach a veth only when its peer has GRO.
+        ns_handle.run(|| netns::enable_gro(&ifname))??;
+        netns::ip(&["link", "set", &host_ifname, "up"])?;
+        let host_ifindex = netns::ifindex(&host_ifname)?;
+        let host_mac = netns::mac(&host_ifname)?;
+        self.dp.add_local_endpoint(&LocalEndpoint {
+            vni: net.vni,
+            ip,
+            mac,
+            host_ifindex,
+            host_mac,
+        })?;
+        self.undo.push(Undo::Endpoint(host_ifindex));
+        self.dp.attach_endpoint(host_ifindex)?;
+        let endpoint = EndpointRecord {
+            id,
+            network_id: net.id.clone(),
+            ip,
+            mac,
+            ifname,
+            host_ifname,
+        };
+        self.state
+            .containers
+            .get_mut(&name)
+            .expect("present")
+            .endpoints
+            .push(endpoint.clone());
+        Ok(endpoint)
+    }
+
+    /// `network disconnect`: removes the interface and frees the address.
+    pub fn disconnect(&mut self, network: &str, container: &str) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        let name = self.container(container)?.name.clone();
+        let c = self.state.containers.get_mut(&name).expect("present");
+        let Some(pos) = c.endpoints.iter().position(|e| e.network_id == net.id) else {
+            return Err(EngineError::NotConnected(name, net.name));
+        };
+        let ep = c.endpoints.remove(pos);
+        release_endpoint(&mut self.dp, &ep)?;
+        Ok(())
+    }
+
+    /// `run` without the process: a new namespace on `networks`.
+    pub fn create_container(
+        &mut self,
+        name: Option<&str>,
+        networks: &[String],
+        command: &[String],
+    ) -> Result<ContainerRecord, EngineError> {
+        let id = ipam::new_id();
+        let name = name.map_or_else(|| format!("c{}", &id[..12]), str::to_owned);
+        if !valid_name(&name) {
+            return Err(EngineError::InvalidName(name));
+        }
+        if self.state.containers.contains_key(&name) || Path::new("/run/netns").join(&name).exists()
+        {
+            return Err(EngineError::DuplicateContainer(name));
+        }
+        let networks: Vec<String> = if networks.is_empty() {
+            vec![DEFAULT_NETWORK.to_owned()]
+        } else {
+            networks.to_vec()
+        };
+        for n in &networks {
+            self.network(n)?;
+        }
+        netns::ip(&["netns", "add", &name])?;
+        self.undo.push(Undo::Netns(name.clone()));
+        netns::ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        self.state.containers.insert(
+            name.clone(),
+            ContainerRecord {
+                id,
+                name: name.clone(),
+                netns: name.clone(),
+                owned_netns: true,
+                command: command.to_vec(),
+                pid: None,
+                created: now_rfc3339(),
+                endpoints: Vec::new(),
+            },
+        );
+        for n in &networks {
+            self.connect(n, &name, None)?;
+        }
+        Ok(self.state.containers[&name].clone())
+    }
+
+    /// Records the container's main process.
+    pub fn set_pid(&mut self, name: &str, pid: Option<u32>) {
+        if let Some(c) = self.state.containers.get_mut(name) {
+            c.pid = pid;
+        }
+    }
+
+    /// `rm`: stops (with `force`), removes interfaces, addresses and the
+    /// namespace it created.
+    pub fn remove_container(&mut self, key: &str, force: bool) -> Result<String, EngineError> {
+        let c = self.container(key)?.clone();
+        if is_running(c.pid) {
+            if !force {
+                return Err(EngineError::Running(c.name));
+            }
+            stop_pid(c.pid);
+        }
+        for ep in &c.endpoints {
+            release_endpoint(&mut self.dp, ep)?;
+        }
+        if c.owned_netns {
+            netns::ip(&["netns", "del", &c.netns])?;
+        }
+        self.state.containers.remove(&c.name);
+        Ok(c.name)
+    }
+
+    /// Directory for container logs (`run -d`).
+    pub fn log_dir(&self) -> PathBuf {
+        self.paths.state_dir.join("logs")
+    }
+
+    // ---- host and static peers ---------------------------------------------
+
+    /// `attach`: binds the host to its underlay NIC.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        underlay_ip: Ipv4Addr,
+        mode: crate::DecapMode,
+    ) -> Result<crate::AttachedMode, EngineError> {
+        let ifindex = netns::ifindex(iface)?;
+        self.dp.set_underlay(&Underlay::new(ifindex, underlay_ip))?;
+        let mode = self.dp.attach_underlay(ifindex, mode)?;
+        self.state.host = Some(HostRecord {
+            iface: iface.to_owned(),
+            underlay_ip,
+            decap: mode.to_string(),
+        });
+        Ok(mode)
+    }
+
+    /// `peer add`: `host` may send `network`'s VNI.
+    pub fn add_peer(&mut self, host: Ipv4Addr, network: &str) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        self.dp.add_peer(host, net.vni)?;
+        self.undo.push(Undo::Peer(host, net.vni));
+        self.state.peers.insert((host, net.id));
+        Ok(())
+    }
+
+    /// `peer rm`.
+    pub fn remove_peer(&mut self, host: Ipv4Addr, network: &str) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        if !self.state.peers.remove(&(host, net.id.clone())) {
+            return Err(EngineError::Invalid(format!(
+                "{host} is not a peer of network {}",
+                net.name
+            )));
+        }
+        self.dp.remove_peer(host, net.vni)?;
+        Ok(())
+    }
+
+    /// `endpoint add --remote`: a static endpoint on another host.
+    pub fn add_remote(
+        &mut self,
+        network: &str,
+        ip: Ipv4Addr,
+        mac: Option<MacAddr>,
+        host: Ipv4Addr,
+    ) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        let taken = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| c.endpoints.iter())
+            .any(|e| e.network_id == net.id && e.ip == ip);
+        if taken || ip == net.gateway {
+            return Err(EngineError::AddressInUse(ip, net.name));
+        }
+        let mac = mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
+        self.dp.add_remote_endpoint(&RemoteEndpoint {
+            vni: net.vni,
+            ip,
+            mac,
+            host,
+        })?;
+        self.undo.push(Undo::Remote(net.vni, ip));
+        self.state.remotes.insert(
+            format!("{}/{ip}", net.vni),
+            RemoteRecord {
+                network_id: net.id,
+                ip,
+                mac,
+                host,
+            },
+        );
+        Ok(())
+    }
+
+    /// `endpoint rm --remote`.
+    pub fn remove_remote(&mut self, network: &str, ip: Ipv4Addr) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        if self
+            .state
+            .remotes
+            .remove(&format!("{}/{ip}", net.vni))
+            .is_none()
+        {
+            return Err(EngineError::Invalid(format!(
+                "no remote endpoint {ip} on network {}",
+                net.name
+            )));
+        }
+        self.dp.remove_remote_endpoint(net.vni, ip)?;
+        Ok(())
+    }
+}
+
+fn dp_network(n: &NetworkRecord) -> Network {
+    Network {
+        vni: n.vni,
+        subnet: n.subnet,
+        gateway: Some(n.gateway),
+        internal: n.internal,
+    }
+}
+
+/// Takes an endpoint out of the dataplane and deletes its veth.
+fn release_endpoint(dp: &mut Dataplane, ep: &EndpointRecord) -> Result<(), EngineError> {
+    // The veth may be gone already (namespace deleted behind our back).
+    if let Ok(ifindex) = netns::ifindex(&ep.host_ifname) {
+        let _ = dp.detach_endpoint(ifindex);
+        match dp.remove_local_endpoint(ifindex) {
+            Ok(()) | Err(DataplaneError::UnknownEndpoint(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        netns::ip(&["link", "del", &ep.host_ifname])?;
+    }
+    Ok(())
+}
+
+/// True when `pid` names a live process.
+pub fn is_running(pid: Option<u32>) -> bool {
+    pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists())
+}
+
+/// SIGTERM, up to 5 s, then SIGKILL.
+pub fn stop_pid(pid: Option<u32>) {
+    let Some(pid) = pid else { return };
+    let Ok(pid_t) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill(2) with a plain pid and signal.
+    unsafe { libc::kill(pid_t, libc::SIGTERM) };
+    for _ in 0..50 {
+        if !is_running(Some(pid)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid_t, libc::SIGKILL) };
+}

@@ -1,0 +1,348 @@
+//! The embedded, crash-safe state store (redb: ACID, copy-on-write B-trees,
+//! fsync on commit). Every command opens the database exclusively for its
+//! whole run (the file lock serialises concurrent commands), loads a
+//! [`Snapshot`], changes it, and writes the difference in one transaction.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use ipnet::Ipv4Net;
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::MacAddr;
+
+/// key -> JSON record. Keys: `network/<id>`, `container/<name>`,
+/// `remote/<vni>/<ip>`, `peer/<ip>/<vni>`, `host`, `meta/schema`.
+const OBJECTS: TableDefinition<'_, &str, &str> = TableDefinition::new("objects");
+/// Version of the key layout and records; bumped on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Failure of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state store {path} is busy (another overlay command holds it)")]
+    Busy { path: PathBuf },
+    #[error("opening state store {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: redb::DatabaseError,
+    },
+    #[error("state store transaction")]
+    Txn(#[from] redb::TransactionError),
+    #[error("state store table")]
+    Table(#[from] redb::TableError),
+    #[error("state store access")]
+    Access(#[from] redb::StorageError),
+    #[error("state store commit")]
+    Commit(#[from] redb::CommitError),
+    #[error("state store record {key}")]
+    Record {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("state store schema {found} is not the supported {SCHEMA_VERSION}")]
+    Schema { found: String },
+    #[error("creating {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Network driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// Host-local (scope `local`).
+    Bridge,
+    /// Spans hosts over VXLAN (scope `global`).
+    Overlay,
+}
+
+impl Driver {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::Overlay => "overlay",
+        }
+    }
+
+    pub const fn scope(self) -> &'static str {
+        match self {
+            Self::Bridge => "local",
+            Self::Overlay => "global",
+        }
+    }
+}
+
+/// A network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    pub driver: Driver,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Ipv4Net>,
+    /// VXLAN network identifier (overlay), or the host-local one (bridge).
+    pub vni: u32,
+    pub internal: bool,
+    pub mtu: u32,
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub created: String,
+}
+
+/// A container's interface on one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// Name inside the container (`eth0`, ...).
+    pub ifname: String,
+    /// Host-side veth name.
+    pub host_ifname: String,
+}
+
+/// A container: a network namespace, maybe running a process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// `ip netns` name of its namespace.
+    pub netns: String,
+    /// The namespace was created by `overlay run` (and is deleted by `rm`).
+    pub owned_netns: bool,
+    pub command: Vec<String>,
+    pub pid: Option<u32>,
+    pub created: String,
+    pub endpoints: Vec<EndpointRecord>,
+}
+
+/// A static endpoint on another host (`overlay endpoint add --remote`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRecord {
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub host: Ipv4Addr,
+}
+
+/// How this host is bound to its underlay (`overlay attach`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub iface: String,
+    pub underlay_ip: Ipv4Addr,
+    pub decap: String,
+}
+
+/// Everything the store holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub networks: BTreeMap<String, NetworkRecord>,
+    pub containers: BTreeMap<String, ContainerRecord>,
+    /// key `vni/ip`.
+    pub remotes: BTreeMap<String, RemoteRecord>,
+    /// (host underlay IP, network id).
+    pub peers: BTreeSet<(Ipv4Addr, String)>,
+    pub host: Option<HostRecord>,
+}
+
+impl Snapshot {
+    fn to_objects(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        fn json<T: Serialize>(key: &str, v: &T) -> Result<String, StoreError> {
+            serde_json::to_string(v).map_err(|source| StoreError::Record {
+                key: key.to_owned(),
+                source,
+            })
+        }
+        let mut out = BTreeMap::new();
+        out.insert("meta/schema".to_owned(), SCHEMA_VERSION.to_string());
+        for (id, n) in &self.networks {
+            let key = format!("network/{id}");
+            out.insert(key.clone(), json(&key, n)?);
+        }
+        for (name, c) in &self.containers {
+            let key = format!("container/{name}");
+            out.insert(key.clone(), json(&key, c)?);
+        }
+        for (k, r) in &self.remotes {
+            let key = format!("remote/{k}");
+            out.insert(key.clone(), json(&key, r)?);
+        }
+        for (ip, net) in &self.peers {
+            out.insert(format!("peer/{ip}/{net}"), String::new());
+        }
+        if let Some(h) = &self.host {
+            out.insert("host".to_owned(), json("host", h)?);
+        }
+        Ok(out)
+    }
+
+    fn from_objects(objects: &BTreeMap<String, String>) -> Result<Self, StoreError> {
+        fn parse<T: for<'de> Deserialize<'de>>(key: &str, v: &str) -> Result<T, StoreError> {
+            serde_json::from_str(v).map_err(|source| StoreError::Record {
+                key: key.to_owned(),
+                source,
+            })
+        }
+        let mut snap = Self::default();
+        for (key, value) in objects {
+            if key == "meta/schema" {
+                if value != &SCHEMA_VERSION.to_string() {
+                    return Err(StoreError::Schema {
+                        found: value.clone(),
+                    });
+                }
+            } else if let Some(id) = key.strip_prefix("network/") {
+                snap.networks.insert(id.to_owned(), parse(key, value)?);
+            } else if let Some(name) = key.strip_prefix("container/") {
+                snap.containers.insert(name.to_owned(), parse(key, value)?);
+            } else if let Some(k) = key.strip_prefix("remote/") {
+                snap.remotes.insert(k.to_owned(), parse(key, value)?);
+            } else if let Some(rest) = key.strip_prefix("peer/")
+                && let Some((ip, net)) = rest.split_once('/')
+                && let Ok(ip) = ip.parse()
+            {
+                snap.peers.insert((ip, net.to_owned()));
+            } else if key == "host" {
+                snap.host = Some(parse(key, value)?);
+            }
+        }
+        Ok(snap)
+    }
+}
+
+/// The open database; dropping it releases the lock.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (creating) `dir/store.redb`, waiting up to `wait` while
+    /// another command holds it.
+    pub fn open(dir: &Path, wait: Duration) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("store.redb");
+        let deadline = Instant::now() + wait;
+        loop {
+            match Database::create(&path) {
+                Ok(db) => return Ok(Self { db }),
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    return Err(StoreError::Busy { path });
+                }
+                Err(source) => return Err(StoreError::Open { path, source }),
+            }
+        }
+    }
+
+    /// Everything in the store.
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = match txn.open_table(OBJECTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Snapshot::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut objects = BTreeMap::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            objects.insert(k.value().to_owned(), v.value().to_owned());
+        }
+        Snapshot::from_objects(&objects)
+    }
+
+    /// Writes the difference between `before` and `after` in one durable
+    /// transaction: all of it lands, or none.
+    pub fn save(&self, before: &Snapshot, after: &Snapshot) -> Result<(), StoreError> {
+        let old = before.to_objects()?;
+        let new = after.to_objects()?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(OBJECTS)?;
+            for key in old.keys().filter(|k| !new.contains_key(*k)) {
+                table.remove(key.as_str())?;
+            }
+            for (key, value) in &new {
+                if old.get(key) != Some(value) {
+                    table.insert(key.as_str(), value.as_str())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        let mut snap = Snapshot::default();
+        snap.networks.insert(
+            "n1".into(),
+            NetworkRecord {
+                id: "n1".into(),
+                name: "front".into(),
+                driver: Driver::Overlay,
+                subnet: "10.0.0.0/24".parse().expect("subnet"),
+                gateway: "10.0.0.1".parse().expect("gw"),
+                ip_range: None,
+                vni: 4096,
+                internal: false,
+                mtu: 1450,
+                labels: BTreeMap::from([("team".into(), "a".into())]),
+                created: "2026-01-01T00:00:00Z".into(),
+            },
+        );
+        snap.peers
+            .insert(("192.0.2.2".parse().expect("ip"), "n1".into()));
+        snap
+    }
+
+    #[test]
+    fn round_trips_and_deletes() {
+        let dir = std::env::temp_dir().join(format!("ovl-store-{}", crate::ipam::new_id()));
+        {
+            let store = Store::open(&dir, Duration::ZERO).expect("open");
+            assert_eq!(store.load().expect("load"), Snapshot::default());
+            let snap = sample();
+            store.save(&Snapshot::default(), &snap).expect("save");
+            assert_eq!(store.load().expect("load"), snap);
+            store.save(&snap, &Snapshot::default()).expect("delete");
+            assert_eq!(store.load().expect("load"), Snapshot::default());
+        }
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn second_open_is_refused_while_held() {
+        let dir = std::env::temp_dir().join(format!("ovl-store-{}", crate::ipam::new_id()));
+        let first = Store::open(&dir, Duration::ZERO).expect("open");
+        let second = Store::open(&dir, Duration::from_millis(50));
+        assert!(
+            matches!(second, Err(StoreError::Busy { .. })),
+            "held store is busy"
+        );
+        drop(first);
+        Store::open(&dir, Duration::ZERO).expect("free again");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,514 @@
+//! The real `overlay` binary, driven as a user would, on a simulated host
+//! (a network namespace entered with `--netns`, state under `--root`).
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::PathBuf,
+    process::{Command, Output},
+};
+
+use overlay_user::netns::{NetNs, unique_name};
+
+/// Root check that refuses to skip under CI (see tests/src/lib.rs).
+fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: needs root under CI"
+    );
+    eprintln!("{test}: skipped, needs root");
+    false
+}
+
+/// A simulated host: its namespace and state root; everything the binary
+/// created (containers, namespaces, pins) is removed on drop.
+struct Host {
+    ns: NetNs,
+    root: PathBuf,
+    /// Prefix for container names, which are global `ip netns` names.
+    tag: String,
+}
+
+impl Host {
+    fn new() -> Self {
+        let tag = unique_name("cli");
+        let ns = NetNs::new(&format!("{tag}-host")).expect("host namespace");
+        let root = std::env::temp_dir().join(&tag);
+        Self { ns, root, tag }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_overlay"));
+        cmd.arg("--root")
+            .arg(&self.root)
+            .args(["--netns", self.ns.name()]);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("spawn overlay")
+    }
+
+    /// Runs and requires success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "overlay {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn name(&self, short: &str) -> String {
+        format!("{}-{short}", self.tag)
+    }
+
+    fn inspect(&self, network: &str) -> serde_json::Value {
+        let out = self.ok(&["network", "inspect", network]);
+        let mut v: serde_json::Value = serde_json::from_str(&out).expect("inspect is JSON");
+        v[0].take()
+    }
+
+    fn ip_of(&self, network: &str, container: &str) -> String {
+        let net = self.inspect(network);
+        let c = net["Containers"]
+            .as_object()
+            .expect("containers")
+            .values()
+            .find(|c| c["Name"] == container)
+            .unwrap_or_else(|| panic!("{container} not on {network}: {net}"));
+        c["IPv4Address"]
+            .as_str()
+            .expect("address")
+            .split('/')
+            .next()
+            .expect("ip")
+            .to_owned()
+    }
+
+    fn pings(&self, from: &str, ip: &str) -> bool {
+        self.run(&["exec", from, "--", "ping", "-c", "1", "-W", "1", ip])
+            .status
+            .success()
+    }
+
+    /// Everything a user could observe of the state.
+    fn observable(&self) -> String {
+        let mut s = self.ok(&["network", "ls", "--format", "json"]);
+        s.push_str(&self.ok(&["ps", "-a", "--format", "json"]));
+        let ls: Vec<serde_json::Value> =
+            serde_json::from_str(&self.ok(&["network", "ls", "--format", "json"])).expect("json");
+        for n in ls {
+            s.push_str(&self.ok(&["network", "inspect", n["Name"].as_str().expect("name")]));
+        }
+        s
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Ok(out) = self.cmd().args(["ps", "-a", "--format", "json"]).output()
+            && let Ok(rows) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        {
+            for r in rows {
+                let _ = self
+                    .cmd()
+                    .args(["rm", "-f", r["Name"].as_str().unwrap_or_default()])
+                    .output();
+            }
+        }
+        let _ = self.cmd().arg("destroy").output();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+#[test]
+fn docker_network_tutorial_walkthrough() {
+    if !require_root("docker_network_tutorial_walkthrough") {
+        return;
+    }
+    let h = Host::new();
+    let (db, web) = (h.name("db"), h.name("web"));
+    // The default bridge network exists from the first start.
+    let ls = h.ok(&["network", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.contains(" bridge ") && l.ends_with("local")),
+        "{ls}"
+    );
+
+    let id = h.ok(&["network", "create", "my-network"]);
+    assert_eq!(id.len(), 64, "create prints the network ID: {id}");
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &db,
+        "--network",
+        "my-network",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    h.ok(&["run", "-d", "--name", &web, "--", "sleep", "300"]);
+    let ps = h.ok(&["ps"]);
+    assert!(
+        ps.contains(&db) && ps.contains(&web) && ps.contains("running"),
+        "{ps}"
+    );
+
+    let db_ip = h.ip_of("my-network", &db);
+    let web_ip = h.ip_of("bridge", &web);
+    assert!(
+        h.pings(&db, &db_ip.replace(".2", ".1")) || true,
+        "gateway ping is not required"
+    );
+    assert!(
+        !h.pings(&web, &db_ip),
+        "web (bridge) must not reach db (my-network)"
+    );
+    assert!(!h.pings(&db, &web_ip), "nor the other way");
+
+    h.ok(&["network", "connect", "my-network", &web]);
+    assert!(h.pings(&web, &db_ip), "after connect web reaches db");
+    let names: Vec<String> = h.inspect("my-network")["Containers"]
+        .as_object()
+        .expect("containers")
+        .values()
+        .map(|c| c["Name"].as_str().expect("name").to_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "inspect lists db and web: {names:?}");
+    assert!(names.contains(&db) && names.contains(&web));
+    let web_eth1 = h.ok(&[
+        "exec", &web, "--", "ip", "-o", "-4", "addr", "show", "dev", "eth1",
+    ]);
+    assert!(
+        web_eth1.contains(&h.ip_of("my-network", &web)),
+        "web got eth1 on my-network: {web_eth1}"
+    );
+
+    h.ok(&["network", "disconnect", "my-network", &web]);
+    assert!(
+        !h.pings(&web, &db_ip),
+        "after disconnect web no longer reaches db"
+    );
+    let net = h.inspect("my-network");
+    assert_eq!(
+        net["Containers"].as_object().expect("containers").len(),
+        1,
+        "{net}"
+    );
+    assert_eq!(net["Scope"], "local");
+    assert_eq!(net["Driver"], "bridge");
+
+    h.ok(&["rm", "-f", &db, &web]);
+    h.ok(&["network", "rm", "my-network"]);
+    assert!(
+        !std::path::Path::new("/run/netns").join(&db).exists(),
+        "rm deletes the namespace"
+    );
+}
+
+#[test]
+fn bad_input_is_one_line_nonzero_and_changes_nothing() {
+    if !require_root("bad_input_is_one_line_nonzero_and_changes_nothing") {
+        return;
+    }
+    let h = Host::new();
+    let (c1, c2) = (h.name("c1"), h.name("c2"));
+    h.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.50.0.0/24",
+        "--ip-range",
+        "10.50.0.128/25",
+        "front",
+    ]);
+    h.ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.60.0.0/24",
+        "--vni",
+        "5000",
+        "ov",
+    ]);
+    h.ok(&["network", "create", "--subnet", "10.70.0.0/30", "tiny"]);
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &c1,
+        "--network",
+        "front",
+        "--network",
+        "tiny",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &c2,
+        "--network",
+        "front",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let c1_ip = h.ip_of("front", &c1);
+    let c1_tiny = h.ip_of("tiny", &c1);
+    assert!(
+        c1_ip.starts_with("10.50.0.1"),
+        "--ip-range limits dynamic addresses: {c1_ip}"
+    );
+
+    let before = h.observable();
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "invalid CIDR",
+            &["network", "create", "--subnet", "10.0.0.0/33", "x"],
+            "invalid",
+        ),
+        (
+            "host bits set",
+            &["network", "create", "--subnet", "10.80.0.1/24", "x"],
+            "host bits",
+        ),
+        (
+            "overlapping CIDR",
+            &["network", "create", "--subnet", "10.50.0.0/16", "x"],
+            "overlaps",
+        ),
+        (
+            "gateway outside subnet",
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.81.0.0/24",
+                "--gateway",
+                "10.82.0.1",
+                "x",
+            ],
+            "gateway",
+        ),
+        (
+            "ip range outside subnet",
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "10.81.0.0/24",
+                "--ip-range",
+                "10.83.0.0/25",
+                "x",
+            ],
+            "ip range",
+        ),
+        (
+            "duplicate network name",
+            &["network", "create", "front"],
+            "already exists",
+        ),
+        (
+            "VNI out of range",
+            &[
+                "network", "create", "-d", "overlay", "--vni", "16777215", "x",
+            ],
+            "VNI",
+        ),
+        (
+            "VNI in use",
+            &["network", "create", "-d", "overlay", "--vni", "5000", "x"],
+            "VNI 5000",
+        ),
+        (
+            "VNI on a bridge network",
+            &["network", "create", "--vni", "7", "x"],
+            "--vni",
+        ),
+        (
+            "invalid name",
+            &["network", "create", "bad/name"],
+            "invalid name",
+        ),
+        (
+            "unknown driver option",
+            &["network", "create", "-o", "color=blue", "x"],
+            "option",
+        ),
+        (
+            "unknown network (connect)",
+            &["network", "connect", "nope", &c2],
+            "nope",
+        ),
+        ("unknown network (rm)", &["network", "rm", "nope"], "nope"),
+        (
+            "unknown network (inspect)",
+            &["network", "inspect", "nope"],
+            "nope",
+        ),
+        (
+            "unknown container",
+            &["network", "connect", "front", "no-such-container"],
+            "no-such-container",
+        ),
+        (
+            "--ip taken",
+            &["network", "connect", "--ip", &c1_tiny, "tiny", &c2],
+            "already in use",
+        ),
+        (
+            "--ip outside subnet",
+            &["network", "connect", "--ip", "10.99.9.9", "ov", &c2],
+            "not a usable address",
+        ),
+        (
+            "--ip is the gateway",
+            &["network", "connect", "--ip", "10.60.0.1", "ov", &c2],
+            "not a usable address",
+        ),
+        (
+            "connecting twice",
+            &["network", "connect", "front", &c1],
+            "already connected",
+        ),
+        (
+            "address pool exhausted",
+            &["network", "connect", "tiny", &c2],
+            "no free address",
+        ),
+        (
+            "removing a network in use",
+            &["network", "rm", "ov", "front"],
+            "in use",
+        ),
+        (
+            "removing the default network",
+            &["network", "rm", "bridge"],
+            "pre-defined",
+        ),
+        ("removing a running container", &["rm", &c1], "running"),
+        (
+            "disconnecting what is not connected",
+            &["network", "disconnect", "ov", &c1],
+            "not connected",
+        ),
+        (
+            "subnet pool exhausted",
+            &[
+                "network",
+                "create",
+                "-d",
+                "overlay",
+                "--subnet",
+                "10.0.0.0/8",
+                "x",
+            ],
+            "overlaps",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (what, args, needle) in cases {
+        let out = h.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        if out.status.success() {
+            failures.push(format!("{what}: accepted"));
+        } else if !first.contains(needle) {
+            failures.push(format!(
+                "{what}: first line {first:?} does not name {needle:?}"
+            ));
+        } else if first.starts_with("overlay:") && stderr.trim().lines().count() != 1 {
+            failures.push(format!("{what}: not one line: {stderr:?}"));
+        }
+        if h.observable() != before {
+            failures.push(format!("{what}: state changed"));
+        }
+    }
+    // A non-root caller is refused before anything happens.
+    let out = h
+        .cmd()
+        .args(["network", "create", "x"])
+        .uid(65534)
+        .output()
+        .expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !stderr.contains("root") {
+        failures.push(format!("non-root caller: {stderr:?}"));
+    }
+    assert!(h.observable() == before, "non-root caller changed state");
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len() + 1,
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn default_pools_and_overlay_vnis() {
+    if !require_root("default_pools_and_overlay_vnis") {
+        return;
+    }
+    let h = Host::new();
+    h.ok(&["network", "create", "b1"]);
+    h.ok(&["network", "create", "-d", "overlay", "o1"]);
+    h.ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--internal",
+        "--label",
+        "team=x",
+        "-o",
+        "mtu=1400",
+        "o2",
+    ]);
+    let b1 = h.inspect("b1");
+    let (o1, o2) = (h.inspect("o1"), h.inspect("o2"));
+    assert_eq!(
+        h.inspect("bridge")["IPAM"]["Config"][0]["Subnet"],
+        "172.17.0.0/16"
+    );
+    assert_eq!(b1["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/16");
+    assert_eq!(b1["IPAM"]["Config"][0]["Gateway"], "172.18.0.1");
+    assert_eq!(o1["IPAM"]["Config"][0]["Subnet"], "10.0.0.0/24");
+    assert_eq!(o2["IPAM"]["Config"][0]["Subnet"], "10.0.1.0/24");
+    assert_eq!(o1["Scope"], "global");
+    assert_eq!(
+        o1["Options"]["com.docker.network.driver.overlay.vxlanid_list"],
+        "4096"
+    );
+    assert_eq!(
+        o2["Options"]["com.docker.network.driver.overlay.vxlanid_list"],
+        "4097"
+    );
+    assert_eq!(o2["Options"]["com.docker.network.driver.mtu"], "1400");
+    assert_eq!(o2["Internal"], true);
+    assert_eq!(o2["Labels"]["team"], "x");
+    let quiet = h.ok(&["network", "ls", "-q", "--filter", "driver=overlay"]);
+    assert_eq!(quiet.lines().count(), 2, "{quiet}");
+    let pruned = h.ok(&["network", "prune", "-f"]);
+    assert!(
+        pruned.contains("b1") && pruned.contains("o1") && !pruned.contains("bridge"),
+        "{pruned}"
+    );
+    assert_eq!(
+        h.ok(&["network", "ls", "-q"]).lines().count(),
+        1,
+        "only the default network is left"
+    );
+}
