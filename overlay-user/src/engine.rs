@@ -16,7 +16,8 @@ use std::{
 use ipnet::Ipv4Net;
 
 use crate::{
-    Dataplane, DataplaneError, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay, ipam,
+    Dataplane, DataplaneError, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay, gateway,
+    ipam,
     netns::{self, NetnsError},
     store::{
         ContainerRecord, Driver, EndpointRecord, HostRecord, NetworkRecord, RemoteRecord, Snapshot,
@@ -125,6 +126,8 @@ enum Undo {
     Netns(String),
     Peer(Ipv4Addr, u32),
     Remote(u32, Ipv4Addr),
+    /// The gateway address added to `lo`.
+    GatewayAddr(Ipv4Addr),
 }
 
 /// One command's view: the store (held), its snapshot and the dataplane.
@@ -201,6 +204,12 @@ impl Engine {
 
     /// Makes the command's changes durable; on failure undoes them.
     pub fn commit(mut self) -> Result<(), EngineError> {
+        if self.state.networks != self.before.networks
+            && let Err(e) = gateway::sync_nat(&self.state)
+        {
+            self.rollback();
+            return Err(e.into());
+        }
         match self.store.save(&self.before, &self.state) {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -225,8 +234,11 @@ impl Engine {
                 Undo::Netns(name) => netns::ip(&["netns", "del", &name]).map(drop).map_err(drop),
                 Undo::Peer(ip, vni) => self.dp.remove_peer(ip, vni).map_err(drop),
                 Undo::Remote(vni, ip) => self.dp.remove_remote_endpoint(vni, ip).map_err(drop),
+                Undo::GatewayAddr(gw) => gateway::remove_address(gw).map_err(drop),
             };
         }
+        // The NAT table is derived from the state: put back the old one.
+        let _ = gateway::sync_nat(&self.before);
     }
 
     pub fn dataplane(&self) -> &Dataplane {
@@ -244,6 +256,7 @@ impl Engine {
             .collect();
         for n in missing {
             self.dp.add_network(&dp_network(&n))?;
+            gateway::add_address(n.gateway)?;
             for (ip, _) in self.state.peers.iter().filter(|(_, id)| *id == n.id) {
                 self.dp.add_peer(*ip, n.vni)?;
             }
@@ -365,6 +378,12 @@ impl Engine {
         };
         self.dp.add_network(&dp_network(&record))?;
         self.undo.push(Undo::Network(vni));
+        if gateway::add_address(gateway)? {
+            self.undo.push(Undo::GatewayAddr(gateway));
+        }
+        if !record.internal {
+            gateway::enable_forwarding()?;
+        }
         let id = record.id.clone();
         self.state.networks.insert(id.clone(), record);
         Ok(id)
@@ -424,6 +443,7 @@ impl Engine {
             let net = self.state.networks.remove(&id).expect("resolved above");
             self.dp.remove_network(net.vni)?;
             self.undo.push(Undo::RemovedNetwork(dp_network(&net)));
+            gateway::remove_address(net.gateway)?;
             self.state.peers.retain(|(_, n)| *n != id);
             self.state.remotes.retain(|_, r| r.network_id != id);
             names.push(net.name);
@@ -608,6 +628,7 @@ impl Engine {
         })?;
         self.undo.push(Undo::Endpoint(host_ifindex));
         self.dp.attach_endpoint(host_ifindex)?;
+        gateway::endpoint_route(ip, mac, &host_ifname)?;
         let endpoint = EndpointRecord {
             id,
             network_id: net.id.clone(),

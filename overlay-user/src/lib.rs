@@ -7,6 +7,7 @@ pub mod bpffs;
 pub mod dataplane;
 pub mod engine;
 pub mod error;
+pub mod gateway;
 pub mod ipam;
 pub mod mac;
 pub mod netns;

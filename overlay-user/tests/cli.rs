@@ -512,3 +512,106 @@ fn default_pools_and_overlay_vnis() {
         "only the default network is left"
     );
 }
+
+#[test]
+fn external_access_is_masqueraded_and_internal_networks_stay_inside() {
+    if !require_root("external_access_is_masqueraded_and_internal_networks_stay_inside") {
+        return;
+    }
+    let h = Host::new();
+    // "The internet": a namespace behind the host's uplink that knows no
+    // route to any container subnet, so only masqueraded traffic returns.
+    let ext = NetNs::new(&h.name("ext")).expect("ext namespace");
+    overlay_user::netns::ip(&[
+        "link",
+        "add",
+        "up0",
+        "netns",
+        h.ns.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "up0",
+        "netns",
+        ext.name(),
+    ])
+    .expect("uplink");
+    for (ns, cmd) in [
+        (&h.ns, "ip addr add 203.0.113.1/24 dev up0"),
+        (&h.ns, "ip link set up0 up"),
+        (&h.ns, "ip route add default via 203.0.113.2"),
+        (&ext, "ip addr add 203.0.113.2/24 dev up0"),
+        (&ext, "ip link set up0 up"),
+    ] {
+        ns.exec(&cmd.split(' ').collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    }
+    let (out_c, in_c) = (h.name("pub"), h.name("priv"));
+    h.ok(&["network", "create", "--subnet", "10.91.0.0/24", "public"]);
+    h.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.92.0.0/24",
+        "private",
+    ]);
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &out_c,
+        "--network",
+        "public",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &in_c,
+        "--network",
+        "private",
+        "--",
+        "sleep",
+        "300",
+    ]);
+
+    assert!(
+        h.pings(&out_c, "10.91.0.1"),
+        "a container reaches its gateway (the host)"
+    );
+    assert!(
+        h.pings(&out_c, "203.0.113.2"),
+        "a container reaches outside, masqueraded"
+    );
+    assert!(
+        !h.pings(&in_c, "203.0.113.2"),
+        "an internal network reaches nothing outside"
+    );
+    let nat =
+        h.ns.exec(&["nft", "list", "table", "ip", "overlay"])
+            .expect("nat table");
+    let nat = String::from_utf8_lossy(&nat.stdout);
+    assert!(
+        nat.contains("10.91.0.0/24") && nat.contains("masquerade"),
+        "{nat}"
+    );
+    assert!(
+        !nat.contains("10.92.0.0/24"),
+        "no NAT for the internal network: {nat}"
+    );
+
+    h.ok(&["rm", "-f", &out_c, &in_c]);
+    h.ok(&["network", "rm", "public", "private"]);
+    let nat =
+        h.ns.exec(&["nft", "list", "table", "ip", "overlay"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    assert!(
+        nat.map_or(true, |t| !t.contains("10.91.0.0/24")),
+        "the rule leaves with its network"
+    );
+}

@@ -31,6 +31,7 @@ const APT_PACKAGES: &[&str] = &[
     "tshark",
     "iperf3",
     "ethtool",
+    "nftables",
 ];
 
 #[derive(Parser)]
