@@ -177,6 +177,16 @@ pub struct Dataplane {
     counters: PerCpuArray<MapData, CounterValue>,
 }
 
+/// A lookup or delete of an absent key: aya reports lookups as
+/// `KeyNotFound` and deletes as the syscall's ENOENT.
+fn not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
     ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
 }
@@ -572,7 +582,7 @@ impl Dataplane {
     pub fn network(&self, vni: u32) -> Result<Network, DataplaneError> {
         match self.networks.get(&vni, 0) {
             Ok(info) => Ok(network_from(vni, &info)),
-            Err(aya::maps::MapError::KeyNotFound) => Err(DataplaneError::UnknownNetwork(vni)),
+            Err(e) if not_found(&e) => Err(DataplaneError::UnknownNetwork(vni)),
             Err(e) => Err(DataplaneError::map(format!("reading network {vni}"))(e)),
         }
     }
@@ -605,7 +615,7 @@ impl Dataplane {
     fn route(&self, vni: u32, ip: Ipv4Addr) -> Result<Option<RouteValue>, DataplaneError> {
         match self.routes.get(&RouteKey { vni, ip: be(ip) }, 0) {
             Ok(v) => Ok(Some(v)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(DataplaneError::map("reading a route")(e)),
         }
     }
@@ -659,7 +669,7 @@ impl Dataplane {
     pub fn remove_local_endpoint(&mut self, host_ifindex: u32) -> Result<(), DataplaneError> {
         let info = match self.endpoints.get(&host_ifindex, 0) {
             Ok(info) => info,
-            Err(aya::maps::MapError::KeyNotFound) => {
+            Err(e) if not_found(&e) => {
                 return Err(DataplaneError::UnknownEndpoint(host_ifindex));
             }
             Err(e) => return Err(DataplaneError::map("reading an endpoint")(e)),
@@ -672,7 +682,8 @@ impl Dataplane {
             ip: info.ip,
         };
         match self.routes.remove(&key) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(DataplaneError::map("removing an endpoint route")(e)),
         }
     }
@@ -722,6 +733,16 @@ impl Dataplane {
                     "removing remote endpoint {ip}"
                 ))),
             _ => Err(DataplaneError::UnknownAddress { ip, vni }),
+        }
+    }
+
+    /// Removes whatever route `(vni, ip)` has (local or remote); absent is
+    /// fine. For repairs, where an entry may have outlived its owner.
+    pub fn remove_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        match self.routes.remove(&RouteKey { vni, ip: be(ip) }) {
+            Ok(()) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
+            Err(e) => Err(DataplaneError::map(format!("removing route {ip}"))(e)),
         }
     }
 

@@ -130,6 +130,31 @@ enum Undo {
     GatewayAddr(Ipv4Addr),
 }
 
+/// What a reconcile pass repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Containers whose namespace vanished: records and addresses released.
+    pub containers_gone: Vec<String>,
+    /// Endpoints whose veth vanished while the namespace stayed: recreated.
+    pub endpoints_recreated: Vec<String>,
+    /// Endpoints whose map entry or program link was missing or wrong.
+    pub endpoints_reprogrammed: Vec<String>,
+    /// Map entries for interfaces no endpoint owns any more.
+    pub stale_entries: usize,
+    /// Host-side veths no endpoint owns.
+    pub stale_veths: Vec<String>,
+    /// Networks in the maps that the store does not know.
+    pub stale_networks: usize,
+    /// The underlay program was re-attached.
+    pub underlay_reattached: bool,
+}
+
+impl Repairs {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// One command's view: the store (held), its snapshot and the dataplane.
 pub struct Engine {
     store: Store,
@@ -270,6 +295,157 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Makes the kernel match the store: the repair a restart (or the
+    /// daemon's periodic pass) performs. Safe to run at any time.
+    pub fn reconcile(&mut self) -> Result<Repairs, EngineError> {
+        let mut repairs = Repairs::default();
+        // Networks the store does not know.
+        let known: BTreeSet<u32> = self.state.networks.values().map(|n| n.vni).collect();
+        for (vni, _) in self.dp.networks()? {
+            if !known.contains(&vni) {
+                // Endpoints of it go first, or removal is refused.
+                for (ifindex, info) in self.dp.state()?.endpoints {
+                    if info.vni == vni {
+                        let _ = self.dp.detach_endpoint(ifindex);
+                        self.dp.remove_local_endpoint(ifindex)?;
+                    }
+                }
+                self.dp.remove_network(vni)?;
+                repairs.stale_networks += 1;
+            }
+        }
+        // Containers whose namespace is gone.
+        let gone: Vec<String> = self
+            .state
+            .containers
+            .values()
+            .filter(|c| !Path::new("/run/netns").join(&c.netns).exists())
+            .map(|c| c.name.clone())
+            .collect();
+        for name in gone {
+            let c = self.state.containers.remove(&name).expect("listed above");
+            for ep in &c.endpoints {
+                release_endpoint(&mut self.dp, ep)?;
+            }
+            repairs.containers_gone.push(name);
+        }
+        // Endpoints: recreate lost veths, re-program lost or wrong entries.
+        let endpoints: Vec<(String, EndpointRecord)> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| c.endpoints.iter().map(|e| (c.name.clone(), e.clone())))
+            .collect();
+        let programmed: BTreeMap<u32, overlay_common::EndpointInfo> =
+            self.dp.state()?.endpoints.into_iter().collect();
+        let mut owned = BTreeSet::new();
+        for (container, ep) in endpoints {
+            let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
+                continue;
+            };
+            let Ok(ifindex) = netns::ifindex(&ep.host_ifname) else {
+                let c = self.state.containers.get_mut(&container).expect("present");
+                c.endpoints.retain(|e| e.id != ep.id);
+                let new = self.connect(&net.id, &container, Some(ep.ip))?;
+                owned.insert(netns::ifindex(&new.host_ifname)?);
+                repairs
+                    .endpoints_recreated
+                    .push(format!("{container}/{}", ep.ifname));
+                continue;
+            };
+            owned.insert(ifindex);
+            let host_mac = netns::mac(&ep.host_ifname)?;
+            let want = overlay_common::EndpointInfo {
+                vni: net.vni,
+                ip: u32::from(ep.ip).to_be(),
+                mac: ep.mac.0,
+                host_mac: host_mac.0,
+                flags: 0,
+            };
+            let linked = self
+                .dp
+                .pin_dir()
+                .join("links")
+                .join(format!("endpoint-{ifindex}"))
+                .exists();
+            if programmed.get(&ifindex) != Some(&want) || !linked {
+                if programmed.contains_key(&ifindex) {
+                    self.dp.remove_local_endpoint(ifindex)?;
+                }
+                // A route for the address may survive its endpoint entry.
+                self.dp.remove_route(net.vni, ep.ip)?;
+                self.dp.add_local_endpoint(&LocalEndpoint {
+                    vni: net.vni,
+                    ip: ep.ip,
+                    mac: ep.mac,
+                    host_ifindex: ifindex,
+                    host_mac,
+                })?;
+                self.dp.attach_endpoint(ifindex)?;
+                repairs
+                    .endpoints_reprogrammed
+                    .push(format!("{container}/{}", ep.ifname));
+            }
+            gateway::endpoint_route(ep.ip, ep.mac, &ep.host_ifname)?;
+        }
+        // Map entries and links of interfaces nobody owns.
+        for ifindex in programmed.keys().filter(|i| !owned.contains(i)) {
+            let _ = self.dp.detach_endpoint(*ifindex);
+            self.dp.remove_local_endpoint(*ifindex)?;
+            repairs.stale_entries += 1;
+        }
+        let owned_names: BTreeSet<String> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| c.endpoints.iter().map(|e| e.host_ifname.clone()))
+            .collect();
+        for name in host_veths()? {
+            if !owned_names.contains(&name) {
+                netns::ip(&["link", "del", &name])?;
+                repairs.stale_veths.push(name);
+            }
+        }
+        // Static peers and remote endpoints (upserts).
+        for (ip, id) in self.state.peers.clone() {
+            if let Some(n) = self.state.networks.get(&id) {
+                self.dp.add_peer(ip, n.vni)?;
+            }
+        }
+        for r in self.state.remotes.values().cloned().collect::<Vec<_>>() {
+            if let Some(n) = self.state.networks.get(&r.network_id) {
+                self.dp.add_remote_endpoint(&RemoteEndpoint {
+                    vni: n.vni,
+                    ip: r.ip,
+                    mac: r.mac,
+                    host: r.host,
+                })?;
+            }
+        }
+        // The underlay program, if this host was attached.
+        if let Some(h) = self.state.host.clone()
+            && let Ok(ifindex) = netns::ifindex(&h.iface)
+            && !self
+                .dp
+                .pin_dir()
+                .join("links")
+                .join(format!("underlay-{ifindex}"))
+                .exists()
+        {
+            let mode = match h.decap.as_str() {
+                "tc (tcx ingress)" => crate::DecapMode::Tc,
+                "xdp (generic)" => crate::DecapMode::XdpGeneric,
+                _ => crate::DecapMode::Xdp,
+            };
+            self.dp
+                .set_underlay(&Underlay::new(ifindex, h.underlay_ip))?;
+            self.dp.attach_underlay(ifindex, mode)?;
+            repairs.underlay_reattached = true;
+        }
+        gateway::sync_nat(&self.state)?;
+        Ok(repairs)
     }
 
     // ---- networks ----------------------------------------------------------
@@ -880,4 +1056,17 @@ pub fn stop_pid(pid: Option<u32>) {
     }
     // SAFETY: as above.
     unsafe { libc::kill(pid_t, libc::SIGKILL) };
+}
+
+/// Host-side veths this program names (`ovl` + 8 hex digits).
+fn host_veths() -> Result<Vec<String>, EngineError> {
+    let out = netns::ip(&["-o", "link", "show"])?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+        .filter(|n| {
+            n.len() == 11 && n.starts_with("ovl") && n[3..].chars().all(|c| c.is_ascii_hexdigit())
+        })
+        .collect())
 }

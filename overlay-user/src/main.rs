@@ -104,6 +104,16 @@ enum Command {
     /// Static endpoints on hosts that run the kernel's VXLAN.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
+    /// Keep the kernel in line with the stored state: repair on start and
+    /// every --interval seconds (foreground; logs to stderr). Forwarding
+    /// never depends on it: the programs and maps are pinned.
+    Daemon {
+        /// Reconcile once and exit.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+    },
     /// Remove every pinned map and link (detaches the programs).
     Destroy,
     /// Two simulated hosts, containers, isolation; removed at the end.
@@ -319,6 +329,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Exec { container, command } => return exec(&paths, &container, &command),
+        Command::Daemon { once, interval } => return daemon(&paths, once, interval),
         _ => {}
     }
     let mut engine = Engine::open(&paths)?;
@@ -423,7 +434,11 @@ fn dispatch(engine: &mut Engine, command: Command) -> anyhow::Result<After> {
             engine.remove_remote(&network, ip)?;
             done()
         }
-        Command::Exec { .. } | Command::Demo { .. } | Command::Bench { .. } | Command::Destroy => {
+        Command::Exec { .. }
+        | Command::Daemon { .. }
+        | Command::Demo { .. }
+        | Command::Bench { .. }
+        | Command::Destroy => {
             unreachable!("handled before the store is opened")
         }
     }
@@ -594,6 +609,37 @@ fn exec(paths: &Paths, key: &str, command: &[String]) -> anyhow::Result<ExitCode
         .args(command)
         .exec();
     Err(err).context("exec")
+}
+
+fn daemon(paths: &Paths, once: bool, interval: u64) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    tracing::info!(state = %paths.state_dir.display(), pins = %paths.pin_dir.display(), "overlay daemon starting");
+    loop {
+        // The store is held only for the pass, so CLI commands interleave.
+        let pass = Engine::open(paths).and_then(|mut engine| match engine.reconcile() {
+            Ok(repairs) => engine.commit().map(|()| repairs),
+            Err(e) => {
+                engine.rollback();
+                Err(e)
+            }
+        });
+        match pass {
+            Ok(r) if r.is_empty() => tracing::debug!("in sync"),
+            Ok(r) => tracing::info!(repairs = ?r, "repaired drift"),
+            Err(e) => tracing::error!(error = %e, "reconcile failed; retrying"),
+        }
+        if once {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(interval.max(1)));
+    }
 }
 
 fn first_ipv4(iface: &str) -> anyhow::Result<Ipv4Addr> {

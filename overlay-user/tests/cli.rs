@@ -615,3 +615,161 @@ fn external_access_is_masqueraded_and_internal_networks_stay_inside() {
         "the rule leaves with its network"
     );
 }
+
+#[test]
+fn daemon_repairs_drift() {
+    if !require_root("daemon_repairs_drift") {
+        return;
+    }
+    let h = Host::new();
+    let (a, b, c, d) = (h.name("a"), h.name("b"), h.name("c"), h.name("d"));
+    h.ok(&["network", "create", "--subnet", "10.93.0.0/24", "net"]);
+    for name in [&a, &b, &c] {
+        h.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "net",
+            "--",
+            "sleep",
+            "300",
+        ]);
+    }
+    let (b_ip, c_ip) = (h.ip_of("net", &b), h.ip_of("net", &c));
+    assert!(h.pings(&a, &b_ip), "baseline");
+
+    // Drift 1: b's map entries vanish behind the agent's back.
+    {
+        let mut dp = overlay_user::Dataplane::load(h.root.join("bpf")).expect("open pinned maps");
+        let (ifindex, _) = dp
+            .state()
+            .expect("state")
+            .endpoints
+            .into_iter()
+            .find(|(_, e)| {
+                e.ip == u32::from(b_ip.parse::<std::net::Ipv4Addr>().expect("ip")).to_be()
+            })
+            .expect("b is programmed");
+        dp.remove_local_endpoint(ifindex).expect("remove b");
+    }
+    assert!(
+        !h.pings(&a, &b_ip),
+        "b unreachable once its entries are gone"
+    );
+    // Drift 2: a stale host-side veth.
+    h.ns.exec(&[
+        "ip",
+        "link",
+        "add",
+        "ovldeadbeef",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "zz0",
+    ])
+    .expect("stale veth");
+    // Drift 3: c's namespace deleted behind the agent's back.
+    overlay_user::netns::ip(&["netns", "del", &c]).expect("delete c's namespace");
+
+    let out = h.run(&["daemon", "--once"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "daemon --once: {log}");
+    assert!(log.contains("repaired drift"), "{log}");
+
+    assert!(h.pings(&a, &b_ip), "b reachable again after the repair");
+    let links = String::from_utf8_lossy(&h.ns.exec(&["ip", "-o", "link"]).expect("links").stdout)
+        .into_owned();
+    assert!(
+        !links.contains("ovldeadbeef"),
+        "stale veth removed: {links}"
+    );
+    assert!(!h.ok(&["ps", "-a"]).contains(&c), "c's record released");
+    // c's address is free again.
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &d,
+        "--network",
+        "net",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    h.ok(&["network", "disconnect", "net", &d]);
+    h.ok(&["network", "connect", "--ip", &c_ip, "net", &d]);
+    // A second pass finds nothing to do.
+    let out = h.run(&["daemon", "--once"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("repaired drift"),
+        "in sync after repair"
+    );
+}
+
+#[test]
+fn killing_the_daemon_does_not_interrupt_forwarding() {
+    if !require_root("killing_the_daemon_does_not_interrupt_forwarding") {
+        return;
+    }
+    let h = Host::new();
+    let (a, b) = (h.name("a"), h.name("b"));
+    h.ok(&["network", "create", "--subnet", "10.94.0.0/24", "net"]);
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &a,
+        "--network",
+        "net",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "--network",
+        "net",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let b_ip = h.ip_of("net", &b);
+    let spawn_daemon = || {
+        h.cmd()
+            .args(["daemon", "--interval", "1"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("daemon")
+    };
+    let mut daemon = spawn_daemon();
+    let flood = h
+        .cmd()
+        .args([
+            "exec", &a, "--", "ping", "-q", "-c", "2500", "-i", "0.002", &b_ip,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ping flood");
+    for _ in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        daemon.kill().expect("kill -9 the daemon");
+        daemon.wait().expect("reap");
+        daemon = spawn_daemon();
+    }
+    let out = flood.wait_with_output().expect("flood result");
+    daemon.kill().expect("stop daemon");
+    let _ = daemon.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "ping flood: {text}");
+    assert!(
+        text.contains("2500 packets transmitted, 2500 received"),
+        "zero loss across kill -9: {text}"
+    );
+}
