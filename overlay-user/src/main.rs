@@ -24,6 +24,7 @@ use overlay_user::{
 
 mod demo;
 mod inspect;
+mod server;
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +43,10 @@ struct Cli {
     /// Pinned maps and links (a bpffs is mounted there if needed).
     #[arg(long, global = true, default_value = DEFAULT_PIN_DIR)]
     pin_dir: PathBuf,
+    /// The daemon's socket (root only); commands go through it when a
+    /// daemon answers there, and run directly otherwise.
+    #[arg(long, global = true, default_value = "/run/overlay/overlay.sock")]
+    socket: PathBuf,
     /// Act inside this network namespace (`ip netns` name): the host's
     /// network, with this process's mounts (so bpffs pins persist).
     #[arg(long, global = true)]
@@ -318,6 +323,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         enter_netns(ns)?;
     }
     let paths = paths(&cli);
+    let socket = cli
+        .root
+        .as_ref()
+        .map_or_else(|| cli.socket.clone(), |r| r.join("overlay.sock"));
     match cli.command {
         Command::Demo { decap } => return demo::run(decap.into()).map(|()| ExitCode::SUCCESS),
         Command::Bench { samples, json } => {
@@ -329,15 +338,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Exec { container, command } => return exec(&paths, &container, &command),
-        Command::Daemon { once, interval } => return daemon(&paths, once, interval),
+        Command::Daemon { once, interval } => return daemon(&paths, &socket, once, interval),
         _ => {}
     }
-    let mut engine = Engine::open(&paths)?;
-    let result = dispatch(&mut engine, cli.command);
-    match result {
-        Ok(after) => {
+    if served_by_daemon(&cli.command) {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        if let Some(reply) = server::call(&socket, &args)? {
+            print!("{}", reply.stdout);
+            eprint!("{}", reply.stderr);
+            return Ok(ExitCode::from(u8::try_from(reply.code).unwrap_or(1)));
+        }
+    }
+    match execute(&paths, cli.command)? {
+        Outcome::Text(text) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Wait(mut child) => {
+            let status = child
+                .wait()
+                .context("waiting for the container's command")?;
+            Ok(ExitCode::from(
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
+            ))
+        }
+    }
+}
+
+/// What a command leaves to do once the store is committed and released.
+enum Outcome {
+    /// Print this (nothing when empty).
+    Text(String),
+    /// Wait for a foreground container and exit with its code.
+    Wait(std::process::Child),
+}
+
+type After = Outcome;
+
+fn done() -> anyhow::Result<After> {
+    Ok(Outcome::Text(String::new()))
+}
+
+fn print_after(text: String) -> anyhow::Result<After> {
+    Ok(Outcome::Text(text))
+}
+
+/// Runs one command against the store and the kernel: all or nothing.
+fn execute(paths: &Paths, command: Command) -> anyhow::Result<Outcome> {
+    let mut engine = Engine::open(paths)?;
+    match dispatch(&mut engine, command) {
+        Ok(outcome) => {
             engine.commit()?;
-            after()
+            Ok(outcome)
         }
         Err(e) => {
             engine.rollback();
@@ -346,21 +400,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Work to do after the store is committed and released (waiting on a
-/// foreground container, printing).
-type After = Box<dyn FnOnce() -> anyhow::Result<ExitCode>>;
-
-fn done() -> anyhow::Result<After> {
-    Ok(Box::new(|| Ok(ExitCode::SUCCESS)))
-}
-
-fn print_after(text: String) -> anyhow::Result<After> {
-    Ok(Box::new(move || {
-        if !text.is_empty() {
-            println!("{text}");
-        }
-        Ok(ExitCode::SUCCESS)
-    }))
+/// Commands that start processes stay in the CLI; the rest may be served by
+/// a running daemon.
+fn served_by_daemon(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Run(_)
+            | Command::Exec { .. }
+            | Command::Daemon { .. }
+            | Command::Demo { .. }
+            | Command::Bench { .. }
+            | Command::Destroy
+    )
 }
 
 fn dispatch(engine: &mut Engine, command: Command) -> anyhow::Result<After> {
@@ -581,18 +632,11 @@ fn run_container(engine: &mut Engine, args: &RunArgs) -> anyhow::Result<After> {
         engine.set_pid(&c.name, Some(child.id()));
         return print_after(c.id);
     }
-    let mut child = process
+    let child = process
         .spawn()
         .with_context(|| format!("starting {:?}", args.command))?;
     engine.set_pid(&c.name, Some(child.id()));
-    Ok(Box::new(move || {
-        let status = child
-            .wait()
-            .context("waiting for the container's command")?;
-        Ok(ExitCode::from(
-            u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
-        ))
-    }))
+    Ok(Outcome::Wait(child))
 }
 
 fn exec(paths: &Paths, key: &str, command: &[String]) -> anyhow::Result<ExitCode> {
@@ -611,7 +655,12 @@ fn exec(paths: &Paths, key: &str, command: &[String]) -> anyhow::Result<ExitCode
     Err(err).context("exec")
 }
 
-fn daemon(paths: &Paths, once: bool, interval: u64) -> anyhow::Result<ExitCode> {
+fn daemon(
+    paths: &Paths,
+    socket: &std::path::Path,
+    once: bool,
+    interval: u64,
+) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -621,6 +670,12 @@ fn daemon(paths: &Paths, once: bool, interval: u64) -> anyhow::Result<ExitCode> 
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     tracing::info!(state = %paths.state_dir.display(), pins = %paths.pin_dir.display(), "overlay daemon starting");
+    if !once {
+        let listener = server::bind(socket)?;
+        tracing::info!(socket = %socket.display(), "serving the CLI");
+        let paths = paths.clone();
+        std::thread::spawn(move || server::serve(&listener, &paths));
+    }
     loop {
         // The store is held only for the pass, so CLI commands interleave.
         let pass = Engine::open(paths).and_then(|mut engine| match engine.reconcile() {

@@ -773,3 +773,57 @@ fn killing_the_daemon_does_not_interrupt_forwarding() {
         "zero loss across kill -9: {text}"
     );
 }
+
+#[test]
+fn a_running_daemon_serves_the_cli_over_its_socket() {
+    if !require_root("a_running_daemon_serves_the_cli_over_its_socket") {
+        return;
+    }
+    let h = Host::new();
+    h.ok(&["network", "ls"]); // first start: the store exists
+    let log = h.root.join("daemon.log");
+    let mut daemon = h
+        .cmd()
+        .args(["daemon", "--interval", "60"])
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("daemon");
+    let socket = h.root.join("overlay.sock");
+    for _ in 0..100 {
+        if socket.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "root-only socket");
+
+    let id = h.ok(&["network", "create", "--subnet", "10.95.0.0/24", "viasock"]);
+    let bad = h.run(&["network", "create", "viasock"]);
+    let inspect = h.inspect("viasock");
+    daemon.kill().expect("stop daemon");
+    let _ = daemon.wait();
+    let served = std::fs::read_to_string(&log).expect("daemon log");
+
+    assert_eq!(
+        inspect["Id"],
+        id.as_str(),
+        "the daemon created it and printed its ID"
+    );
+    assert!(!bad.status.success(), "errors come back through the socket");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .starts_with("overlay: network with name viasock already exists")
+    );
+    assert!(
+        served.matches("served").count() >= 3,
+        "the daemon served the commands:\n{served}"
+    );
+    // Without the daemon the same store answers directly.
+    assert_eq!(h.inspect("viasock")["Id"], id.as_str());
+}
