@@ -455,15 +455,8 @@ impl Engine {
         if let Some(n) = self.state.networks.values().find(|n| n.name == key) {
             return Ok(n);
         }
-        let mut by_id = self
-            .state
-            .networks
-            .values()
-            .filter(|n| n.id.starts_with(key));
-        match (by_id.next(), by_id.next()) {
-            (Some(n), None) if !key.is_empty() => Ok(n),
-            _ => Err(EngineError::NoSuchNetwork(key.to_owned())),
-        }
+        by_id_prefix(self.state.networks.values(), |n| &n.id, key)
+            .ok_or_else(|| EngineError::NoSuchNetwork(key.to_owned()))
     }
 
     /// Containers attached to network `id`, by name.
@@ -646,15 +639,8 @@ impl Engine {
         if let Some(c) = self.state.containers.get(key) {
             return Ok(c);
         }
-        let mut by_id = self
-            .state
-            .containers
-            .values()
-            .filter(|c| c.id.starts_with(key));
-        match (by_id.next(), by_id.next()) {
-            (Some(c), None) if !key.is_empty() => Ok(c),
-            _ => Err(EngineError::NoSuchContainer(key.to_owned())),
-        }
+        by_id_prefix(self.state.containers.values(), |c| &c.id, key)
+            .ok_or_else(|| EngineError::NoSuchContainer(key.to_owned()))
     }
 
     /// A known container, or a namespace adopted as one: an `ip netns`
@@ -1069,4 +1055,20 @@ fn host_veths() -> Result<Vec<String>, EngineError> {
             n.len() == 11 && n.starts_with("ovl") && n[3..].chars().all(|c| c.is_ascii_hexdigit())
         })
         .collect())
+}
+
+/// The one item whose ID starts with `key` (Docker's short IDs).
+fn by_id_prefix<'a, T>(
+    items: impl Iterator<Item = &'a T>,
+    id: impl Fn(&T) -> &str,
+    key: &str,
+) -> Option<&'a T> {
+    if key.is_empty() {
+        return None;
+    }
+    let mut matching = items.filter(|i| id(i).starts_with(key));
+    match (matching.next(), matching.next()) {
+        (Some(one), None) => Some(one),
+        _ => None,
+    }
 }

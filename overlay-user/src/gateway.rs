@@ -8,7 +8,7 @@
 //! - one nftables table, `ip overlay`, owned by this program and rebuilt from
 //!   the state as a whole: a masquerade rule per non-internal network.
 
-use std::{io::Write as _, net::Ipv4Addr, process::Stdio};
+use std::net::Ipv4Addr;
 
 use crate::{
     MacAddr,
@@ -98,38 +98,5 @@ pub fn nat_ruleset(state: &Snapshot) -> String {
 
 /// Applies [`nat_ruleset`] atomically with `nft -f -`.
 pub fn sync_nat(state: &Snapshot) -> Result<(), NetnsError> {
-    let rules = nat_ruleset(state);
-    let cmd = "nft -f -".to_owned();
-    let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| NetnsError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    child
-        .stdin
-        .take()
-        .expect("piped")
-        .write_all(rules.as_bytes())
-        .map_err(|source| NetnsError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    let out = child
-        .wait_with_output()
-        .map_err(|source| NetnsError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(NetnsError::Command {
-            cmd,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
+    netns::run_with_input("nft", &["-f", "-"], Some(nat_ruleset(state).as_bytes())).map(drop)
 }

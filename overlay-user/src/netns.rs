@@ -35,14 +35,37 @@ pub enum NetnsError {
 
 /// Runs `program args...`, failing with its stderr when it exits non-zero.
 pub fn run(program: &str, args: &[&str]) -> Result<Output, NetnsError> {
+    run_with_input(program, args, None)
+}
+
+/// [`run`] with `input` on the command's stdin.
+pub fn run_with_input(
+    program: &str,
+    args: &[&str],
+    input: Option<&[u8]>,
+) -> Result<Output, NetnsError> {
+    use std::{io::Write as _, process::Stdio};
+
     let cmd = format!("{program} {}", args.join(" "));
-    let out = Command::new(program)
+    let spawn_err = |source| NetnsError::Spawn {
+        cmd: cmd.clone(),
+        source,
+    };
+    let mut child = Command::new(program)
         .args(args)
-        .output()
-        .map_err(|source| NetnsError::Spawn {
-            cmd: cmd.clone(),
-            source,
-        })?;
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(input).map_err(spawn_err)?;
+    }
+    let out = child.wait_with_output().map_err(spawn_err)?;
     if !out.status.success() {
         return Err(NetnsError::Command {
             cmd,
