@@ -24,6 +24,7 @@ use overlay_user::{
 
 mod demo;
 mod inspect;
+mod report;
 mod server;
 
 #[derive(Parser)]
@@ -127,13 +128,7 @@ enum Command {
         decap: Decap,
     },
     /// Benchmarks (private namespaces; nothing else is touched).
-    Bench {
-        /// BPF_PROG_RUN samples per program path.
-        #[arg(long, default_value_t = 20_000)]
-        samples: usize,
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(report::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -329,9 +324,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .map_or_else(|| cli.socket.clone(), |r| r.join("overlay.sock"));
     match cli.command {
         Command::Demo { decap } => return demo::run(decap.into()).map(|()| ExitCode::SUCCESS),
-        Command::Bench { samples, json } => {
-            return bench(samples, json).map(|()| ExitCode::SUCCESS);
-        }
+        Command::Bench(args) => return report::bench(&args).map(|()| ExitCode::SUCCESS),
         Command::Destroy => {
             Dataplane::destroy(&paths.pin_dir)
                 .with_context(|| format!("removing {}", paths.pin_dir.display()))?;
@@ -409,7 +402,7 @@ fn served_by_daemon(command: &Command) -> bool {
             | Command::Exec { .. }
             | Command::Daemon { .. }
             | Command::Demo { .. }
-            | Command::Bench { .. }
+            | Command::Bench(_)
             | Command::Destroy
     )
 }
@@ -705,59 +698,4 @@ fn first_ipv4(iface: &str) -> anyhow::Result<Ipv4Addr> {
         .nth(1)
         .and_then(|cidr| cidr.split('/').next()?.parse().ok())
         .with_context(|| format!("{iface} has no IPv4 address: pass --underlay-ip"))
-}
-
-/// One benchmark row as printed (table) or emitted (JSON).
-#[derive(serde::Serialize)]
-struct CostRow {
-    program: &'static str,
-    path: &'static str,
-    action: u32,
-    samples: usize,
-    median_ns: u128,
-    p90_ns: u128,
-    over_noop_ns: u128,
-}
-
-fn bench(samples: usize, json: bool) -> anyhow::Result<()> {
-    eprintln!("BPF_PROG_RUN cost: {samples} single runs per path (kernel-timed)...");
-    let costs = overlay_user::bench::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?;
-    let baseline = |prog: &str| {
-        let noop = if prog.contains("xdp") {
-            "noop_xdp"
-        } else {
-            "noop_tc"
-        };
-        costs
-            .iter()
-            .find(|c| c.program == noop)
-            .map_or(0, |c| c.median.as_nanos())
-    };
-    let rows: Vec<CostRow> = costs
-        .iter()
-        .map(|c| CostRow {
-            program: c.program,
-            path: c.path,
-            action: c.action,
-            samples: c.samples,
-            median_ns: c.median.as_nanos(),
-            p90_ns: c.p90.as_nanos(),
-            over_noop_ns: c.median.as_nanos().saturating_sub(baseline(c.program)),
-        })
-        .collect();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    println!(
-        "{:<18} {:<26} {:>6} {:>10} {:>8} {:>12}",
-        "PROGRAM", "PATH", "ACTION", "MEDIAN ns", "P90 ns", "OVER NO-OP"
-    );
-    for r in &rows {
-        println!(
-            "{:<18} {:<26} {:>6} {:>10} {:>8} {:>12}",
-            r.program, r.path, r.action, r.median_ns, r.p90_ns, r.over_noop_ns
-        );
-    }
-    Ok(())
 }

@@ -50,6 +50,17 @@ pub enum HostKind {
     Kernel,
 }
 
+/// How the simulated underlay veths treat offloads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnderlayKind {
+    /// Veth defaults: checksum-partial GSO super-packets cross to the next
+    /// namespace unsegmented (no real NIC does this).
+    Offload,
+    /// TX checksum offload off on the hosts' ends: the sender completes
+    /// checksums and segments, as NIC hardware does on a real wire.
+    Wire,
+}
+
 /// One simulated host.
 pub struct Host {
     pub ns: NetNs,
@@ -129,13 +140,29 @@ impl Lab {
     }
 
     /// Hosts of the given kinds on one underlay switch (10.100.0.1, .2, ...).
+    /// The underlay behaves like a real wire ([`Underlay::Wire`]) when any
+    /// host decapsulates with XDP, which needs it.
     pub fn new(kinds: &[HostKind]) -> Result<Self, SimError> {
+        let xdp = kinds
+            .iter()
+            .any(|k| matches!(k, HostKind::Ebpf(m) if *m != DecapMode::Tc));
+        Self::with_underlay(
+            kinds,
+            if xdp {
+                UnderlayKind::Wire
+            } else {
+                UnderlayKind::Offload
+            },
+        )
+    }
+
+    /// As [`Lab::new`] with the underlay chosen (benchmarks compare paths on
+    /// the same kind).
+    pub fn with_underlay(kinds: &[HostKind], underlay: UnderlayKind) -> Result<Self, SimError> {
         if !(2..=200).contains(&kinds.len()) {
             return Err(SimError::Invalid("a lab has 2 to 200 hosts".into()));
         }
-        let wire = kinds
-            .iter()
-            .any(|k| matches!(k, HostKind::Ebpf(m) if *m != DecapMode::Tc));
+        let wire = underlay == UnderlayKind::Wire;
         let tag = netns::unique_name("ovl");
         let switch = NetNs::new(&format!("{tag}-sw"))?;
         // No IPv6 chatter (router solicitations, MLD) on the underlay.

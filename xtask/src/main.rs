@@ -54,7 +54,8 @@ enum Cmd {
     },
     /// The main job: the two-host demo.
     Demo,
-    /// Benchmarks (`overlay bench`): BPF_PROG_RUN cost per program path.
+    /// Benchmarks (`overlay bench`): BPF_PROG_RUN cost per program path and
+    /// traffic per forwarding path; writes BENCHMARKS.md unless --quick.
     Bench {
         /// Fewer samples: a smoke run.
         #[arg(long)]
@@ -98,12 +99,21 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             build()?;
             require_root()?;
-            let samples = if quick { "2000" } else { "50000" };
-            run(Command::new(root.join("target/release/overlay")).args([
-                "bench",
-                "--samples",
-                samples,
-            ]))
+            let mut cmd = Command::new(root.join("target/release/overlay"));
+            cmd.arg("bench");
+            if quick {
+                cmd.arg("--quick");
+            } else {
+                std::fs::create_dir_all(root.join("target/bench"))?;
+                cmd.args([
+                    "--json",
+                    "target/bench/results.json",
+                    "--markdown",
+                    "BENCHMARKS.md",
+                ])
+                .args(["--svg", "bench_chart.svg"]);
+            }
+            run(&mut cmd)
         }
         Cmd::Test => {
             setup()?;

@@ -40,6 +40,8 @@ pub enum BenchError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("{0}")]
+    Tool(String),
     #[error("{path}: returned {got}, expected {want}")]
     Verdict {
         path: &'static str,

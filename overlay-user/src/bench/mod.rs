@@ -1,0 +1,7 @@
+//! Benchmarks: program cost under BPF_PROG_RUN, and traffic through the
+//! simulated topology built several ways in one run.
+
+pub mod prog_run;
+pub mod traffic;
+
+pub use prog_run::{BenchError, NOOP_OBJECT, ProgCost, prog_run_costs};
