@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bpffs;
+pub mod cluster;
 pub mod dataplane;
 pub mod engine;
 pub mod error;

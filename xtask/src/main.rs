@@ -32,6 +32,11 @@ const APT_PACKAGES: &[&str] = &[
     "iperf3",
     "ethtool",
     "nftables",
+    // etcd-client's build script compiles etcd's protobuf API with protoc.
+    "protobuf-compiler",
+    "libprotobuf-dev",
+    // The cluster store's tests run a real etcd.
+    "etcd-server",
 ];
 
 #[derive(Parser)]
