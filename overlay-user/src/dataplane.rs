@@ -346,6 +346,16 @@ impl Dataplane {
             .map_err(DataplaneError::map("writing the underlay config"))
     }
 
+    /// Detaches the decap program from `ifindex` and clears the underlay
+    /// config: encap and decap stop (packets are then counted as not ready
+    /// or passed). Absent pieces are fine.
+    pub fn detach_underlay(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        unpin_link(&self.link_pin(&format!("underlay-{ifindex}")))?;
+        self.config
+            .set(0, &Config::default(), 0)
+            .map_err(DataplaneError::map("clearing the underlay config"))
+    }
+
     /// The configured underlay, if any.
     pub fn underlay(&self) -> Result<Option<Underlay>, DataplaneError> {
         let cfg = self
@@ -803,6 +813,34 @@ impl Dataplane {
             .sort_by_key(|(k, _)| (k.vni, u32::from_be(k.ip)));
         state.peers.sort_by_key(|k| (k.vni, u32::from_be(k.ip)));
         Ok(state)
+    }
+
+    /// Kernel memory of each pinned map (`memlock` in the map fd's fdinfo).
+    pub fn map_memory(&self) -> Result<Vec<(&'static str, u64)>, DataplaneError> {
+        names::ALL
+            .iter()
+            .map(|name| {
+                let pin = self.pin_dir.join("maps").join(name);
+                let info = aya::maps::MapInfo::from_pin(&pin)
+                    .map_err(DataplaneError::map(format!("opening pinned map {name}")))?;
+                let fd = info
+                    .fd()
+                    .map_err(DataplaneError::map(format!("map {name} fd")))?;
+                let raw = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&fd));
+                let fdinfo = format!("/proc/self/fdinfo/{raw}");
+                let text = fs::read_to_string(&fdinfo).map_err(|source| DataplaneError::Io {
+                    op: "read",
+                    path: fdinfo.into(),
+                    source,
+                })?;
+                let bytes = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("memlock:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                Ok((*name, bytes))
+            })
+            .collect()
     }
 
     // ---- counters ----------------------------------------------------------

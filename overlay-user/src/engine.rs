@@ -919,6 +919,18 @@ impl Engine {
         Ok(mode)
     }
 
+    /// `detach`: unbinds the host from its underlay NIC.
+    pub fn detach(&mut self) -> Result<String, EngineError> {
+        let host = self
+            .state
+            .host
+            .take()
+            .ok_or_else(|| EngineError::Invalid("this host is not attached".into()))?;
+        let ifindex = netns::ifindex(&host.iface).unwrap_or(0);
+        self.dp.detach_underlay(ifindex)?;
+        Ok(host.iface)
+    }
+
     /// `peer add`: `host` may send `network`'s VNI.
     pub fn add_peer(&mut self, host: Ipv4Addr, network: &str) -> Result<(), EngineError> {
         let net = self.network(network)?.clone();

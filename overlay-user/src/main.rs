@@ -100,6 +100,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Decap::Xdp)]
         decap: Decap,
     },
+    /// Unbind this host from its underlay NIC (local networks keep working).
+    Detach,
     /// Programs, attach modes, pins and counts.
     Status,
     /// Per-reason packet counters.
@@ -443,6 +445,7 @@ fn dispatch(engine: &mut Engine, command: Command) -> anyhow::Result<After> {
             let mode = engine.attach(&iface, ip, decap.into())?;
             print_after(format!("attached to {iface} as {ip}: decap {mode}"))
         }
+        Command::Detach => print_after(format!("detached from {}", engine.detach()?)),
         Command::Status => print_after(inspect::status(engine)?),
         Command::Stats => print_after(inspect::stats(engine)?),
         Command::Peer(PeerCmd::Add { remote, network }) => {

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use overlay_user::bench::{
     self, ProgCost,
+    control::{self, ControlCost, MapMemory},
     traffic::{self, PathKind, PathResult, TrafficOptions},
 };
 use serde::Serialize;
@@ -58,6 +59,8 @@ struct Results {
     machine: String,
     command: String,
     prog_run: Vec<CostRow>,
+    control_plane: Vec<ControlCost>,
+    map_memory: Vec<MapMemory>,
     traffic: Vec<PathResult>,
 }
 
@@ -105,8 +108,16 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let samples = args
         .samples
         .unwrap_or(if args.quick { 500 } else { 50_000 });
-    eprintln!("[1/2] BPF_PROG_RUN cost: {samples} single runs per path");
+    eprintln!("[1/3] BPF_PROG_RUN cost: {samples} single runs per path");
     let prog_run = cost_rows(&bench::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?);
+    let counts: &[usize] = if args.quick {
+        &[1000]
+    } else {
+        &[1000, 10_000, 100_000]
+    };
+    eprintln!("[2/3] control plane: programming {counts:?} remote endpoints");
+    let (control_plane, map_memory) =
+        control::program_remote_endpoints(counts).context("control-plane benchmark")?;
     let traffic = if args.prog_run_only {
         Vec::new()
     } else {
@@ -128,6 +139,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(" "),
         prog_run,
+        control_plane,
+        map_memory,
         traffic,
     };
     print!("{}", tables(&results));
@@ -171,6 +184,33 @@ fn tables(r: &Results) -> String {
             c.program, c.path, c.action, c.median_ns, c.p90_ns, c.over_noop_ns
         );
     }
+    let _ = writeln!(
+        out,
+        "\nControl plane: programming remote endpoints (validated, one route each)"
+    );
+    let _ = writeln!(
+        out,
+        "| endpoints | total ms | us per endpoint |\n|---|---|---|"
+    );
+    for c in &r.control_plane {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.2} |",
+            c.endpoints, c.total_ms, c.per_endpoint_us
+        );
+    }
+    let total: u64 = r.map_memory.iter().map(|m| m.bytes).sum();
+    let maps: Vec<String> = r
+        .map_memory
+        .iter()
+        .map(|m| format!("{} {} KiB", m.map, m.bytes / 1024))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nMap memory (preallocated, locked): {} KiB in all: {}",
+        total / 1024,
+        maps.join(", ")
+    );
     if r.traffic.is_empty() {
         return out;
     }

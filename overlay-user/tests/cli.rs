@@ -827,3 +827,34 @@ fn a_running_daemon_serves_the_cli_over_its_socket() {
     // Without the daemon the same store answers directly.
     assert_eq!(h.inspect("viasock")["Id"], id.as_str());
 }
+
+#[test]
+fn attach_and_detach_the_underlay() {
+    if !require_root("attach_and_detach_the_underlay") {
+        return;
+    }
+    let h = Host::new();
+    for cmd in [
+        "ip link add ul0 type veth peer name ul0p",
+        "ip addr add 192.0.2.10/24 dev ul0",
+        "ip link set ul0 up",
+        "ip link set ul0p up",
+    ] {
+        h.ns.exec(&cmd.split(' ').collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    }
+    let out = h.ok(&["attach", "--iface", "ul0"]);
+    assert!(
+        out.contains("192.0.2.10") && out.contains("xdp"),
+        "the NIC's address and decap mode: {out}"
+    );
+    let status = h.ok(&["status"]);
+    assert!(status.contains("underlay: ul0 192.0.2.10"), "{status}");
+    let links = || std::fs::read_dir(h.root.join("bpf/links")).map_or(0, |d| d.count());
+    assert_eq!(links(), 1, "the decap link is pinned");
+    assert!(h.ok(&["detach"]).contains("ul0"));
+    assert!(h.ok(&["status"]).contains("not attached"));
+    assert_eq!(links(), 0, "the decap link is gone");
+    let again = h.run(&["detach"]);
+    assert!(!again.status.success(), "detaching twice is an error");
+}
