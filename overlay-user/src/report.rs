@@ -128,7 +128,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             TrafficOptions::FULL
         };
         traffic::run(&PathKind::ALL, opts, |step| {
-            eprintln!("[2/2] traffic: {step}")
+            eprintln!("[3/3] traffic: {step}")
         })
         .context("traffic benchmark")?
     };
