@@ -1,17 +1,22 @@
 //! Builds the two-host lab and keeps it until stdin closes, for poking at
-//! by hand: `cargo run -p overlay-tests --example lab -- [xdp|tc]`.
+//! by hand: `cargo run -p overlay-tests --example lab -- [xdp|xdp-generic|tc|kernel]`
+//! (`kernel`: both hosts on the kernel's vxlan + bridge, for comparison).
 
 use std::{io::Read, net::Ipv4Addr};
 
-use overlay_user::{DecapMode, sim::Lab};
+use overlay_user::{
+    DecapMode,
+    sim::{HostKind, Lab},
+};
 
 fn main() {
-    let mode = match std::env::args().nth(1).as_deref() {
-        Some("tc") => DecapMode::Tc,
-        Some("xdp-generic") => DecapMode::XdpGeneric,
-        _ => DecapMode::Xdp,
+    let kind = match std::env::args().nth(1).as_deref() {
+        Some("tc") => HostKind::Ebpf(DecapMode::Tc),
+        Some("xdp-generic") => HostKind::Ebpf(DecapMode::XdpGeneric),
+        Some("kernel") => HostKind::Kernel,
+        _ => HostKind::Ebpf(DecapMode::Xdp),
     };
-    let mut lab = Lab::two_hosts(mode).expect("lab");
+    let mut lab = Lab::new(&[kind, kind]).expect("lab");
     lab.add_network(100, "10.10.0.0/24").expect("net");
     let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
     lab.add_container(0, "a1", &[(100, ip("10.10.0.2"))])
