@@ -858,3 +858,131 @@ fn attach_and_detach_the_underlay() {
     let again = h.run(&["detach"]);
     assert!(!again.status.success(), "detaching twice is an error");
 }
+
+/// Two hosts on a switch, configured only through the CLI: the same overlay
+/// network on both, static peers and remote endpoints (the way hosts without
+/// a cluster store, or next to kernel-VXLAN hosts, are wired).
+#[test]
+fn two_hosts_over_the_cli_with_static_peers() {
+    if !require_root("two_hosts_over_the_cli_with_static_peers") {
+        return;
+    }
+    let (h1, h2) = (Host::new(), Host::new());
+    let switch = NetNs::new(&h1.name("sw")).expect("switch namespace");
+    switch
+        .exec(&["ip", "link", "add", "br0", "type", "bridge"])
+        .expect("bridge");
+    switch
+        .exec(&["ip", "link", "set", "br0", "up"])
+        .expect("bridge up");
+    for (i, h) in [&h1, &h2].into_iter().enumerate() {
+        let port = format!("p{i}");
+        overlay_user::netns::ip(&[
+            "link",
+            "add",
+            "eth0",
+            "netns",
+            h.ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            switch.name(),
+        ])
+        .expect("underlay veth");
+        switch
+            .exec(&["ip", "link", "set", &port, "master", "br0"])
+            .expect("port");
+        switch
+            .exec(&["ip", "link", "set", &port, "up"])
+            .expect("port up");
+        let addr = format!("10.100.0.{}/24", i + 1);
+        h.ns.exec(&["ip", "addr", "add", &addr, "dev", "eth0"])
+            .expect("address");
+        h.ns.exec(&["ip", "link", "set", "eth0", "up"]).expect("up");
+        h.ok(&["attach", "--iface", "eth0", "--decap", "tc"]);
+        h.ok(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.77.0.0/24",
+            "--vni",
+            "7777",
+            "ov",
+        ]);
+    }
+    let (a, b) = (h1.name("a"), h2.name("b"));
+    h1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &a,
+        "--network",
+        "ov",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let a_ip = h1.ip_of("ov", &a);
+    // h2 learns a's address first, so its own allocation skips it.
+    h2.ok(&[
+        "endpoint",
+        "add",
+        "--remote",
+        "10.100.0.1",
+        "--network",
+        "ov",
+        "--ip",
+        &a_ip,
+    ]);
+    h2.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "--network",
+        "ov",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let b_ip = h2.ip_of("ov", &b);
+    assert_ne!(a_ip, b_ip, "distinct addresses");
+    h1.ok(&[
+        "endpoint",
+        "add",
+        "--remote",
+        "10.100.0.2",
+        "--network",
+        "ov",
+        "--ip",
+        &b_ip,
+    ]);
+    assert!(
+        !h1.pings(&a, &b_ip),
+        "no peers yet: the receiving hosts drop unknown senders"
+    );
+    h1.ok(&["peer", "add", "--remote", "10.100.0.2", "--network", "ov"]);
+    h2.ok(&["peer", "add", "--remote", "10.100.0.1", "--network", "ov"]);
+    assert!(
+        h1.pings(&a, &b_ip),
+        "a (host 1) reaches b (host 2) over VXLAN"
+    );
+    assert!(h2.pings(&b, &a_ip), "and back");
+    let stats = h2.ok(&["stats"]);
+    let decap = stats
+        .lines()
+        .find(|l| l.starts_with("decap_tc"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(decap >= 2, "host 2 decapsulated the traffic: {stats}");
+    let peers = h1.ok(&["peer", "ls"]);
+    assert!(
+        peers.contains("10.100.0.2") && peers.contains("ov"),
+        "{peers}"
+    );
+}
