@@ -262,8 +262,11 @@ impl Engine {
                 Undo::GatewayAddr(gw) => gateway::remove_address(gw).map_err(drop),
             };
         }
-        // The NAT table is derived from the state: put back the old one.
-        let _ = gateway::sync_nat(&self.before);
+        // The NAT table is derived from the networks: put back the old one
+        // if this command changed them (commit may have applied the new one).
+        if self.state.networks != self.before.networks {
+            let _ = gateway::sync_nat(&self.before);
+        }
     }
 
     pub fn dataplane(&self) -> &Dataplane {
@@ -282,10 +285,27 @@ impl Engine {
         for n in missing {
             self.dp.add_network(&dp_network(&n))?;
             gateway::add_address(n.gateway)?;
-            for (ip, _) in self.state.peers.iter().filter(|(_, id)| *id == n.id) {
+            self.program_static_entries(Some(&n.id))?;
+        }
+        Ok(())
+    }
+
+    /// (Re-)writes the static peers and remote endpoints of network `only`,
+    /// or of every network: upserts, so safe to repeat.
+    fn program_static_entries(&mut self, only: Option<&str>) -> Result<(), EngineError> {
+        let wanted = |id: &str| only.is_none_or(|o| o == id);
+        for (ip, id) in &self.state.peers {
+            if let Some(n) = self.state.networks.get(id).filter(|_| wanted(id)) {
                 self.dp.add_peer(*ip, n.vni)?;
             }
-            for r in self.state.remotes.values().filter(|r| r.network_id == n.id) {
+        }
+        for r in self.state.remotes.values() {
+            if let Some(n) = self
+                .state
+                .networks
+                .get(&r.network_id)
+                .filter(|_| wanted(&r.network_id))
+            {
                 self.dp.add_remote_endpoint(&RemoteEndpoint {
                     vni: n.vni,
                     ip: r.ip,
@@ -408,22 +428,7 @@ impl Engine {
                 repairs.stale_veths.push(name);
             }
         }
-        // Static peers and remote endpoints (upserts).
-        for (ip, id) in self.state.peers.clone() {
-            if let Some(n) = self.state.networks.get(&id) {
-                self.dp.add_peer(ip, n.vni)?;
-            }
-        }
-        for r in self.state.remotes.values().cloned().collect::<Vec<_>>() {
-            if let Some(n) = self.state.networks.get(&r.network_id) {
-                self.dp.add_remote_endpoint(&RemoteEndpoint {
-                    vni: n.vni,
-                    ip: r.ip,
-                    mac: r.mac,
-                    host: r.host,
-                })?;
-            }
-        }
+        self.program_static_entries(None)?;
         // The underlay program, if this host was attached.
         if let Some(h) = self.state.host.clone()
             && let Ok(ifindex) = netns::ifindex(&h.iface)
@@ -722,23 +727,18 @@ impl Engine {
             .expect("unbounded");
         let host_ifname = format!("ovl{}", &id[..8]);
         let mac = MacAddr::from_ipv4(ip);
-        let mtu = net.mtu.to_string();
-        netns::ip(&[
-            "link",
-            "add",
-            &host_ifname,
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &ifname,
-            "netns",
-            &c.netns,
-            "mtu",
-            &mtu,
-        ])?;
+        netns::add_veth(
+            netns::VethEnd {
+                name: &host_ifname,
+                netns: None,
+                mtu: Some(net.mtu),
+            },
+            netns::VethEnd {
+                name: &ifname,
+                netns: Some(&c.netns),
+                mtu: Some(net.mtu),
+            },
+        )?;
         self.undo.push(Undo::Link(host_ifname.clone()));
         let in_ns = |args: &[&str]| -> Result<(), NetnsError> {
             let mut argv = vec!["-n", c.netns.as_str()];

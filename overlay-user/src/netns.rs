@@ -80,6 +80,34 @@ pub fn ip(args: &[&str]) -> Result<Output, NetnsError> {
     run("ip", args)
 }
 
+/// One end of a veth pair: its name, the namespace it goes into (`None`:
+/// the caller's) and its MTU (`None`: the default).
+#[derive(Clone, Copy, Debug)]
+pub struct VethEnd<'a> {
+    pub name: &'a str,
+    pub netns: Option<&'a str>,
+    pub mtu: Option<u32>,
+}
+
+/// Creates a veth pair with both ends placed and sized in one command.
+pub fn add_veth(a: VethEnd<'_>, b: VethEnd<'_>) -> Result<(), NetnsError> {
+    fn end<'a>(argv: &mut Vec<&'a str>, e: &VethEnd<'a>, mtu: Option<&'a str>) {
+        argv.push(e.name);
+        if let Some(ns) = e.netns {
+            argv.extend(["netns", ns]);
+        }
+        if let Some(mtu) = mtu {
+            argv.extend(["mtu", mtu]);
+        }
+    }
+    let (mtu_a, mtu_b) = (a.mtu.map(|m| m.to_string()), b.mtu.map(|m| m.to_string()));
+    let mut argv = vec!["link", "add"];
+    end(&mut argv, &a, mtu_a.as_deref());
+    argv.extend(["type", "veth", "peer", "name"]);
+    end(&mut argv, &b, mtu_b.as_deref());
+    ip(&argv).map(drop)
+}
+
 /// A named network namespace (`ip netns add`), deleted on drop.
 #[derive(Debug)]
 pub struct NetNs {

@@ -182,21 +182,18 @@ impl Lab {
             sh(&ns, "sysctl -qw net.ipv6.conf.default.disable_ipv6=1")?;
             let sw = lab.switch.as_ref().expect("set above");
             let port = format!("p{}", i + 1);
-            netns::ip(&[
-                "link",
-                "add",
-                "name",
-                "eth0",
-                "netns",
-                ns.name(),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                sw.name(),
-            ])?;
+            netns::add_veth(
+                netns::VethEnd {
+                    name: "eth0",
+                    netns: Some(ns.name()),
+                    mtu: None,
+                },
+                netns::VethEnd {
+                    name: &port,
+                    netns: Some(sw.name()),
+                    mtu: None,
+                },
+            )?;
             sh(sw, &format!("ip link set {port} master br0"))?;
             sh(sw, &format!("ip link set {port} up"))?;
             let ip = Ipv4Addr::new(10, 100, 0, i as u8 + 1);
@@ -301,13 +298,20 @@ impl Lab {
             let ifname = format!("eth{n}");
             let host_ifname = netns::unique_name("vh");
             let h = &self.hosts[host];
-            sh(
-                &h.ns,
-                &format!(
-                    "ip link add {host_ifname} mtu {CONTAINER_MTU} type veth peer name {ifname} netns {} mtu {CONTAINER_MTU}",
-                    ns.name()
-                ),
-            )?;
+            h.ns.run(|| {
+                netns::add_veth(
+                    netns::VethEnd {
+                        name: &host_ifname,
+                        netns: None,
+                        mtu: Some(CONTAINER_MTU),
+                    },
+                    netns::VethEnd {
+                        name: &ifname,
+                        netns: Some(ns.name()),
+                        mtu: Some(CONTAINER_MTU),
+                    },
+                )
+            })??;
             sh(&h.ns, &format!("ip link set {host_ifname} up"))?;
             if h.kind == HostKind::Kernel {
                 sh(&h.ns, &format!("ip link set {host_ifname} master br{vni}"))?;

@@ -128,25 +128,18 @@ impl Topology {
         let tag = netns::unique_name("ovlb");
         let a = NetNs::new(&format!("{tag}-a")).map_err(SimError::from)?;
         let b = NetNs::new(&format!("{tag}-b")).map_err(SimError::from)?;
-        let mtu = crate::sim::CONTAINER_MTU.to_string();
-        netns::ip(&[
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            a.name(),
-            "mtu",
-            &mtu,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            b.name(),
-            "mtu",
-            &mtu,
-        ])
+        netns::add_veth(
+            netns::VethEnd {
+                name: "eth0",
+                netns: Some(a.name()),
+                mtu: Some(crate::sim::CONTAINER_MTU),
+            },
+            netns::VethEnd {
+                name: "eth0",
+                netns: Some(b.name()),
+                mtu: Some(crate::sim::CONTAINER_MTU),
+            },
+        )
         .map_err(SimError::from)?;
         for (ns, ip) in [(&a, CLIENT_IP), (&b, SERVER_IP)] {
             for cmd in [
