@@ -436,13 +436,24 @@ fn bad_input_is_one_line_nonzero_and_changes_nothing() {
             failures.push(format!("{what}: state changed"));
         }
     }
-    // A non-root caller is refused before anything happens.
-    let out = h
-        .cmd()
-        .args(["network", "create", "x"])
+    // A non-root caller is refused before anything happens. The build tree
+    // may sit in a directory only root can enter (a mktemp -d clone), so the
+    // unprivileged caller runs a copy from a world-readable directory.
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin_dir = std::env::temp_dir().join(h.name("bin"));
+    std::fs::create_dir_all(&bin_dir).expect("bin dir");
+    std::fs::set_permissions(&bin_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let bin = bin_dir.join("overlay");
+    std::fs::copy(env!("CARGO_BIN_EXE_overlay"), &bin).expect("copy binary");
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod binary");
+    let out = Command::new(&bin)
+        .arg("--root")
+        .arg(&h.root)
+        .args(["--netns", h.ns.name(), "network", "create", "x"])
         .uid(65534)
         .output()
         .expect("spawn");
+    let _ = std::fs::remove_dir_all(&bin_dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() || !stderr.contains("root") {
         failures.push(format!("non-root caller: {stderr:?}"));
