@@ -346,6 +346,10 @@ impl Engine {
             .collect();
         for name in gone {
             let c = self.state.containers.remove(&name).expect("listed above");
+            // Its process would otherwise outlive the container it belonged to.
+            if c.owned_netns {
+                stop_pid(c.pid);
+            }
             for ep in &c.endpoints {
                 release_endpoint(&mut self.dp, ep)?;
             }

@@ -682,7 +682,22 @@ fn daemon_repairs_drift() {
         "zz0",
     ])
     .expect("stale veth");
-    // Drift 3: c's namespace deleted behind the agent's back.
+    // Drift 3: c's namespace deleted behind the agent's back (its process,
+    // `sleep 300` started by `run`, is still there).
+    let c_pids = |c: &str| {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["netns", "pids", c])
+                .output()
+                .expect("ip netns pids")
+                .stdout,
+        )
+        .split_whitespace()
+        .filter_map(|p| p.parse::<u32>().ok())
+        .collect::<Vec<_>>()
+    };
+    let c_proc = c_pids(&c);
+    assert_eq!(c_proc.len(), 1, "c runs one process: {c_proc:?}");
     overlay_user::netns::ip(&["netns", "del", &c]).expect("delete c's namespace");
 
     let out = h.run(&["daemon", "--once"]);
@@ -698,6 +713,10 @@ fn daemon_repairs_drift() {
         "stale veth removed: {links}"
     );
     assert!(!h.ok(&["ps", "-a"]).contains(&c), "c's record released");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", c_proc[0])).exists(),
+        "c's process was stopped with it"
+    );
     // c's address is free again.
     h.ok(&[
         "run",
