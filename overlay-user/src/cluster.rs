@@ -14,12 +14,23 @@
 //! live on the host's lease, so a host that stops renewing it disappears
 //! from every other host's view when the lease expires.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, WatchOptions, WatchStream,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::{MacAddr, ipam, store::NetworkRecord};
+use crate::{
+    MacAddr, ipam,
+    store::{ClusterRecord, NetworkRecord},
+};
 
 /// Key prefix of this layout version.
 pub const PREFIX: &str = "/overlay/v1/";
@@ -34,7 +45,7 @@ pub enum ClusterError {
         source: etcd_client::Error,
     },
     #[error("cluster store request failed")]
-    Request(#[from] etcd_client::Error),
+    Request(#[source] etcd_client::Error),
     #[error("network with name {0} already exists in the cluster")]
     NameTaken(String),
     #[error("VNI {0} is already used in the cluster")]
@@ -43,11 +54,21 @@ pub enum ClusterError {
     AddressTaken(Ipv4Addr),
     #[error("no free address left in network {0}")]
     Exhausted(String),
+    #[error("this host's cluster lease {0} expired or was never granted: is the daemon running?")]
+    NoLease(i64),
+    #[error("the cluster store's watch was cancelled ({0}); resynchronising")]
+    WatchLost(String),
     #[error("corrupt record at {key}")]
     Record {
         key: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("reading {path}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
     },
     #[error("starting the cluster client runtime")]
     Runtime(#[source] std::io::Error),
@@ -56,12 +77,19 @@ pub enum ClusterError {
 /// An address held by an endpoint on some host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
+    pub network_id: String,
     pub ip: Ipv4Addr,
     pub mac: MacAddr,
     /// Underlay address of the host the endpoint lives on.
     pub host: Ipv4Addr,
     pub container: String,
     pub endpoint_id: String,
+}
+
+impl Claim {
+    fn key(&self) -> String {
+        key_address(&self.network_id, self.ip)
+    }
 }
 
 /// A live host.
@@ -71,12 +99,139 @@ pub struct HostInfo {
     pub name: String,
 }
 
+/// A claim as stored, with the revision it was last written at (so a
+/// cleanup deletes exactly the version it saw, never a newer claim).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredClaim {
+    pub claim: Claim,
+    pub mod_revision: i64,
+    pub lease: i64,
+}
+
+/// Everything under [`PREFIX`] at one revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub networks: Vec<NetworkRecord>,
+    pub claims: Vec<StoredClaim>,
+    pub hosts: Vec<HostInfo>,
+}
+
+/// A key's value and metadata, as a watch mirror holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    value: Vec<u8>,
+    mod_revision: i64,
+    lease: i64,
+}
+
+/// A local copy of the prefix, kept current by a watch: list once, then
+/// apply every event from the listed revision on.
+#[derive(Clone, Debug, Default)]
+pub struct Mirror {
+    entries: BTreeMap<String, Entry>,
+    /// Revision the mirror reflects.
+    pub revision: i64,
+}
+
+impl Mirror {
+    /// The records in the mirror; unparsable ones are skipped and named.
+    pub fn view(&self) -> (ClusterView, Vec<String>) {
+        let mut view = ClusterView::default();
+        let mut bad = Vec::new();
+        for (key, e) in &self.entries {
+            let Some(rest) = key.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let ok = if rest.starts_with("networks/") {
+                parse(key, &e.value).map(|n| view.networks.push(n)).is_ok()
+            } else if rest.starts_with("addresses/") {
+                parse(key, &e.value)
+                    .map(|claim| {
+                        view.claims.push(StoredClaim {
+                            claim,
+                            mod_revision: e.mod_revision,
+                            lease: e.lease,
+                        });
+                    })
+                    .is_ok()
+            } else if rest.starts_with("hosts/") {
+                parse(key, &e.value).map(|h| view.hosts.push(h)).is_ok()
+            } else {
+                true
+            };
+            if !ok {
+                bad.push(key.clone());
+            }
+        }
+        (view, bad)
+    }
+}
+
+/// How to reach etcd (no `Debug`: it holds the password).
+#[derive(Clone)]
+pub struct ClusterOptions {
+    /// `host:port` each.
+    pub endpoints: Vec<String>,
+    pub user: Option<(String, String)>,
+    /// PEM files: CA bundle, client certificate, client key.
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Per request and for connecting.
+    pub timeout: Duration,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ClusterError> {
+    std::fs::read(path).map_err(|source| ClusterError::File {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl ClusterOptions {
+    /// The options a host's stored cluster configuration names.
+    pub fn from_record(rec: &ClusterRecord, timeout: Duration) -> Result<Self, ClusterError> {
+        let user = match (&rec.user, &rec.password_file) {
+            (Some(user), Some(file)) => {
+                let password = String::from_utf8_lossy(&read(file)?).trim_end().to_owned();
+                Some((user.clone(), password))
+            }
+            (Some(user), None) => Some((user.clone(), String::new())),
+            _ => None,
+        };
+        Ok(Self {
+            endpoints: rec.endpoints.clone(),
+            user,
+            ca_file: rec.ca_file.clone(),
+            cert_file: rec.cert_file.clone(),
+            key_file: rec.key_file.clone(),
+            timeout,
+        })
+    }
+
+    fn tls(&self) -> Result<Option<TlsOptions>, ClusterError> {
+        if self.ca_file.is_none() && self.cert_file.is_none() {
+            return Ok(None);
+        }
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &self.ca_file {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        Ok(Some(tls))
+    }
+}
+
 /// A connection to etcd, with a small runtime to drive it from the
 /// synchronous engine.
 pub struct ClusterStore {
     rt: tokio::runtime::Runtime,
     client: Client,
-    lease: Option<i64>,
+    endpoints: String,
+    lease: i64,
+    watch: Option<WatchStream>,
 }
 
 fn key_network(id: &str) -> String {
@@ -85,6 +240,10 @@ fn key_network(id: &str) -> String {
 
 fn key_address(net: &str, ip: Ipv4Addr) -> String {
     format!("{PREFIX}addresses/{net}/{ip}")
+}
+
+fn key_host(ip: Ipv4Addr) -> String {
+    format!("{PREFIX}hosts/{ip}")
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(key: &str, value: &[u8]) -> Result<T, ClusterError> {
@@ -98,71 +257,144 @@ fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("records serialize")
 }
 
+/// Transport failures and timeouts mean "unreachable"; the rest are
+/// answers from etcd.
+fn classify(endpoints: &str, e: etcd_client::Error) -> ClusterError {
+    let unreachable = match &e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        _ => false,
+    };
+    if unreachable {
+        ClusterError::Unreachable {
+            endpoints: endpoints.to_owned(),
+            source: e,
+        }
+    } else {
+        ClusterError::Request(e)
+    }
+}
+
 impl ClusterStore {
-    /// Connects to `endpoints` (`host:port`), failing after `timeout`.
-    pub fn connect(
-        endpoints: &[String],
-        user: Option<(String, String)>,
-        timeout: Duration,
-    ) -> Result<Self, ClusterError> {
+    /// Connects, failing after the options' timeout when etcd does not answer.
+    pub fn connect(opts: &ClusterOptions) -> Result<Self, ClusterError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(ClusterError::Runtime)?;
-        let mut opts = ConnectOptions::new()
-            .with_connect_timeout(timeout)
-            .with_timeout(timeout);
-        if let Some((name, password)) = user {
-            opts = opts.with_user(name, password);
+        let tls = opts.tls()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let urls: Vec<String> = opts
+            .endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("{scheme}://{e}")
+                }
+            })
+            .collect();
+        let endpoints = opts.endpoints.join(",");
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(opts.timeout)
+            .with_timeout(opts.timeout);
+        if let Some((name, password)) = &opts.user {
+            connect = connect.with_user(name.clone(), password.clone());
+        }
+        if let Some(tls) = tls {
+            connect = connect.with_tls(tls);
         }
         let mut client = rt
-            .block_on(Client::connect(endpoints, Some(opts)))
-            .map_err(|source| ClusterError::Unreachable {
-                endpoints: endpoints.join(","),
-                source,
-            })?;
+            .block_on(Client::connect(&urls, Some(connect)))
+            .map_err(|e| classify(&endpoints, e))?;
         // Connecting is lazy: make one request so "unreachable" shows here.
         rt.block_on(client.get(
             format!("{PREFIX}hosts/"),
             Some(GetOptions::new().with_count_only()),
         ))
-        .map_err(|source| ClusterError::Unreachable {
-            endpoints: endpoints.join(","),
-            source,
-        })?;
+        .map_err(|e| classify(&endpoints, e))?;
         Ok(Self {
             rt,
             client,
-            lease: None,
+            endpoints,
+            lease: 0,
+            watch: None,
         })
     }
 
-    /// Registers this host under a fresh lease of `ttl` seconds and returns
-    /// the lease; keep it alive with [`ClusterStore::keep_alive`].
-    pub fn register_host(&mut self, host: &HostInfo, ttl: i64) -> Result<i64, ClusterError> {
-        let lease = self.rt.block_on(self.client.lease_grant(ttl, None))?.id();
-        let key = format!("{PREFIX}hosts/{}", host.underlay_ip);
-        self.rt.block_on(self.client.put(
-            key,
-            json(host),
-            Some(PutOptions::new().with_lease(lease)),
-        ))?;
-        self.lease = Some(lease);
+    fn err(&self, e: etcd_client::Error) -> ClusterError {
+        classify(&self.endpoints, e)
+    }
+
+    /// The lease this host's claims are written on.
+    pub fn set_lease(&mut self, lease: i64) {
+        self.lease = lease;
+    }
+
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
+    /// Registers this host under `reuse` if that lease is still alive (a
+    /// restarted agent keeps its claims without a gap), else under a fresh
+    /// lease of `ttl` seconds. Returns the lease.
+    pub fn register_host(
+        &mut self,
+        host: &HostInfo,
+        ttl: i64,
+        reuse: i64,
+    ) -> Result<i64, ClusterError> {
+        let alive = reuse != 0 && self.keep_alive_lease(reuse)?;
+        let lease = if alive {
+            reuse
+        } else {
+            self.rt
+                .block_on(self.client.lease_grant(ttl, None))
+                .map_err(|e| classify(&self.endpoints, e))?
+                .id()
+        };
+        self.rt
+            .block_on(self.client.put(
+                key_host(host.underlay_ip),
+                json(host),
+                Some(PutOptions::new().with_lease(lease)),
+            ))
+            .map_err(|e| classify(&self.endpoints, e))?;
+        self.lease = lease;
         Ok(lease)
     }
 
-    /// Renews this host's lease once.
-    pub fn keep_alive(&mut self) -> Result<(), ClusterError> {
-        let Some(lease) = self.lease else {
-            return Ok(());
-        };
-        let client = &mut self.client;
-        self.rt.block_on(async {
-            let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            let _ = stream.message().await?;
-            Ok::<(), etcd_client::Error>(())
-        })?;
+    /// Renews this host's lease once; false when it no longer exists.
+    pub fn keep_alive(&mut self) -> Result<bool, ClusterError> {
+        if self.lease == 0 {
+            return Ok(false);
+        }
+        self.keep_alive_lease(self.lease)
+    }
+
+    fn keep_alive_lease(&mut self, lease: i64) -> Result<bool, ClusterError> {
+        // Opening the keep-alive stream renews the lease once and checks the
+        // answer's TTL: an expired lease comes back as "lease not found".
+        match self.rt.block_on(self.client.lease_keep_alive(lease)) {
+            Ok(_) => Ok(true),
+            Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Drops this host's registration now (a clean shutdown), instead of
+    /// letting the lease expire.
+    pub fn revoke(&mut self) -> Result<(), ClusterError> {
+        if self.lease != 0 {
+            self.rt
+                .block_on(self.client.lease_revoke(self.lease))
+                .map_err(|e| classify(&self.endpoints, e))?;
+            self.lease = 0;
+        }
         Ok(())
     }
 
@@ -172,14 +404,117 @@ impl ClusterStore {
     }
 
     fn list<T: for<'de> Deserialize<'de>>(&mut self, prefix: &str) -> Result<Vec<T>, ClusterError> {
-        let resp = self.rt.block_on(
-            self.client
-                .get(prefix, Some(GetOptions::new().with_prefix())),
-        )?;
+        let resp = self
+            .rt
+            .block_on(
+                self.client
+                    .get(prefix, Some(GetOptions::new().with_prefix())),
+            )
+            .map_err(|e| classify(&self.endpoints, e))?;
         resp.kvs()
             .iter()
             .map(|kv| parse(&String::from_utf8_lossy(kv.key()), kv.value()))
             .collect()
+    }
+
+    /// Everything under the prefix at one revision.
+    pub fn mirror(&mut self) -> Result<Mirror, ClusterError> {
+        let resp = self
+            .rt
+            .block_on(
+                self.client
+                    .get(PREFIX, Some(GetOptions::new().with_prefix())),
+            )
+            .map_err(|e| classify(&self.endpoints, e))?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let entries = resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    Entry {
+                        value: kv.value().to_vec(),
+                        mod_revision: kv.mod_revision(),
+                        lease: kv.lease(),
+                    },
+                )
+            })
+            .collect();
+        Ok(Mirror { entries, revision })
+    }
+
+    /// Starts watching the prefix for changes after `mirror`'s revision.
+    pub fn watch(&mut self, mirror: &Mirror) -> Result<(), ClusterError> {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(mirror.revision + 1);
+        let stream = self
+            .rt
+            .block_on(self.client.watch(PREFIX, Some(opts)))
+            .map_err(|e| classify(&self.endpoints, e))?;
+        self.watch = Some(stream);
+        Ok(())
+    }
+
+    /// Waits up to `wait` for the next watch response and applies it to
+    /// `mirror`; true when something changed.
+    pub fn next_changes(
+        &mut self,
+        mirror: &mut Mirror,
+        wait: Duration,
+    ) -> Result<bool, ClusterError> {
+        let Some(stream) = self.watch.as_mut() else {
+            return Err(ClusterError::WatchLost("not watching".into()));
+        };
+        let resp = match self
+            .rt
+            // The timer must be created inside the runtime.
+            .block_on(async { tokio::time::timeout(wait, stream.message()).await })
+        {
+            Err(_elapsed) => return Ok(false),
+            Ok(r) => r.map_err(|e| classify(&self.endpoints, e))?,
+        };
+        let Some(resp) = resp else {
+            self.watch = None;
+            return Err(ClusterError::WatchLost("stream ended".into()));
+        };
+        if resp.canceled() || resp.compact_revision() != 0 {
+            self.watch = None;
+            return Err(ClusterError::WatchLost(
+                if resp.cancel_reason().is_empty() {
+                    format!("compacted at {}", resp.compact_revision())
+                } else {
+                    resp.cancel_reason().to_owned()
+                },
+            ));
+        }
+        let mut changed = false;
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            let key = String::from_utf8_lossy(kv.key()).into_owned();
+            mirror.revision = mirror.revision.max(kv.mod_revision());
+            match ev.event_type() {
+                EventType::Put => {
+                    mirror.entries.insert(
+                        key,
+                        Entry {
+                            value: kv.value().to_vec(),
+                            mod_revision: kv.mod_revision(),
+                            lease: kv.lease(),
+                        },
+                    );
+                }
+                EventType::Delete => {
+                    mirror.entries.remove(&key);
+                }
+            }
+            changed = true;
+        }
+        if let Some(h) = resp.header() {
+            mirror.revision = mirror.revision.max(h.revision());
+        }
+        Ok(changed)
     }
 
     /// Creates a global network; its name and VNI must be free cluster-wide.
@@ -196,10 +531,18 @@ impl ClusterStore {
                 TxnOp::put(vni_key, net.id.clone(), None),
                 TxnOp::put(key_network(&net.id), json(net), None),
             ]);
-        if self.rt.block_on(self.client.txn(txn))?.succeeded() {
+        if self
+            .rt
+            .block_on(self.client.txn(txn))
+            .map_err(|e| classify(&self.endpoints, e))?
+            .succeeded()
+        {
             return Ok(());
         }
-        let taken = self.rt.block_on(self.client.get(name_key, None))?;
+        let taken = self
+            .rt
+            .block_on(self.client.get(name_key, None))
+            .map_err(|e| classify(&self.endpoints, e))?;
         if taken.kvs().is_empty() {
             Err(ClusterError::VniTaken(net.vni))
         } else {
@@ -220,7 +563,9 @@ impl ClusterStore {
             TxnOp::delete(format!("{PREFIX}vnis/{}", net.vni), None),
             TxnOp::delete(key_network(&net.id), None),
         ]);
-        self.rt.block_on(self.client.txn(txn))?;
+        self.rt
+            .block_on(self.client.txn(txn))
+            .map_err(|e| classify(&self.endpoints, e))?;
         Ok(())
     }
 
@@ -229,31 +574,87 @@ impl ClusterStore {
         self.list(&format!("{PREFIX}addresses/{net_id}/"))
     }
 
+    /// Writes `claim` on this host's lease if its address is free, or
+    /// already held by the same container on the same host (a re-claim after
+    /// a restart or a recreated veth). True when written.
+    pub fn put_claim(&mut self, claim: &Claim) -> Result<bool, ClusterError> {
+        if self.lease == 0 {
+            return Err(ClusterError::NoLease(0));
+        }
+        let key = claim.key();
+        let put = TxnOp::put(
+            key.clone(),
+            json(claim),
+            Some(PutOptions::new().with_lease(self.lease)),
+        );
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([put.clone()])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = self
+            .rt
+            .block_on(self.client.txn(txn))
+            .map_err(|e| self.no_lease(e))?;
+        if resp.succeeded() {
+            return Ok(true);
+        }
+        let current = resp.op_responses().into_iter().find_map(|op| match op {
+            etcd_client::TxnOpResponse::Get(g) => g.kvs().first().cloned(),
+            _ => None,
+        });
+        let Some(kv) = current else {
+            // Deleted in between: try once more from the top.
+            return self.put_claim(claim);
+        };
+        let held: Claim = parse(&key, kv.value())?;
+        if held.host != claim.host || held.container != claim.container {
+            return Ok(false);
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key,
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([put]);
+        Ok(self
+            .rt
+            .block_on(self.client.txn(txn))
+            .map_err(|e| self.no_lease(e))?
+            .succeeded())
+    }
+
+    /// A put on a lease etcd no longer has fails with NotFound.
+    fn no_lease(&self, e: etcd_client::Error) -> ClusterError {
+        match &e {
+            etcd_client::Error::GRpcStatus(s)
+                if s.code() == tonic::Code::NotFound && s.message().contains("lease") =>
+            {
+                ClusterError::NoLease(self.lease)
+            }
+            _ => self.err(e),
+        }
+    }
+
     /// Claims `want`, or the lowest free address, for an endpoint of this
     /// host (on its lease). Retries when another host wins a race.
     pub fn claim_address(
         &mut self,
         net: &NetworkRecord,
         want: Option<Ipv4Addr>,
+        local_used: &std::collections::BTreeSet<Ipv4Addr>,
         claim: impl Fn(Ipv4Addr) -> Claim,
     ) -> Result<Ipv4Addr, ClusterError> {
-        let lease = self.lease.unwrap_or(0);
         for _ in 0..64 {
-            let used = self.claims(&net.id)?.into_iter().map(|c| c.ip).collect();
+            let mut used: std::collections::BTreeSet<Ipv4Addr> =
+                self.claims(&net.id)?.into_iter().map(|c| c.ip).collect();
+            used.extend(local_used);
             let ip = match want {
                 Some(ip) => ip,
                 None => ipam::allocate(net.subnet, net.ip_range, net.gateway, &used)
                     .ok_or_else(|| ClusterError::Exhausted(net.name.clone()))?,
             };
-            let key = key_address(&net.id, ip);
-            let txn = Txn::new()
-                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(
-                    key,
-                    json(&claim(ip)),
-                    Some(PutOptions::new().with_lease(lease)),
-                )]);
-            if self.rt.block_on(self.client.txn(txn))?.succeeded() {
+            if self.put_claim(&claim(ip))? {
                 return Ok(ip);
             }
             if want.is_some() {
@@ -266,7 +667,25 @@ impl ClusterStore {
     /// Releases an address claim.
     pub fn release_address(&mut self, net_id: &str, ip: Ipv4Addr) -> Result<(), ClusterError> {
         self.rt
-            .block_on(self.client.delete(key_address(net_id, ip), None))?;
+            .block_on(self.client.delete(key_address(net_id, ip), None))
+            .map_err(|e| classify(&self.endpoints, e))?;
         Ok(())
+    }
+
+    /// Deletes a claim only if it is still the version `stored` saw.
+    pub fn delete_claim(&mut self, stored: &StoredClaim) -> Result<bool, ClusterError> {
+        let key = stored.claim.key();
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                stored.mod_revision,
+            )])
+            .and_then([TxnOp::delete(key, None)]);
+        Ok(self
+            .rt
+            .block_on(self.client.txn(txn))
+            .map_err(|e| classify(&self.endpoints, e))?
+            .succeeded())
     }
 }

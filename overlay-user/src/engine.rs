@@ -16,12 +16,13 @@ use std::{
 use ipnet::Ipv4Net;
 
 use crate::{
-    Dataplane, DataplaneError, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay, gateway,
-    ipam,
+    Dataplane, DataplaneError, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay,
+    cluster::{Claim, ClusterError, ClusterOptions, ClusterStore, ClusterView, StoredClaim},
+    gateway, ipam,
     netns::{self, NetnsError},
     store::{
-        ContainerRecord, Driver, EndpointRecord, HostRecord, NetworkRecord, RemoteRecord, Snapshot,
-        Store, StoreError,
+        ContainerRecord, Driver, EndpointRecord, HostRecord, LearnedEndpoint, NetworkRecord,
+        RemoteRecord, Snapshot, Store, StoreError,
     },
 };
 
@@ -35,6 +36,9 @@ pub const LOCAL_VNI_BASE: u32 = 0x00f0_0000;
 /// MTU of overlay networks (underlay 1500 minus VXLAN) and bridge networks.
 pub const OVERLAY_MTU: u32 = 1450;
 pub const BRIDGE_MTU: u32 = 1500;
+/// How long a command waits for the cluster store before calling it
+/// unreachable.
+pub const CLUSTER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A user-facing failure: one line naming the problem.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +89,12 @@ pub enum EngineError {
     NotConnected(String, String),
     #[error("container {0} is running: stop it first or use --force")]
     Running(String),
+    #[error(
+        "this host has no underlay address to advertise: run `overlay attach` first or pass --advertise-addr"
+    )]
+    NoAdvertiseAddress,
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -128,6 +138,14 @@ enum Undo {
     Remote(u32, Ipv4Addr),
     /// The gateway address added to `lo`.
     GatewayAddr(Ipv4Addr),
+    /// A network created in the cluster store.
+    ClusterNetwork(NetworkRecord),
+    /// A network removed from the cluster store, re-created on rollback.
+    ClusterRemovedNetwork(NetworkRecord),
+    /// An address claimed in the cluster store.
+    ClusterClaim(String, Ipv4Addr),
+    /// An address released in the cluster store, claimed again on rollback.
+    ClusterReleased(Claim),
 }
 
 /// What a reconcile pass repaired.
@@ -163,6 +181,35 @@ pub struct Engine {
     dp: Dataplane,
     paths: Paths,
     undo: Vec<Undo>,
+    /// Connected on first use, and only for global networks: local
+    /// commands work while etcd is unreachable.
+    cluster: Option<ClusterStore>,
+}
+
+/// What applying the cluster's view changed here, and what the agent has to
+/// fix in the cluster store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterSync {
+    pub networks_added: Vec<String>,
+    pub networks_removed: Vec<String>,
+    pub endpoints_added: usize,
+    pub endpoints_removed: usize,
+    /// Local endpoints on global networks whose claim is missing or sits
+    /// on another lease: the agent (re-)claims them.
+    pub claims_missing: Vec<Claim>,
+    /// Claims under this host's address that no local endpoint owns.
+    pub claims_stale: Vec<StoredClaim>,
+    /// Problems that need an operator; named, never fatal.
+    pub conflicts: Vec<String>,
+}
+
+impl ClusterSync {
+    pub fn changed(&self) -> bool {
+        !(self.networks_added.is_empty()
+            && self.networks_removed.is_empty()
+            && self.endpoints_added == 0
+            && self.endpoints_removed == 0)
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -210,6 +257,7 @@ impl Engine {
             dp,
             paths: paths.clone(),
             undo: Vec::new(),
+            cluster: None,
         };
         engine.restore_networks()?;
         if !engine
@@ -260,6 +308,22 @@ impl Engine {
                 Undo::Peer(ip, vni) => self.dp.remove_peer(ip, vni).map_err(drop),
                 Undo::Remote(vni, ip) => self.dp.remove_remote_endpoint(vni, ip).map_err(drop),
                 Undo::GatewayAddr(gw) => gateway::remove_address(gw).map_err(drop),
+                Undo::ClusterNetwork(n) => match self.cluster.as_mut() {
+                    Some(c) => c.remove_network(&n).map_err(drop),
+                    None => Ok(()),
+                },
+                Undo::ClusterRemovedNetwork(n) => match self.cluster.as_mut() {
+                    Some(c) => c.create_network(&n).map_err(drop),
+                    None => Ok(()),
+                },
+                Undo::ClusterClaim(net, ip) => match self.cluster.as_mut() {
+                    Some(c) => c.release_address(&net, ip).map_err(drop),
+                    None => Ok(()),
+                },
+                Undo::ClusterReleased(claim) => match self.cluster.as_mut() {
+                    Some(c) => c.put_claim(&claim).map(drop).map_err(drop),
+                    None => Ok(()),
+                },
             };
         }
         // The NAT table is derived from the networks: put back the old one
@@ -271,6 +335,270 @@ impl Engine {
 
     pub fn dataplane(&self) -> &Dataplane {
         &self.dp
+    }
+
+    /// The cluster store, connected on first use with the stored
+    /// configuration.
+    fn cluster(&mut self) -> Result<&mut ClusterStore, EngineError> {
+        let store = match self.cluster.take() {
+            Some(store) => store,
+            None => {
+                let rec =
+                    self.state.cluster.clone().ok_or_else(|| {
+                        EngineError::Invalid("this host is not in a cluster".into())
+                    })?;
+                let mut store =
+                    ClusterStore::connect(&ClusterOptions::from_record(&rec, CLUSTER_TIMEOUT)?)?;
+                store.set_lease(rec.lease);
+                store
+            }
+        };
+        Ok(self.cluster.insert(store))
+    }
+
+    /// Enters cluster mode (or changes its settings). Overlay networks
+    /// created while this host stood alone would clash with the cluster's,
+    /// so they must be gone first.
+    pub fn join_cluster(&mut self, record: crate::store::ClusterRecord) -> Result<(), EngineError> {
+        if self.state.cluster.is_none() {
+            let local: Vec<&str> = self
+                .state
+                .networks
+                .values()
+                .filter(|n| n.driver == Driver::Overlay)
+                .map(|n| n.name.as_str())
+                .collect();
+            if !local.is_empty() {
+                return Err(EngineError::Invalid(format!(
+                    "overlay networks exist on this host ({}): remove them before joining a cluster",
+                    local.join(", ")
+                )));
+            }
+        }
+        if record.advertise_ip.is_none() && self.state.host.is_none() {
+            return Err(EngineError::NoAdvertiseAddress);
+        }
+        self.state.cluster = Some(record);
+        Ok(())
+    }
+
+    /// Leaves cluster mode: forgets the global networks (the cluster keeps
+    /// them) and everything learned about other hosts.
+    pub fn leave_cluster(&mut self) -> Result<(), EngineError> {
+        let global: Vec<NetworkRecord> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| self.state.is_global(n))
+            .cloned()
+            .collect();
+        for n in &global {
+            let users: Vec<&str> = self
+                .containers_on(&n.id)
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(EngineError::NetworkInUse(n.name.clone(), users.join(", ")));
+            }
+        }
+        for n in global {
+            self.dp.remove_network(n.vni)?;
+            self.undo.push(Undo::RemovedNetwork(dp_network(&n)));
+            gateway::remove_address(n.gateway)?;
+            self.state.networks.remove(&n.id);
+            self.state.peers.retain(|(_, id)| *id != n.id);
+            self.state.remotes.retain(|_, r| r.network_id != n.id);
+        }
+        self.state.learned.clear();
+        self.state.cluster_hosts.clear();
+        self.state.cluster = None;
+        Ok(())
+    }
+
+    /// The underlay address other hosts reach this one at.
+    pub fn advertise_ip(&self) -> Option<Ipv4Addr> {
+        self.state
+            .cluster
+            .as_ref()
+            .and_then(|c| c.advertise_ip)
+            .or_else(|| self.state.host.as_ref().map(|h| h.underlay_ip))
+    }
+
+    /// Makes this host's cache of the cluster (global networks, other
+    /// hosts' endpoints and the peers they imply) equal to `view`, and names
+    /// what the agent must fix in etcd so that it lists this host's own
+    /// endpoints exactly.
+    pub fn apply_cluster_view(&mut self, view: &ClusterView) -> Result<ClusterSync, EngineError> {
+        let self_ip = self.advertise_ip().ok_or(EngineError::NoAdvertiseAddress)?;
+        let mut sync = ClusterSync::default();
+        let in_view: BTreeSet<&str> = view.networks.iter().map(|n| n.id.as_str()).collect();
+        for n in &view.networks {
+            if self.state.networks.contains_key(&n.id) {
+                continue;
+            }
+            if let Some(l) =
+                self.state.networks.values().find(|l| {
+                    l.name == n.name || l.vni == n.vni || ipam::overlaps(l.subnet, n.subnet)
+                })
+            {
+                sync.conflicts.push(format!(
+                    "global network {} ({}, VNI {}) clashes with network {} ({}, VNI {}) here",
+                    n.name, n.subnet, n.vni, l.name, l.subnet, l.vni
+                ));
+                continue;
+            }
+            self.dp.add_network(&dp_network(n))?;
+            gateway::add_address(n.gateway)?;
+            if !n.internal {
+                gateway::enable_forwarding()?;
+            }
+            self.state.networks.insert(n.id.clone(), n.clone());
+            sync.networks_added.push(n.name.clone());
+        }
+        let gone: Vec<NetworkRecord> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| self.state.is_global(n) && !in_view.contains(n.id.as_str()))
+            .cloned()
+            .collect();
+        for n in gone {
+            if !self.containers_on(&n.id).is_empty() {
+                sync.conflicts.push(format!(
+                    "network {} left the cluster store but containers here still use it",
+                    n.name
+                ));
+                continue;
+            }
+            // Takes the network's routes and peers with it.
+            self.dp.remove_network(n.vni)?;
+            gateway::remove_address(n.gateway)?;
+            self.state.networks.remove(&n.id);
+            self.state.learned.retain(|_, e| e.network_id != n.id);
+            self.state.peers.retain(|(_, id)| *id != n.id);
+            self.state.remotes.retain(|_, r| r.network_id != n.id);
+            sync.networks_removed.push(n.name);
+        }
+
+        // Other hosts' endpoints.
+        let local: BTreeMap<(&str, Ipv4Addr), &str> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| c.endpoints.iter())
+            .map(|e| ((e.network_id.as_str(), e.ip), e.id.as_str()))
+            .collect();
+        let mut want = BTreeMap::new();
+        for sc in &view.claims {
+            let c = &sc.claim;
+            let global = self
+                .state
+                .networks
+                .get(&c.network_id)
+                .is_some_and(|n| self.state.is_global(n));
+            if c.host == self_ip || !global {
+                continue;
+            }
+            if local.contains_key(&(c.network_id.as_str(), c.ip)) {
+                sync.conflicts.push(format!(
+                    "{} is claimed by {} on {} but used by an endpoint here",
+                    c.ip, c.container, c.host
+                ));
+                continue;
+            }
+            want.insert(
+                format!("{}/{}", c.network_id, c.ip),
+                LearnedEndpoint {
+                    network_id: c.network_id.clone(),
+                    ip: c.ip,
+                    mac: c.mac,
+                    host: c.host,
+                    container: c.container.clone(),
+                    endpoint_id: c.endpoint_id.clone(),
+                },
+            );
+        }
+        let old = std::mem::take(&mut self.state.learned);
+        for (k, e) in &old {
+            if want.get(k) != Some(e)
+                && let Some(net) = self.state.networks.get(&e.network_id)
+            {
+                // Absent already when its network was re-created.
+                let _ = self.dp.remove_remote_endpoint(net.vni, e.ip);
+                sync.endpoints_removed += 1;
+            }
+        }
+        for (k, e) in &want {
+            if old.get(k) != Some(e) {
+                let vni = self.state.networks[&e.network_id].vni;
+                self.dp.add_remote_endpoint(&RemoteEndpoint {
+                    vni,
+                    ip: e.ip,
+                    mac: e.mac,
+                    host: e.host,
+                })?;
+                sync.endpoints_added += 1;
+            }
+        }
+        // A host may send a network's VNI while it has endpoints on it.
+        let peers = |m: &BTreeMap<String, LearnedEndpoint>| -> BTreeSet<(Ipv4Addr, String)> {
+            m.values().map(|e| (e.host, e.network_id.clone())).collect()
+        };
+        let (old_peers, new_peers) = (peers(&old), peers(&want));
+        for p in old_peers.difference(&new_peers) {
+            if !self.state.peers.contains(p)
+                && let Some(net) = self.state.networks.get(&p.1)
+            {
+                let _ = self.dp.remove_peer(p.0, net.vni);
+            }
+        }
+        for p in &new_peers {
+            let vni = self.state.networks[&p.1].vni;
+            self.dp.add_peer(p.0, vni)?;
+        }
+        self.state.learned = want;
+        self.state.cluster_hosts = view
+            .hosts
+            .iter()
+            .map(|h| (h.underlay_ip, h.name.clone()))
+            .collect();
+
+        // This host's own claims: exactly its endpoints on global networks.
+        let lease = self.state.cluster.as_ref().map_or(0, |c| c.lease);
+        let ours: BTreeMap<&str, &StoredClaim> = view
+            .claims
+            .iter()
+            .filter(|sc| sc.claim.host == self_ip)
+            .map(|sc| (sc.claim.endpoint_id.as_str(), sc))
+            .collect();
+        for c in self.state.containers.values() {
+            for e in &c.endpoints {
+                let global = self
+                    .state
+                    .networks
+                    .get(&e.network_id)
+                    .is_some_and(|n| self.state.is_global(n));
+                let held = ours.get(e.id.as_str());
+                if global && held.is_none_or(|sc| sc.lease != lease) {
+                    sync.claims_missing.push(Claim {
+                        network_id: e.network_id.clone(),
+                        ip: e.ip,
+                        mac: e.mac,
+                        host: self_ip,
+                        container: c.name.clone(),
+                        endpoint_id: e.id.clone(),
+                    });
+                }
+            }
+        }
+        let owned: BTreeSet<&str> = local.values().copied().collect();
+        sync.claims_stale = ours
+            .iter()
+            .filter(|(id, _)| !owned.contains(**id))
+            .map(|(_, sc)| (*sc).clone())
+            .collect();
+        Ok(sync)
     }
 
     fn restore_networks(&mut self) -> Result<(), EngineError> {
@@ -312,6 +640,24 @@ impl Engine {
                     mac: r.mac,
                     host: r.host,
                 })?;
+            }
+        }
+        // What the cluster store said last: forwarding survives a reboot
+        // while etcd is unreachable.
+        for e in self.state.learned.values() {
+            if let Some(n) = self
+                .state
+                .networks
+                .get(&e.network_id)
+                .filter(|_| wanted(&e.network_id))
+            {
+                self.dp.add_remote_endpoint(&RemoteEndpoint {
+                    vni: n.vni,
+                    ip: e.ip,
+                    mac: e.mac,
+                    host: e.host,
+                })?;
+                self.dp.add_peer(e.host, n.vni)?;
             }
         }
         Ok(())
@@ -482,16 +828,22 @@ impl Engine {
         if !valid_name(&opts.name) {
             return Err(EngineError::InvalidName(opts.name.clone()));
         }
-        if self.state.networks.values().any(|n| n.name == opts.name) {
+        let driver = opts.driver.unwrap_or(Driver::Bridge);
+        let global = driver == Driver::Overlay && self.state.cluster.is_some();
+        // The cluster's networks as they are now, not as last synced.
+        let mut known: Vec<NetworkRecord> = self.state.networks.values().cloned().collect();
+        if global {
+            for n in self.cluster()?.networks()? {
+                if !self.state.networks.contains_key(&n.id) {
+                    known.push(n);
+                }
+            }
+        }
+        if known.iter().any(|n| n.name == opts.name) {
             return Err(EngineError::DuplicateNetwork(opts.name.clone()));
         }
-        let driver = opts.driver.unwrap_or(Driver::Bridge);
-        let taken: Vec<(String, Ipv4Net)> = self
-            .state
-            .networks
-            .values()
-            .map(|n| (n.name.clone(), n.subnet))
-            .collect();
+        let taken: Vec<(String, Ipv4Net)> =
+            known.iter().map(|n| (n.name.clone(), n.subnet)).collect();
         let subnet = match opts.subnets.as_slice() {
             [] => {
                 let pools = match driver {
@@ -531,7 +883,9 @@ impl Engine {
         {
             return Err(EngineError::RangeOutside(range, subnet));
         }
-        let vni = self.pick_vni(driver, opts.vni)?;
+        let mut used_vnis: BTreeMap<u32, String> =
+            known.iter().map(|n| (n.vni, n.name.clone())).collect();
+        let mut vni = pick_vni(&used_vnis, driver, opts.vni)?;
         let mtu = opts.mtu.unwrap_or(match driver {
             Driver::Bridge => BRIDGE_MTU,
             Driver::Overlay => OVERLAY_MTU,
@@ -541,7 +895,7 @@ impl Engine {
                 "mtu {mtu} is out of range (576-9000)"
             )));
         }
-        let record = NetworkRecord {
+        let mut record = NetworkRecord {
             id: ipam::new_id(),
             name: opts.name.clone(),
             driver,
@@ -554,6 +908,29 @@ impl Engine {
             labels: opts.labels.clone(),
             created: now_rfc3339(),
         };
+        // Another host may take the same VNI at the same moment: pick again.
+        if global {
+            loop {
+                match self.cluster()?.create_network(&record) {
+                    Ok(()) => {
+                        self.undo.push(Undo::ClusterNetwork(record.clone()));
+                        break;
+                    }
+                    Err(ClusterError::NameTaken(name)) => {
+                        return Err(EngineError::DuplicateNetwork(name));
+                    }
+                    Err(ClusterError::VniTaken(v)) if opts.vni.is_none() => {
+                        used_vnis.insert(v, "another host's network".into());
+                        vni = pick_vni(&used_vnis, driver, None)?;
+                        record.vni = vni;
+                    }
+                    Err(ClusterError::VniTaken(v)) => {
+                        return Err(EngineError::VniInUse(v, "another host's network".into()));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         self.dp.add_network(&dp_network(&record))?;
         self.undo.push(Undo::Network(vni));
         if gateway::add_address(gateway)? {
@@ -565,34 +942,6 @@ impl Engine {
         let id = record.id.clone();
         self.state.networks.insert(id.clone(), record);
         Ok(id)
-    }
-
-    fn pick_vni(&self, driver: Driver, wanted: Option<u32>) -> Result<u32, EngineError> {
-        let used: BTreeMap<u32, &str> = self
-            .state
-            .networks
-            .values()
-            .map(|n| (n.vni, n.name.as_str()))
-            .collect();
-        match (driver, wanted) {
-            (Driver::Bridge, Some(_)) => Err(EngineError::VniOnBridge),
-            (Driver::Overlay, Some(v)) if v == 0 || v >= LOCAL_VNI_BASE => {
-                Err(EngineError::VniRange(v))
-            }
-            (Driver::Overlay, Some(v)) => match used.get(&v) {
-                Some(name) => Err(EngineError::VniInUse(v, (*name).to_owned())),
-                None => Ok(v),
-            },
-            (driver, None) => {
-                let (from, to) = match driver {
-                    Driver::Overlay => (OVERLAY_VNI_BASE, LOCAL_VNI_BASE),
-                    Driver::Bridge => (LOCAL_VNI_BASE, overlay_common::VNI_MAX + 1),
-                };
-                (from..to)
-                    .find(|v| !used.contains_key(v))
-                    .ok_or_else(|| EngineError::Invalid("no free VNI left".into()))
-            }
-        }
     }
 
     /// `network rm`: all named networks, or none.
@@ -616,9 +965,29 @@ impl Engine {
             }
             ids.push(net.id.clone());
         }
+        // Containers on other hosts count too.
+        for id in &ids {
+            let net = self.state.networks[id].clone();
+            if self.state.is_global(&net) {
+                let users: Vec<String> = self
+                    .cluster()?
+                    .claims(&net.id)?
+                    .iter()
+                    .map(|c| format!("{} (on {})", c.container, c.host))
+                    .collect();
+                if !users.is_empty() {
+                    return Err(EngineError::NetworkInUse(net.name, users.join(", ")));
+                }
+            }
+        }
         let mut names = Vec::new();
         for id in ids {
             let net = self.state.networks.remove(&id).expect("resolved above");
+            if self.state.is_global(&net) {
+                self.cluster()?.remove_network(&net)?;
+                self.undo.push(Undo::ClusterRemovedNetwork(net.clone()));
+                self.state.learned.retain(|_, e| e.network_id != id);
+            }
             self.dp.remove_network(net.vni)?;
             self.undo.push(Undo::RemovedNetwork(dp_network(&net)));
             gateway::remove_address(net.gateway)?;
@@ -714,8 +1083,16 @@ impl Engine {
                     .filter(|r| r.network_id == net.id)
                     .map(|r| r.ip),
             )
+            .chain(
+                self.state
+                    .learned
+                    .values()
+                    .filter(|e| e.network_id == net.id)
+                    .map(|e| e.ip),
+            )
             .collect();
-        let ip = match ip {
+        let want = ip;
+        let mut ip = match ip {
             Some(ip) if !ipam::is_host(net.subnet, ip) || ip == net.gateway => {
                 return Err(EngineError::AddressOutside(ip, net.subnet));
             }
@@ -725,6 +1102,29 @@ impl Engine {
                 .ok_or_else(|| EngineError::AddressesExhausted(net.name.clone()))?,
         };
         let id = ipam::new_id();
+        if self.state.is_global(&net) {
+            // The cluster store decides: its claims cover every host.
+            let host = self.advertise_ip().ok_or(EngineError::NoAdvertiseAddress)?;
+            let claim = |ip| Claim {
+                network_id: net.id.clone(),
+                ip,
+                mac: MacAddr::from_ipv4(ip),
+                host,
+                container: c.name.clone(),
+                endpoint_id: id.clone(),
+            };
+            ip = match self.cluster()?.claim_address(&net, want, &used, claim) {
+                Ok(ip) => ip,
+                Err(ClusterError::AddressTaken(ip)) => {
+                    return Err(EngineError::AddressInUse(ip, net.name));
+                }
+                Err(ClusterError::Exhausted(name)) => {
+                    return Err(EngineError::AddressesExhausted(name));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.undo.push(Undo::ClusterClaim(net.id.clone(), ip));
+        }
         let ifname = (0..)
             .map(|n| format!("eth{n}"))
             .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
@@ -821,7 +1221,30 @@ impl Engine {
             return Err(EngineError::NotConnected(name, net.name));
         };
         let ep = c.endpoints.remove(pos);
+        self.release_claim(&name, &ep)?;
         release_endpoint(&mut self.dp, &ep)?;
+        Ok(())
+    }
+
+    /// Gives an endpoint's address back to the cluster store (global
+    /// networks only).
+    fn release_claim(&mut self, container: &str, ep: &EndpointRecord) -> Result<(), EngineError> {
+        let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
+            return Ok(());
+        };
+        if !self.state.is_global(&net) {
+            return Ok(());
+        }
+        let host = self.advertise_ip().ok_or(EngineError::NoAdvertiseAddress)?;
+        self.cluster()?.release_address(&net.id, ep.ip)?;
+        self.undo.push(Undo::ClusterReleased(Claim {
+            network_id: net.id,
+            ip: ep.ip,
+            mac: ep.mac,
+            host,
+            container: container.to_owned(),
+            endpoint_id: ep.id.clone(),
+        }));
         Ok(())
     }
 
@@ -889,6 +1312,7 @@ impl Engine {
             stop_pid(c.pid);
         }
         for ep in &c.endpoints {
+            self.release_claim(&c.name, ep)?;
             release_endpoint(&mut self.dp, ep)?;
         }
         if c.owned_netns {
@@ -1011,6 +1435,34 @@ impl Engine {
         }
         self.dp.remove_remote_endpoint(net.vni, ip)?;
         Ok(())
+    }
+}
+
+/// A VNI for a new network: `wanted` if free, else the lowest free one of
+/// the driver's range.
+fn pick_vni(
+    used: &BTreeMap<u32, String>,
+    driver: Driver,
+    wanted: Option<u32>,
+) -> Result<u32, EngineError> {
+    match (driver, wanted) {
+        (Driver::Bridge, Some(_)) => Err(EngineError::VniOnBridge),
+        (Driver::Overlay, Some(v)) if v == 0 || v >= LOCAL_VNI_BASE => {
+            Err(EngineError::VniRange(v))
+        }
+        (Driver::Overlay, Some(v)) => match used.get(&v) {
+            Some(name) => Err(EngineError::VniInUse(v, name.clone())),
+            None => Ok(v),
+        },
+        (driver, None) => {
+            let (from, to) = match driver {
+                Driver::Overlay => (OVERLAY_VNI_BASE, LOCAL_VNI_BASE),
+                Driver::Bridge => (LOCAL_VNI_BASE, overlay_common::VNI_MAX + 1),
+            };
+            (from..to)
+                .find(|v| !used.contains_key(v))
+                .ok_or_else(|| EngineError::Invalid("no free VNI left".into()))
+        }
     }
 }
 

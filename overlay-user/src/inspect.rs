@@ -56,6 +56,25 @@ pub fn network_json(engine: &Engine, n: &NetworkRecord) -> Value {
             );
         }
     }
+    // Containers on other hosts (cluster mode), as this host last learned them.
+    for e in engine
+        .state
+        .learned
+        .values()
+        .filter(|e| e.network_id == n.id)
+    {
+        containers.insert(
+            format!("ep-{}", e.endpoint_id),
+            json!({
+                "Name": e.container,
+                "EndpointID": e.endpoint_id,
+                "MacAddress": e.mac.to_string(),
+                "IPv4Address": format!("{}/{}", e.ip, n.subnet.prefix_len()),
+                "IPv6Address": "",
+                "Host": e.host.to_string(),
+            }),
+        );
+    }
     let mut config = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
     if let Some(range) = n.ip_range {
         config["IPRange"] = json!(range.to_string());
@@ -64,14 +83,36 @@ pub fn network_json(engine: &Engine, n: &NetworkRecord) -> Value {
     if n.driver == overlay_user::store::Driver::Overlay {
         options["com.docker.network.driver.overlay.vxlanid_list"] = json!(n.vni.to_string());
     }
+    // Hosts taking part in the network: this one, static peers, and (in
+    // cluster mode) every host with containers on it.
+    let mut hosts: std::collections::BTreeSet<std::net::Ipv4Addr> = engine
+        .state
+        .peers
+        .iter()
+        .filter(|(_, id)| *id == n.id)
+        .map(|(ip, _)| *ip)
+        .collect();
+    hosts.extend(
+        engine
+            .state
+            .learned
+            .values()
+            .filter(|e| e.network_id == n.id)
+            .map(|e| e.host),
+    );
     let mut peers: Vec<Value> = Vec::new();
-    if let Some(h) = &engine.state.host {
-        peers.push(json!({"Name": "self", "IP": h.underlay_ip.to_string()}));
+    if let Some(ip) = engine.advertise_ip() {
+        hosts.remove(&ip);
+        peers.push(json!({"Name": "self", "IP": ip.to_string()}));
     }
-    for (ip, id) in &engine.state.peers {
-        if *id == n.id {
-            peers.push(json!({"Name": ip.to_string(), "IP": ip.to_string()}));
-        }
+    for ip in hosts {
+        let name = engine
+            .state
+            .cluster_hosts
+            .get(&ip)
+            .cloned()
+            .unwrap_or_else(|| ip.to_string());
+        peers.push(json!({"Name": name, "IP": ip.to_string()}));
     }
     json!({
         "Name": n.name,
@@ -122,6 +163,7 @@ pub fn ps(engine: &Engine, all: bool, as_json: bool) -> anyhow::Result<String> {
                 "Status": status,
                 "Networks": networks.join(","),
                 "Command": c.command.join(" "),
+                "Pid": c.pid,
             })
         })
         .collect();
@@ -156,6 +198,28 @@ pub fn status(engine: &Engine) -> anyhow::Result<String> {
             h.iface, h.underlay_ip, h.decap
         )),
         None => out.push_str("underlay: not attached (overlay attach --iface NIC)\n"),
+    }
+    match &engine.state.cluster {
+        Some(c) => {
+            let hosts: Vec<String> = engine
+                .state
+                .cluster_hosts
+                .iter()
+                .map(|(ip, name)| format!("{name} ({ip})"))
+                .collect();
+            out.push_str(&format!(
+                "cluster: etcd {} as {} lease {:x} ttl {}s\ncluster hosts: {} [{}]\n",
+                c.endpoints.join(","),
+                engine
+                    .advertise_ip()
+                    .map_or_else(|| "?".into(), |ip| ip.to_string()),
+                c.lease,
+                c.lease_ttl,
+                hosts.len(),
+                hosts.join(", ")
+            ));
+        }
+        None => out.push_str("cluster: none (embedded store; overlay daemon --store etcd://...)\n"),
     }
     let links: Vec<String> = std::fs::read_dir(dp.pin_dir().join("links"))
         .map(|d| {

@@ -2,6 +2,7 @@
 //! attach them, and program networks, endpoints and peers through a typed,
 //! validating [`Dataplane`].
 
+pub mod agent;
 pub mod bench;
 pub mod bpffs;
 pub mod cluster;
@@ -14,6 +15,7 @@ pub mod mac;
 pub mod netns;
 pub mod packet;
 pub mod sim;
+pub mod sim_etcd;
 pub mod store;
 
 pub use dataplane::{

@@ -22,6 +22,7 @@ use overlay_user::{
     store::{Driver, NetworkRecord},
 };
 
+mod daemon;
 mod demo;
 mod inspect;
 mod report;
@@ -115,13 +116,7 @@ enum Command {
     /// Keep the kernel in line with the stored state: repair on start and
     /// every --interval seconds (foreground; logs to stderr). Forwarding
     /// never depends on it: the programs and maps are pinned.
-    Daemon {
-        /// Reconcile once and exit.
-        #[arg(long)]
-        once: bool,
-        #[arg(long, default_value_t = 5)]
-        interval: u64,
-    },
+    Daemon(daemon::DaemonArgs),
     /// Remove every pinned map and link (detaches the programs).
     Destroy,
     /// Two simulated hosts, containers, isolation; removed at the end.
@@ -333,7 +328,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Exec { container, command } => return exec(&paths, &container, &command),
-        Command::Daemon { once, interval } => return daemon(&paths, &socket, once, interval),
+        Command::Daemon(args) => {
+            return daemon::run(&paths, &socket, cli.root.is_some(), args);
+        }
         _ => {}
     }
     if served_by_daemon(&cli.command) {
@@ -402,7 +399,7 @@ fn served_by_daemon(command: &Command) -> bool {
         command,
         Command::Run(_)
             | Command::Exec { .. }
-            | Command::Daemon { .. }
+            | Command::Daemon(_)
             | Command::Demo { .. }
             | Command::Bench(_)
             | Command::Destroy
@@ -482,7 +479,7 @@ fn dispatch(engine: &mut Engine, command: Command) -> anyhow::Result<After> {
             done()
         }
         Command::Exec { .. }
-        | Command::Daemon { .. }
+        | Command::Daemon(_)
         | Command::Demo { .. }
         | Command::Bench { .. }
         | Command::Destroy => {
@@ -651,49 +648,7 @@ fn exec(paths: &Paths, key: &str, command: &[String]) -> anyhow::Result<ExitCode
     Err(err).context("exec")
 }
 
-fn daemon(
-    paths: &Paths,
-    socket: &std::path::Path,
-    once: bool,
-    interval: u64,
-) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    tracing::info!(state = %paths.state_dir.display(), pins = %paths.pin_dir.display(), "overlay daemon starting");
-    if !once {
-        let listener = server::bind(socket)?;
-        tracing::info!(socket = %socket.display(), "serving the CLI");
-        let paths = paths.clone();
-        std::thread::spawn(move || server::serve(&listener, &paths));
-    }
-    loop {
-        // The store is held only for the pass, so CLI commands interleave.
-        let pass = Engine::open(paths).and_then(|mut engine| match engine.reconcile() {
-            Ok(repairs) => engine.commit().map(|()| repairs),
-            Err(e) => {
-                engine.rollback();
-                Err(e)
-            }
-        });
-        match pass {
-            Ok(r) if r.is_empty() => tracing::debug!("in sync"),
-            Ok(r) => tracing::info!(repairs = ?r, "repaired drift"),
-            Err(e) => tracing::error!(error = %e, "reconcile failed; retrying"),
-        }
-        if once {
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::thread::sleep(std::time::Duration::from_secs(interval.max(1)));
-    }
-}
-
-fn first_ipv4(iface: &str) -> anyhow::Result<Ipv4Addr> {
+pub(crate) fn first_ipv4(iface: &str) -> anyhow::Result<Ipv4Addr> {
     let out = netns::ip(&["-4", "-o", "addr", "show", "dev", iface])?;
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()

@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::MacAddr;
 
 /// key -> JSON record. Keys: `network/<id>`, `container/<name>`,
-/// `remote/<vni>/<ip>`, `peer/<ip>/<vni>`, `host`, `meta/schema`.
+/// `remote/<vni>/<ip>`, `peer/<ip>/<vni>`, `host`, `meta/schema`, and in
+/// cluster mode `cluster`, `learned/<network id>/<ip>`, `cluster-host/<ip>`
+/// (a cache of the cluster store, so forwarding state survives restarts
+/// while etcd is unreachable).
 const OBJECTS: TableDefinition<'_, &str, &str> = TableDefinition::new("objects");
 /// Version of the key layout and records; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -146,6 +149,38 @@ pub struct HostRecord {
     pub decap: String,
 }
 
+/// How this host reaches the cluster store (`overlay daemon --store`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// etcd client endpoints, `host:port`.
+    pub endpoints: Vec<String>,
+    /// Underlay address other hosts send this host's VXLAN traffic to.
+    pub advertise_ip: Option<Ipv4Addr>,
+    /// This host's etcd lease (0 until the daemon registered).
+    pub lease: i64,
+    /// Lease time to live, seconds.
+    pub lease_ttl: i64,
+    /// TLS: CA bundle, client certificate and key (PEM files).
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd user; its password is read from `password_file`.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// An endpoint on another host, learned from the cluster store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnedEndpoint {
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// Underlay address of its host.
+    pub host: Ipv4Addr,
+    pub container: String,
+    pub endpoint_id: String,
+}
+
 /// Everything the store holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -156,6 +191,19 @@ pub struct Snapshot {
     /// (host underlay IP, network id).
     pub peers: BTreeSet<(Ipv4Addr, String)>,
     pub host: Option<HostRecord>,
+    /// Set in cluster mode: overlay networks then live in etcd.
+    pub cluster: Option<ClusterRecord>,
+    /// Other hosts' endpoints on global networks, key `<network id>/<ip>`.
+    pub learned: BTreeMap<String, LearnedEndpoint>,
+    /// Live cluster hosts: underlay address -> host name.
+    pub cluster_hosts: BTreeMap<Ipv4Addr, String>,
+}
+
+impl Snapshot {
+    /// True when `net` lives in the cluster store rather than only here.
+    pub fn is_global(&self, net: &NetworkRecord) -> bool {
+        self.cluster.is_some() && net.driver == Driver::Overlay
+    }
 }
 
 impl Snapshot {
@@ -185,6 +233,16 @@ impl Snapshot {
         }
         if let Some(h) = &self.host {
             out.insert("host".to_owned(), json("host", h)?);
+        }
+        if let Some(c) = &self.cluster {
+            out.insert("cluster".to_owned(), json("cluster", c)?);
+        }
+        for (k, e) in &self.learned {
+            let key = format!("learned/{k}");
+            out.insert(key.clone(), json(&key, e)?);
+        }
+        for (ip, name) in &self.cluster_hosts {
+            out.insert(format!("cluster-host/{ip}"), name.clone());
         }
         Ok(out)
     }
@@ -217,6 +275,14 @@ impl Snapshot {
                 snap.peers.insert((ip, net.to_owned()));
             } else if key == "host" {
                 snap.host = Some(parse(key, value)?);
+            } else if key == "cluster" {
+                snap.cluster = Some(parse(key, value)?);
+            } else if let Some(k) = key.strip_prefix("learned/") {
+                snap.learned.insert(k.to_owned(), parse(key, value)?);
+            } else if let Some(ip) = key.strip_prefix("cluster-host/")
+                && let Ok(ip) = ip.parse()
+            {
+                snap.cluster_hosts.insert(ip, value.clone());
             }
         }
         Ok(snap)
@@ -314,6 +380,24 @@ mod tests {
         );
         snap.peers
             .insert(("192.0.2.2".parse().expect("ip"), "n1".into()));
+        snap.cluster = Some(ClusterRecord {
+            endpoints: vec!["192.0.2.9:2379".into()],
+            lease: 7,
+            ..ClusterRecord::default()
+        });
+        snap.learned.insert(
+            "n1/10.0.0.3".into(),
+            LearnedEndpoint {
+                network_id: "n1".into(),
+                ip: "10.0.0.3".parse().expect("ip"),
+                mac: MacAddr::from_ipv4("10.0.0.3".parse().expect("ip")),
+                host: "192.0.2.3".parse().expect("ip"),
+                container: "web".into(),
+                endpoint_id: "e1".into(),
+            },
+        );
+        snap.cluster_hosts
+            .insert("192.0.2.3".parse().expect("ip"), "h3".into());
         snap
     }
 

@@ -1,130 +1,12 @@
 //! The real `overlay` binary, driven as a user would, on a simulated host
 //! (a network namespace entered with `--netns`, state under `--root`).
 
-use std::{
-    os::unix::process::CommandExt as _,
-    path::PathBuf,
-    process::{Command, Output},
-};
+mod common;
 
-use overlay_user::netns::{NetNs, unique_name};
+use std::{os::unix::process::CommandExt as _, process::Command};
 
-/// Root check that refuses to skip under CI (see tests/src/lib.rs).
-fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: needs root under CI"
-    );
-    eprintln!("{test}: skipped, needs root");
-    false
-}
-
-/// A simulated host: its namespace and state root; everything the binary
-/// created (containers, namespaces, pins) is removed on drop.
-struct Host {
-    ns: NetNs,
-    root: PathBuf,
-    /// Prefix for container names, which are global `ip netns` names.
-    tag: String,
-}
-
-impl Host {
-    fn new() -> Self {
-        let tag = unique_name("cli");
-        let ns = NetNs::new(&format!("{tag}-host")).expect("host namespace");
-        let root = std::env::temp_dir().join(&tag);
-        Self { ns, root, tag }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_overlay"));
-        cmd.arg("--root")
-            .arg(&self.root)
-            .args(["--netns", self.ns.name()]);
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("spawn overlay")
-    }
-
-    /// Runs and requires success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "overlay {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-
-    fn name(&self, short: &str) -> String {
-        format!("{}-{short}", self.tag)
-    }
-
-    fn inspect(&self, network: &str) -> serde_json::Value {
-        let out = self.ok(&["network", "inspect", network]);
-        let mut v: serde_json::Value = serde_json::from_str(&out).expect("inspect is JSON");
-        v[0].take()
-    }
-
-    fn ip_of(&self, network: &str, container: &str) -> String {
-        let net = self.inspect(network);
-        let c = net["Containers"]
-            .as_object()
-            .expect("containers")
-            .values()
-            .find(|c| c["Name"] == container)
-            .unwrap_or_else(|| panic!("{container} not on {network}: {net}"));
-        c["IPv4Address"]
-            .as_str()
-            .expect("address")
-            .split('/')
-            .next()
-            .expect("ip")
-            .to_owned()
-    }
-
-    fn pings(&self, from: &str, ip: &str) -> bool {
-        self.run(&["exec", from, "--", "ping", "-c", "1", "-W", "1", ip])
-            .status
-            .success()
-    }
-
-    /// Everything a user could observe of the state.
-    fn observable(&self) -> String {
-        let mut s = self.ok(&["network", "ls", "--format", "json"]);
-        s.push_str(&self.ok(&["ps", "-a", "--format", "json"]));
-        let ls: Vec<serde_json::Value> =
-            serde_json::from_str(&self.ok(&["network", "ls", "--format", "json"])).expect("json");
-        for n in ls {
-            s.push_str(&self.ok(&["network", "inspect", n["Name"].as_str().expect("name")]));
-        }
-        s
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Ok(out) = self.cmd().args(["ps", "-a", "--format", "json"]).output()
-            && let Ok(rows) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
-        {
-            for r in rows {
-                let _ = self
-                    .cmd()
-                    .args(["rm", "-f", r["Name"].as_str().unwrap_or_default()])
-                    .output();
-            }
-        }
-        let _ = self.cmd().arg("destroy").output();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
+use common::{Host, Switch, require_root};
+use overlay_user::netns::NetNs;
 
 #[test]
 fn docker_network_tutorial_walkthrough() {
@@ -898,40 +780,9 @@ fn two_hosts_over_the_cli_with_static_peers() {
         return;
     }
     let (h1, h2) = (Host::new(), Host::new());
-    let switch = NetNs::new(&h1.name("sw")).expect("switch namespace");
-    switch
-        .exec(&["ip", "link", "add", "br0", "type", "bridge"])
-        .expect("bridge");
-    switch
-        .exec(&["ip", "link", "set", "br0", "up"])
-        .expect("bridge up");
-    for (i, h) in [&h1, &h2].into_iter().enumerate() {
-        let port = format!("p{i}");
-        overlay_user::netns::ip(&[
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            h.ns.name(),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            switch.name(),
-        ])
-        .expect("underlay veth");
-        switch
-            .exec(&["ip", "link", "set", &port, "master", "br0"])
-            .expect("port");
-        switch
-            .exec(&["ip", "link", "set", &port, "up"])
-            .expect("port up");
-        let addr = format!("10.100.0.{}/24", i + 1);
-        h.ns.exec(&["ip", "addr", "add", &addr, "dev", "eth0"])
-            .expect("address");
-        h.ns.exec(&["ip", "link", "set", "eth0", "up"]).expect("up");
+    let mut switch = Switch::new(&h1.tag);
+    for h in [&h1, &h2] {
+        switch.plug(h);
         h.ok(&["attach", "--iface", "eth0", "--decap", "tc"]);
         h.ok(&[
             "network",
@@ -1015,4 +866,42 @@ fn two_hosts_over_the_cli_with_static_peers() {
         peers.contains("10.100.0.2") && peers.contains("ov"),
         "{peers}"
     );
+}
+
+#[test]
+fn daemon_settings_are_validated_before_anything_changes() {
+    if !require_root("daemon_settings_are_validated_before_anything_changes") {
+        return;
+    }
+    let h = Host::new();
+    h.ok(&["network", "ls"]);
+    let before = h.observable();
+    std::fs::write(h.root.join("bad.toml"), "stor = \"etcd://10.0.0.1:2379\"\n").expect("file");
+    let bad = h.root.join("bad.toml");
+    let cases: [(&[&str], &str); 5] = [
+        (&["--config", bad.to_str().expect("path")], "bad.toml"),
+        (
+            &["--config", "/nonexistent/daemon.toml"],
+            "reading config file",
+        ),
+        (&["--store", "consul://x:1"], "invalid --store"),
+        (&["--store", "etcd://10.0.0.1"], "invalid etcd endpoint"),
+        (
+            &["--store", "etcd://10.0.0.1:2379", "--lease-ttl", "1"],
+            "invalid --lease-ttl",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut argv = vec!["daemon", "--once"];
+        argv.extend_from_slice(args);
+        let err = h.fails(&argv);
+        assert!(
+            err.contains(want) && err.lines().count() == 1,
+            "{args:?}: want {want:?} in one line, got: {err}"
+        );
+    }
+    // Joining a cluster needs an address to advertise.
+    let err = h.fails(&["daemon", "--once", "--store", "etcd://10.0.0.1:2379"]);
+    assert!(err.contains("advertise"), "{err}");
+    assert_eq!(h.observable(), before, "nothing changed");
 }

@@ -4,24 +4,16 @@
 use std::{
     collections::BTreeSet,
     net::{Ipv4Addr, TcpListener},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use overlay_user::{
     MacAddr,
-    cluster::{Claim, ClusterError, ClusterStore, HostInfo},
+    cluster::{Claim, ClusterError, ClusterOptions, ClusterStore, HostInfo},
     ipam,
+    sim_etcd::Etcd,
     store::{Driver, NetworkRecord},
 };
-
-/// A throwaway single-member etcd; killed and its data removed on drop.
-struct Etcd {
-    child: Child,
-    dir: PathBuf,
-    endpoint: String,
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -30,55 +22,21 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-impl Etcd {
-    fn start() -> Self {
-        let (client, peer) = (free_port(), free_port());
-        let dir = std::env::temp_dir().join(format!("ovl-etcd-{}", ipam::new_id()));
-        let c = format!("http://127.0.0.1:{client}");
-        let p = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
-            .args(["--name", "t", "--data-dir"])
-            .arg(&dir)
-            .args(["--listen-client-urls", &c, "--advertise-client-urls", &c])
-            .args([
-                "--listen-peer-urls",
-                &p,
-                "--initial-advertise-peer-urls",
-                &p,
-            ])
-            .args(["--initial-cluster", &format!("t={p}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd (apt package etcd-server)");
-        let etcd = Self {
-            child,
-            dir,
-            endpoint: format!("127.0.0.1:{client}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while etcd.connect().is_err() {
-            assert!(Instant::now() < deadline, "etcd did not come up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        etcd
-    }
-
-    fn connect(&self) -> Result<ClusterStore, ClusterError> {
-        ClusterStore::connect(
-            std::slice::from_ref(&self.endpoint),
-            None,
-            Duration::from_secs(2),
-        )
-    }
+fn etcd() -> Etcd {
+    Etcd::on_loopback().expect("etcd on loopback")
 }
 
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn host(store: &mut ClusterStore, ip: Ipv4Addr, ttl: i64) {
+    store
+        .register_host(
+            &HostInfo {
+                underlay_ip: ip,
+                name: format!("h{ip}"),
+            },
+            ttl,
+            0,
+        )
+        .expect("register");
 }
 
 fn network(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
@@ -98,8 +56,13 @@ fn network(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
     }
 }
 
-fn claim(host: Ipv4Addr, container: &str) -> impl Fn(Ipv4Addr) -> Claim + '_ {
+fn claim<'a>(
+    net: &'a NetworkRecord,
+    host: Ipv4Addr,
+    container: &'a str,
+) -> impl Fn(Ipv4Addr) -> Claim + 'a {
     move |ip| Claim {
+        network_id: net.id.clone(),
         ip,
         mac: MacAddr::from_ipv4(ip),
         host,
@@ -110,7 +73,7 @@ fn claim(host: Ipv4Addr, container: &str) -> impl Fn(Ipv4Addr) -> Claim + '_ {
 
 #[test]
 fn two_creates_with_one_name_one_wins() {
-    let etcd = Etcd::start();
+    let etcd = etcd();
     let results: Vec<Result<(), ClusterError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2u32)
             .map(|i| {
@@ -152,7 +115,7 @@ fn two_creates_with_one_name_one_wins() {
 
 #[test]
 fn concurrent_claims_from_two_hosts_never_collide() {
-    let etcd = Etcd::start();
+    let etcd = etcd();
     let net = network("big", 6000, "10.1.0.0/24");
     etcd.connect()
         .expect("connect")
@@ -165,10 +128,12 @@ fn concurrent_claims_from_two_hosts_never_collide() {
                 let (etcd, net) = (&etcd, &net);
                 s.spawn(move || {
                     let mut store = etcd.connect().expect("connect");
+                    self::host(&mut store, host, 30);
                     (0..100)
                         .map(|i| {
+                            let name = format!("c{i}");
                             store
-                                .claim_address(net, None, claim(host, &format!("c{i}")))
+                                .claim_address(net, None, &BTreeSet::new(), claim(net, host, &name))
                                 .expect("claim")
                         })
                         .collect::<Vec<_>>()
@@ -198,14 +163,15 @@ fn concurrent_claims_from_two_hosts_never_collide() {
     // A static claim of a taken address fails cleanly; a free one works.
     let taken = *distinct.iter().next().expect("one");
     let host = Ipv4Addr::new(10, 100, 0, 3);
+    self::host(&mut store, host, 30);
     assert!(matches!(
-        store.claim_address(&net, Some(taken), claim(host, "x")),
+        store.claim_address(&net, Some(taken), &BTreeSet::new(), claim(&net, host, "x")),
         Err(ClusterError::AddressTaken(ip)) if ip == taken
     ));
     store.release_address(&net.id, taken).expect("release");
     assert_eq!(
         store
-            .claim_address(&net, Some(taken), claim(host, "x"))
+            .claim_address(&net, Some(taken), &BTreeSet::new(), claim(&net, host, "x"))
             .expect("reuse"),
         taken
     );
@@ -213,7 +179,7 @@ fn concurrent_claims_from_two_hosts_never_collide() {
 
 #[test]
 fn a_dead_hosts_claims_expire_with_its_lease() {
-    let etcd = Etcd::start();
+    let etcd = etcd();
     let net = network("n", 7000, "10.2.0.0/24");
     let (dead_ip, live_ip) = (Ipv4Addr::new(10, 100, 0, 1), Ipv4Addr::new(10, 100, 0, 2));
     let mut live = etcd.connect().expect("connect");
@@ -224,9 +190,10 @@ fn a_dead_hosts_claims_expire_with_its_lease() {
             name: "live".into(),
         },
         3,
+        0,
     )
     .expect("register live");
-    live.claim_address(&net, None, claim(live_ip, "l"))
+    live.claim_address(&net, None, &BTreeSet::new(), claim(&net, live_ip, "l"))
         .expect("live claim");
     {
         let mut dead = etcd.connect().expect("connect");
@@ -236,9 +203,10 @@ fn a_dead_hosts_claims_expire_with_its_lease() {
                 name: "dead".into(),
             },
             2,
+            0,
         )
         .expect("register dead");
-        dead.claim_address(&net, None, claim(dead_ip, "d"))
+        dead.claim_address(&net, None, &BTreeSet::new(), claim(&net, dead_ip, "d"))
             .expect("dead claim");
         // The dead host stops renewing: dropped without revoking.
     }
@@ -271,9 +239,16 @@ fn a_dead_hosts_claims_expire_with_its_lease() {
 #[test]
 fn an_unreachable_store_is_a_clear_error() {
     let port = free_port(); // nothing listens there
-    let err = ClusterStore::connect(&[format!("127.0.0.1:{port}")], None, Duration::from_secs(1))
-        .err()
-        .expect("nothing answers");
+    let err = ClusterStore::connect(&ClusterOptions {
+        endpoints: vec![format!("127.0.0.1:{port}")],
+        user: None,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        timeout: Duration::from_secs(1),
+    })
+    .err()
+    .expect("nothing answers");
     let msg = err.to_string();
     assert!(
         matches!(err, ClusterError::Unreachable { .. }) && msg.contains(&port.to_string()),

@@ -1,0 +1,169 @@
+//! The cluster agent, one thread of `overlay daemon --store etcd://...`:
+//! keeps this host registered under its lease and keeps the host's cache of
+//! the cluster (global networks, other hosts' endpoints, the peers they
+//! imply) equal to etcd, by listing everything once and then watching from
+//! that revision.
+//!
+//! While etcd is unreachable nothing here touches the dataplane: forwarding
+//! goes on with the last state it learned. When etcd answers again the agent
+//! renews (or replaces) its lease, lists everything again and resumes
+//! watching; no restart is needed.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    cluster::{ClusterError, ClusterOptions, ClusterStore, HostInfo, Mirror},
+    engine::{ClusterSync, Engine, EngineError, Paths},
+};
+
+/// What the agent needs.
+#[derive(Clone)]
+pub struct AgentConfig {
+    pub paths: Paths,
+    pub host: HostInfo,
+    /// Lease time to live, seconds.
+    pub ttl: i64,
+    pub options: ClusterOptions,
+}
+
+/// Why a session with etcd ended.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("lease {0} expired; registering again")]
+    LeaseLost(i64),
+}
+
+/// Runs until `stop` is set, starting a new session whenever one ends.
+pub fn run(cfg: &AgentConfig, stop: &AtomicBool) {
+    let mut backoff = Duration::from_millis(200);
+    while !stop.load(Ordering::Relaxed) {
+        let started = Instant::now();
+        match session(cfg, stop) {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %chain(&e), "cluster store session ended; retrying"),
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = Duration::from_millis(200);
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// An error with its causes, `a: b: c`.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Runs `f` on this host's state as one command: committed, or undone.
+fn with_engine<T>(
+    paths: &Paths,
+    f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    let mut engine = Engine::open(paths)?;
+    match f(&mut engine) {
+        Ok(v) => {
+            engine.commit()?;
+            Ok(v)
+        }
+        Err(e) => {
+            engine.rollback();
+            Err(e)
+        }
+    }
+}
+
+fn session(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
+    let mut store = ClusterStore::connect(&cfg.options)?;
+    let stored = with_engine(&cfg.paths, |e| {
+        Ok(e.state.cluster.as_ref().map_or(0, |c| c.lease))
+    })?;
+    let lease = store.register_host(&cfg.host, cfg.ttl, stored)?;
+    if lease != stored {
+        with_engine(&cfg.paths, |e| {
+            if let Some(c) = e.state.cluster.as_mut() {
+                c.lease = lease;
+            }
+            Ok(())
+        })?;
+    }
+    tracing::info!(
+        lease,
+        reused = lease == stored,
+        host = %cfg.host.underlay_ip,
+        "registered with the cluster store"
+    );
+    let mut mirror = store.mirror()?;
+    apply(cfg, &mut store, &mirror)?;
+    store.watch(&mirror)?;
+    let renew_every = Duration::from_secs(u64::try_from(cfg.ttl / 3).unwrap_or(1).max(1));
+    let mut renew_at = Instant::now() + renew_every;
+    while !stop.load(Ordering::Relaxed) {
+        let wait = renew_at
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(1));
+        if store.next_changes(&mut mirror, wait)? {
+            // Take a burst of events in one pass.
+            while store.next_changes(&mut mirror, Duration::from_millis(5))? {}
+            apply(cfg, &mut store, &mirror)?;
+        }
+        if Instant::now() >= renew_at {
+            if !store.keep_alive()? {
+                return Err(AgentError::LeaseLost(store.lease()));
+            }
+            renew_at = Instant::now() + renew_every;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the mirror to this host, then fixes this host's own claims.
+fn apply(cfg: &AgentConfig, store: &mut ClusterStore, mirror: &Mirror) -> Result<(), AgentError> {
+    let (view, bad) = mirror.view();
+    for key in bad {
+        tracing::warn!(%key, "ignoring a record this version cannot read");
+    }
+    let sync: ClusterSync = with_engine(&cfg.paths, |e| e.apply_cluster_view(&view))?;
+    if sync.changed() {
+        tracing::info!(
+            revision = mirror.revision,
+            networks_added = ?sync.networks_added,
+            networks_removed = ?sync.networks_removed,
+            endpoints_added = sync.endpoints_added,
+            endpoints_removed = sync.endpoints_removed,
+            "applied cluster changes"
+        );
+    }
+    for conflict in &sync.conflicts {
+        tracing::warn!(%conflict, "cluster conflict");
+    }
+    for claim in &sync.claims_missing {
+        if store.put_claim(claim)? {
+            tracing::info!(ip = %claim.ip, container = %claim.container, "claimed address");
+        } else {
+            tracing::warn!(ip = %claim.ip, container = %claim.container,
+                "address of a local endpoint is held by another host");
+        }
+    }
+    for stale in &sync.claims_stale {
+        if store.delete_claim(stale)? {
+            tracing::info!(ip = %stale.claim.ip, container = %stale.claim.container,
+                "released the claim of an endpoint that is gone");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Hosts sharing overlay networks through etcd: each simulated host runs its
+//! own `overlay daemon --store etcd://...` in its namespace, and etcd runs in
+//! the switch namespace, reached over the underlay like any other service.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, TcpListener, TcpStream},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use common::{Host, SWITCH_IP, Switch, eventually, require_root};
+use overlay_user::{netns::NetNs, sim_etcd::Etcd};
+
+/// Lease time to live of the test agents, seconds: short, so expiry is quick.
+const TTL: &str = "4";
+
+/// Hosts on one switch, etcd on the switch. Dropped in field order: the
+/// hosts (their containers release their addresses), then etcd, then the
+/// switch.
+struct Cluster {
+    hosts: Vec<Host>,
+    etcd: Etcd,
+    _switch: Switch,
+}
+
+impl Cluster {
+    fn new(decaps: &[&str]) -> Self {
+        let hosts: Vec<Host> = decaps.iter().map(|_| Host::new()).collect();
+        let mut switch = Switch::new(&hosts[0].tag);
+        for (h, decap) in hosts.iter().zip(decaps) {
+            switch.plug(h);
+            // A real wire: the sender finishes checksums and segments (see
+            // overlay_user::sim on veth underlays).
+            h.ns.run(|| overlay_user::netns::disable_tx_checksum_offload("eth0"))
+                .expect("host namespace")
+                .expect("tx checksum offload off");
+            h.ok(&["attach", "--iface", "eth0", "--decap", decap]);
+        }
+        let ip: Ipv4Addr = SWITCH_IP.parse().expect("switch address");
+        let etcd = Etcd::in_netns(switch.ns.name(), ip).expect("etcd in the switch namespace");
+        let mut cluster = Self {
+            hosts,
+            etcd,
+            _switch: switch,
+        };
+        for i in 0..decaps.len() {
+            cluster.start_agent(i);
+        }
+        let n = decaps.len();
+        for h in &cluster.hosts {
+            assert!(
+                eventually(15, || h
+                    .ok(&["status"])
+                    .contains(&format!("cluster hosts: {n} ")))
+                .is_some(),
+                "{} never saw all {n} hosts:\n{}\n{}",
+                h.tag,
+                h.ok(&["status"]),
+                h.log()
+            );
+        }
+        cluster
+    }
+
+    /// Starts host `i`'s agent; host 3 takes its settings from a config
+    /// file, the others from flags.
+    fn start_agent(&mut self, i: usize) {
+        let store = format!("etcd://{SWITCH_IP}:2379");
+        let name = format!("host{}", i + 1);
+        let h = &mut self.hosts[i];
+        if i == 2 {
+            let config = h.root.join("daemon.toml");
+            std::fs::create_dir_all(&h.root).expect("root");
+            std::fs::write(
+                &config,
+                format!(
+                    "store = \"{store}\"\nlease-ttl = {TTL}\ninterval = 2\nhost-name = \"{name}\"\n"
+                ),
+            )
+            .expect("config file");
+            h.start_daemon(&["--config", config.to_str().expect("utf-8 path")]);
+        } else {
+            h.start_daemon(&[
+                "--store",
+                &store,
+                "--lease-ttl",
+                TTL,
+                "--interval",
+                "2",
+                "--host-name",
+                &name,
+            ]);
+        }
+    }
+
+    /// Creates an overlay network on host `on` and waits until every host
+    /// lists it.
+    fn create(&self, on: usize, name: &str, subnet: &str) -> String {
+        let id = self.hosts[on].ok(&[
+            "network", "create", "-d", "overlay", "--subnet", subnet, name,
+        ]);
+        for h in &self.hosts {
+            assert!(
+                eventually(10, || h
+                    .ok(&["network", "ls", "-q", "--filter", "scope=global"])
+                    .lines()
+                    .any(|l| id.starts_with(l)))
+                .is_some(),
+                "{} never listed {name}:\n{}",
+                h.tag,
+                h.log()
+            );
+        }
+        id
+    }
+}
+
+fn containers(net: &serde_json::Value) -> Vec<(String, String)> {
+    net["Containers"]
+        .as_object()
+        .expect("containers")
+        .values()
+        .map(|c| {
+            (
+                c["Name"].as_str().expect("name").to_owned(),
+                c["IPv4Address"].as_str().expect("address").to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn peer_ips(net: &serde_json::Value) -> BTreeSet<String> {
+    net["Peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .map(|p| p["IP"].as_str().expect("ip").to_owned())
+        .collect()
+}
+
+/// Sends `len` bytes from container `from` to `to_ip` port 5001 in container
+/// `to` over TCP; true when every byte arrived intact.
+fn transfer(from: &str, to: &str, to_ip: &str, len: usize) -> bool {
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+    let to = to.to_owned();
+    let receiver = std::thread::spawn(move || {
+        NetNs::existing(&to)
+            .run(|| {
+                let listener = TcpListener::bind("0.0.0.0:5001").expect("listen");
+                let (mut s, _) = listener.accept().expect("accept");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+                let mut got = Vec::new();
+                // A stall shows as a short read, not a hang.
+                let _ = s.read_to_end(&mut got);
+                got
+            })
+            .expect("receiver namespace")
+    });
+    let addr = format!("{to_ip}:5001");
+    NetNs::existing(from)
+        .run(|| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut s = loop {
+                match TcpStream::connect(&addr) {
+                    Ok(s) => break s,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => panic!("connect {addr}: {e}"),
+                }
+            };
+            s.set_write_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let _ = s.write_all(&data);
+        })
+        .expect("sender namespace");
+    let got = receiver.join().expect("receiver");
+    got.len() == len && got == (0..len).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>()
+}
+
+#[test]
+fn three_hosts_share_overlay_networks_through_etcd() {
+    if !require_root("three_hosts_share_overlay_networks_through_etcd") {
+        return;
+    }
+    let c = Cluster::new(&["tc", "tc", "xdp-generic"]);
+    let [h1, h2, h3] = &c.hosts[..] else {
+        unreachable!("three hosts")
+    };
+    let status = h1.ok(&["status"]);
+    assert!(
+        status.contains("host3 (10.100.0.3)"),
+        "host 3's name came from its config file: {status}"
+    );
+    // Created on host 1, used on hosts 2 and 3 without any command there
+    // but `run`.
+    c.create(0, "front", "10.210.0.0/24");
+    let (a, b) = (h2.container("a", "front"), h3.container("b", "front"));
+    let (a_ip, b_ip) = (h2.ip_of("front", &a), h3.ip_of("front", &b));
+    assert_ne!(a_ip, b_ip, "distinct addresses across hosts");
+    let took = eventually(10, || h2.pings(&a, &b_ip));
+    assert!(took.is_some(), "a (host 2) never reached b (host 3)");
+    assert!(h3.pings(&b, &a_ip), "and back");
+    assert!(
+        transfer(&a, &b, &b_ip, 4 << 20),
+        "4 MiB over TCP arrive intact"
+    );
+
+    // Any host's inspect shows every host's containers and the hosts taking
+    // part.
+    let net = h1.inspect("front");
+    let names: Vec<String> = containers(&net).into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.contains(&a) && names.contains(&b),
+        "host 1 lists both: {net}"
+    );
+    assert_eq!(net["Scope"], "global");
+    let peers = peer_ips(&net);
+    assert!(
+        peers.contains("10.100.0.2") && peers.contains("10.100.0.3"),
+        "hosts 2 and 3 are peers: {peers:?}"
+    );
+
+    // Isolation between overlay networks, across hosts and on one host.
+    c.create(0, "back", "10.211.0.0/24");
+    let (d, e) = (h2.container("d", "back"), h3.container("e", "back"));
+    let e_ip = h3.ip_of("back", &e);
+    assert!(
+        eventually(10, || h2.pings(&d, &e_ip)).is_some(),
+        "d reaches e on back"
+    );
+    assert!(
+        !h2.pings(&a, &e_ip),
+        "front (host 2) cannot reach back (host 3)"
+    );
+    assert!(!h3.pings(&b, &e_ip), "nor on one host");
+    assert!(!h3.pings(&e, &b_ip), "nor the other way");
+
+    // Names are cluster-wide; a network in use anywhere stays.
+    let dup = h3.fails(&["network", "create", "-d", "overlay", "front"]);
+    assert!(dup.contains("already exists"), "{dup}");
+    let busy = h1.fails(&["network", "rm", "front"]);
+    assert!(busy.contains("in use") && busy.contains(&a), "{busy}");
+    // Removing it once nothing uses it removes it everywhere.
+    h2.ok(&["rm", "-f", &a]);
+    h3.ok(&["rm", "-f", &b]);
+    h1.ok(&["network", "rm", "front"]);
+    for h in [h2, h3] {
+        assert!(
+            eventually(10, || !h.ok(&["network", "ls"]).contains(" front ")).is_some(),
+            "{} still lists front",
+            h.tag
+        );
+    }
+}
+
+#[test]
+fn etcd_outage_keeps_forwarding_and_the_agents_resync() {
+    if !require_root("etcd_outage_keeps_forwarding_and_the_agents_resync") {
+        return;
+    }
+    let mut c = Cluster::new(&["tc", "tc"]);
+    c.create(0, "net", "10.220.0.0/24");
+    let (a, b) = (
+        c.hosts[0].container("a", "net"),
+        c.hosts[1].container("b", "net"),
+    );
+    let local = c.hosts[0].container("l", "bridge");
+    let (a_ip, b_ip) = (c.hosts[0].ip_of("net", &a), c.hosts[1].ip_of("net", &b));
+    assert!(
+        eventually(10, || c.hosts[0].pings(&a, &b_ip)).is_some(),
+        "a reaches b"
+    );
+    assert!(c.hosts[1].pings(&b, &a_ip));
+
+    // 3300 pings at 10 ms: about 33 s, across the whole outage.
+    let flood = c.hosts[0]
+        .cmd()
+        .args([
+            "exec", &a, "--", "ping", "-q", "-c", "3300", "-i", "0.01", &b_ip,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("ping flood");
+    std::thread::sleep(Duration::from_millis(500));
+    c.etcd.stop();
+    let down = Instant::now();
+
+    let h1 = &c.hosts[0];
+    let before = h1.observable();
+    let new = h1.name("new");
+    let err = h1.fails(&[
+        "run",
+        "-d",
+        "--name",
+        &new,
+        "--network",
+        "net",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    assert!(
+        err.contains("cluster store unreachable at 10.100.0.254:2379") && err.lines().count() == 1,
+        "one clear line: {err}"
+    );
+    let err = h1.fails(&["network", "connect", "net", &local]);
+    assert!(err.contains("unreachable"), "{err}");
+    let err = h1.fails(&["network", "create", "-d", "overlay", "other"]);
+    assert!(err.contains("unreachable"), "{err}");
+    assert_eq!(h1.observable(), before, "failed commands change nothing");
+    // Local networks do not need the cluster.
+    h1.ok(&["network", "create", "--subnet", "10.221.0.0/24", "loc"]);
+    h1.ok(&["network", "rm", "loc"]);
+
+    std::thread::sleep(Duration::from_secs(30).saturating_sub(down.elapsed()));
+    c.etcd.resume().expect("etcd back");
+    let h1 = &c.hosts[0];
+    let h2 = &c.hosts[1];
+    // A connect made on host 1 after the outage is reachable from host 2.
+    let d = h1.container("d", "net");
+    let d_ip = h1.ip_of("net", &d);
+    assert!(
+        eventually(15, || h2.pings(&b, &d_ip)).is_some(),
+        "host 2 learned d after the outage:\n{}",
+        h2.log()
+    );
+    let out = flood.wait_with_output().expect("flood result");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("3300 packets transmitted, 3300 received"),
+        "zero loss on the existing flow across a 30 s etcd outage: {text}"
+    );
+}
+
+#[test]
+fn a_dead_agents_containers_keep_talking_until_its_lease_expires() {
+    if !require_root("a_dead_agents_containers_keep_talking_until_its_lease_expires") {
+        return;
+    }
+    let mut c = Cluster::new(&["tc", "tc", "tc"]);
+    c.create(0, "net", "10.230.0.0/24");
+    let a = c.hosts[0].container("a", "net");
+    let x = c.hosts[2].container("x", "net");
+    let (a_ip, x_ip) = (c.hosts[0].ip_of("net", &a), c.hosts[2].ip_of("net", &x));
+    assert!(eventually(10, || c.hosts[0].pings(&a, &x_ip)).is_some());
+
+    c.hosts[2].stop_daemon(); // kill -9
+    assert!(
+        c.hosts[0].pings(&a, &x_ip) && c.hosts[2].pings(&x, &a_ip),
+        "forwarding does not depend on the agent"
+    );
+    // Its lease expires: the others forget host 3 and its containers.
+    let gone = eventually(20, || {
+        let net = c.hosts[1].inspect("net");
+        !containers(&net).iter().any(|(n, _)| *n == x) && !peer_ips(&net).contains("10.100.0.3")
+    });
+    assert!(gone.is_some(), "host 2 still lists host 3 after its lease");
+    assert!(
+        eventually(10, || c.hosts[0]
+            .ok(&["status"])
+            .contains("cluster hosts: 2 "))
+        .is_some()
+    );
+    assert!(
+        !c.hosts[0].pings(&a, &x_ip),
+        "host 1 no longer sends to the dead host"
+    );
+    // The agent comes back: it registers again and re-claims its addresses.
+    c.start_agent(2);
+    assert!(
+        eventually(15, || c.hosts[0].pings(&a, &x_ip)).is_some(),
+        "host 3 is back:\n{}",
+        c.hosts[2].log()
+    );
+}
+
+#[test]
+fn two_hundred_concurrent_connects_on_two_hosts_get_distinct_addresses() {
+    if !require_root("two_hundred_concurrent_connects_on_two_hosts_get_distinct_addresses") {
+        return;
+    }
+    let c = Cluster::new(&["tc", "tc"]);
+    c.create(0, "big", "10.240.0.0/23");
+    let namespaces: Vec<NetNs> = (0..200)
+        .map(|i| NetNs::new(&c.hosts[0].name(&format!("n{i}"))).expect("namespace"))
+        .collect();
+    let children: Vec<_> = namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            c.hosts[i % 2]
+                .cmd()
+                .args(["network", "connect", "big", ns.name()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("connect")
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().expect("connect result");
+        assert!(
+            out.status.success(),
+            "connect failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for h in &c.hosts {
+        let mut seen = Vec::new();
+        let all = eventually(20, || {
+            seen = containers(&h.inspect("big"));
+            seen.len() == 200
+        });
+        assert!(all.is_some(), "{} lists {} of 200", h.tag, seen.len());
+        let distinct: BTreeSet<&String> = seen.iter().map(|(_, ip)| ip).collect();
+        assert_eq!(distinct.len(), 200, "200 distinct addresses: {seen:?}");
+    }
+    drop(namespaces);
+}
