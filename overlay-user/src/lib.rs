@@ -15,6 +15,7 @@ pub mod mac;
 pub mod netns;
 pub mod packet;
 pub mod sim;
+pub mod sim_cli;
 pub mod sim_etcd;
 pub mod store;
 

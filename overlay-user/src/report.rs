@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use overlay_user::bench::{
     self, ProgCost,
+    cluster::Convergence,
     control::{self, ControlCost, MapMemory},
     traffic::{self, PathKind, PathResult, TrafficOptions},
 };
@@ -29,9 +30,12 @@ pub struct BenchArgs {
     /// Round trips per latency measurement; default 5000, quick 500.
     #[arg(long)]
     rr_iterations: Option<usize>,
-    /// Skip the traffic benchmark (program cost only).
+    /// Skip the traffic and cluster benchmarks (program cost only).
     #[arg(long)]
     prog_run_only: bool,
+    /// Connects measured for cluster convergence; default 10, quick 2.
+    #[arg(long)]
+    convergence_rounds: Option<usize>,
     /// Write the results as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -62,6 +66,7 @@ struct Results {
     control_plane: Vec<ControlCost>,
     map_memory: Vec<MapMemory>,
     traffic: Vec<PathResult>,
+    cluster: Option<Convergence>,
 }
 
 fn cost_rows(costs: &[ProgCost]) -> Vec<CostRow> {
@@ -108,14 +113,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let samples = args
         .samples
         .unwrap_or(if args.quick { 500 } else { 50_000 });
-    eprintln!("[1/3] BPF_PROG_RUN cost: {samples} single runs per path");
+    eprintln!("[1/4] BPF_PROG_RUN cost: {samples} single runs per path");
     let prog_run = cost_rows(&bench::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?);
     let counts: &[usize] = if args.quick {
         &[1000]
     } else {
         &[1000, 10_000, 100_000]
     };
-    eprintln!("[2/3] control plane: programming {counts:?} remote endpoints");
+    eprintln!("[2/4] control plane: programming {counts:?} remote endpoints");
     let (control_plane, map_memory) =
         control::program_remote_endpoints(counts).context("control-plane benchmark")?;
     let traffic = if args.prog_run_only {
@@ -128,9 +133,19 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             TrafficOptions::FULL
         };
         traffic::run(&PathKind::ALL, opts, |step| {
-            eprintln!("[3/3] traffic: {step}")
+            eprintln!("[3/4] traffic: {step}")
         })
         .context("traffic benchmark")?
+    };
+    let cluster = if args.prog_run_only {
+        None
+    } else {
+        let rounds = args
+            .convergence_rounds
+            .unwrap_or(if args.quick { 2 } else { 10 });
+        eprintln!("[4/4] cluster convergence: {rounds} connects, 2 hosts, etcd");
+        let binary = std::env::current_exe().context("locating the overlay binary")?;
+        Some(bench::cluster::convergence(&binary, rounds))
     };
     let results = Results {
         machine: machine(),
@@ -142,6 +157,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         control_plane,
         map_memory,
         traffic,
+        cluster,
     };
     print!("{}", tables(&results));
     if let Some(path) = &args.json {
@@ -240,6 +256,16 @@ fn tables(r: &Results) -> String {
             kernel.map_or_else(|| "-".into(), |k| ratio(t.tcp1_gbps, k.tcp1_gbps)),
             limit.map_or_else(|| "-".into(), |l| ratio(t.tcp1_gbps, l.tcp1_gbps)),
             limit.map_or_else(|| "-".into(), |l| ratio(t.rr_median_us, l.rr_median_us)),
+        );
+    }
+    if let Some(c) = &r.cluster {
+        let _ = writeln!(
+            out,
+            "\nCluster convergence (2 hosts, etcd on the underlay): from starting `network connect` \
+             on host 2 to the first reply at a container on host 1, over {} connects\n\
+             | median ms | max ms | connect command median ms |\n|---|---|---|\n\
+             | {:.1} | {:.1} | {:.1} |",
+            c.rounds, c.median_ms, c.max_ms, c.connect_median_ms
         );
     }
     out

@@ -5,7 +5,7 @@ mod common;
 
 use std::{os::unix::process::CommandExt as _, process::Command};
 
-use common::{Host, Switch, require_root};
+use common::{Switch, host, require_root};
 use overlay_user::netns::NetNs;
 
 #[test]
@@ -13,7 +13,7 @@ fn docker_network_tutorial_walkthrough() {
     if !require_root("docker_network_tutorial_walkthrough") {
         return;
     }
-    let h = Host::new();
+    let h = host();
     let (db, web) = (h.name("db"), h.name("web"));
     // The default bridge network exists from the first start.
     let ls = h.ok(&["network", "ls"]);
@@ -100,7 +100,7 @@ fn bad_input_is_one_line_nonzero_and_changes_nothing() {
     if !require_root("bad_input_is_one_line_nonzero_and_changes_nothing") {
         return;
     }
-    let h = Host::new();
+    let h = host();
     let (c1, c2) = (h.name("c1"), h.name("c2"));
     h.ok(&[
         "network",
@@ -355,7 +355,7 @@ fn default_pools_and_overlay_vnis() {
     if !require_root("default_pools_and_overlay_vnis") {
         return;
     }
-    let h = Host::new();
+    let h = host();
     h.ok(&["network", "create", "b1"]);
     h.ok(&["network", "create", "-d", "overlay", "o1"]);
     h.ok(&[
@@ -411,7 +411,7 @@ fn external_access_is_masqueraded_and_internal_networks_stay_inside() {
     if !require_root("external_access_is_masqueraded_and_internal_networks_stay_inside") {
         return;
     }
-    let h = Host::new();
+    let h = host();
     // "The internet": a namespace behind the host's uplink that knows no
     // route to any container subnet, so only masqueraded traffic returns.
     let ext = NetNs::new(&h.name("ext")).expect("ext namespace");
@@ -514,7 +514,7 @@ fn daemon_repairs_drift() {
     if !require_root("daemon_repairs_drift") {
         return;
     }
-    let h = Host::new();
+    let h = host();
     let (a, b, c, d) = (h.name("a"), h.name("b"), h.name("c"), h.name("d"));
     h.ok(&["network", "create", "--subnet", "10.93.0.0/24", "net"]);
     for name in [&a, &b, &c] {
@@ -626,7 +626,7 @@ fn killing_the_daemon_does_not_interrupt_forwarding() {
     if !require_root("killing_the_daemon_does_not_interrupt_forwarding") {
         return;
     }
-    let h = Host::new();
+    let h = host();
     let (a, b) = (h.name("a"), h.name("b"));
     h.ok(&["network", "create", "--subnet", "10.94.0.0/24", "net"]);
     h.ok(&[
@@ -691,7 +691,7 @@ fn a_running_daemon_serves_the_cli_over_its_socket() {
     if !require_root("a_running_daemon_serves_the_cli_over_its_socket") {
         return;
     }
-    let h = Host::new();
+    let h = host();
     h.ok(&["network", "ls"]); // first start: the store exists
     let log = h.root.join("daemon.log");
     let mut daemon = h
@@ -745,7 +745,7 @@ fn attach_and_detach_the_underlay() {
     if !require_root("attach_and_detach_the_underlay") {
         return;
     }
-    let h = Host::new();
+    let h = host();
     for cmd in [
         "ip link add ul0 type veth peer name ul0p",
         "ip addr add 192.0.2.10/24 dev ul0",
@@ -779,7 +779,7 @@ fn two_hosts_over_the_cli_with_static_peers() {
     if !require_root("two_hosts_over_the_cli_with_static_peers") {
         return;
     }
-    let (h1, h2) = (Host::new(), Host::new());
+    let (h1, h2) = (host(), host());
     let mut switch = Switch::new(&h1.tag);
     for h in [&h1, &h2] {
         switch.plug(h);
@@ -873,7 +873,7 @@ fn daemon_settings_are_validated_before_anything_changes() {
     if !require_root("daemon_settings_are_validated_before_anything_changes") {
         return;
     }
-    let h = Host::new();
+    let h = host();
     h.ok(&["network", "ls"]);
     let before = h.observable();
     std::fs::write(h.root.join("bad.toml"), "stor = \"etcd://10.0.0.1:2379\"\n").expect("file");

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Host, SWITCH_IP, Switch, eventually, require_root};
+use common::{Host, SWITCH_IP, Switch, eventually, host, require_root};
 use overlay_user::{netns::NetNs, sim_etcd::Etcd};
 
 /// Lease time to live of the test agents, seconds: short, so expiry is quick.
@@ -29,7 +29,7 @@ struct Cluster {
 
 impl Cluster {
     fn new(decaps: &[&str]) -> Self {
-        let hosts: Vec<Host> = decaps.iter().map(|_| Host::new()).collect();
+        let hosts: Vec<Host> = decaps.iter().map(|_| host()).collect();
         let mut switch = Switch::new(&hosts[0].tag);
         for (h, decap) in hosts.iter().zip(decaps) {
             switch.plug(h);
@@ -422,4 +422,22 @@ fn two_hundred_concurrent_connects_on_two_hosts_get_distinct_addresses() {
         assert_eq!(distinct.len(), 200, "200 distinct addresses: {seen:?}");
     }
     drop(namespaces);
+}
+
+/// The convergence benchmark's machinery (`./x bench` runs it with more
+/// rounds); checks it measures, not how fast.
+#[test]
+fn convergence_benchmark_measures_connects() {
+    if !require_root("convergence_benchmark_measures_connects") {
+        return;
+    }
+    let c = overlay_user::bench::cluster::convergence(
+        std::path::Path::new(env!("CARGO_BIN_EXE_overlay")),
+        2,
+    );
+    assert_eq!(c.rounds, 2);
+    assert!(
+        c.median_ms > 0.0 && c.max_ms >= c.median_ms && c.connect_median_ms > 0.0,
+        "{c:?}"
+    );
 }

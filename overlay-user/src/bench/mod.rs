@@ -1,6 +1,7 @@
 //! Benchmarks: program cost under BPF_PROG_RUN, and traffic through the
 //! simulated topology built several ways in one run.
 
+pub mod cluster;
 pub mod control;
 pub mod prog_run;
 pub mod traffic;
