@@ -16,7 +16,7 @@ use std::{
 
 use crate::{
     cluster::{ClusterError, ClusterOptions, ClusterStore, HostInfo, Mirror},
-    engine::{ClusterSync, Engine, EngineError, Paths},
+    engine::{ClusterSync, EngineError, Paths, transaction},
 };
 
 /// What the agent needs.
@@ -69,32 +69,14 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// Runs `f` on this host's state as one command: committed, or undone.
-fn with_engine<T>(
-    paths: &Paths,
-    f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
-) -> Result<T, EngineError> {
-    let mut engine = Engine::open(paths)?;
-    match f(&mut engine) {
-        Ok(v) => {
-            engine.commit()?;
-            Ok(v)
-        }
-        Err(e) => {
-            engine.rollback();
-            Err(e)
-        }
-    }
-}
-
 fn session(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let mut store = ClusterStore::connect(&cfg.options)?;
-    let stored = with_engine(&cfg.paths, |e| {
+    let stored = transaction(&cfg.paths, |e| {
         Ok(e.state.cluster.as_ref().map_or(0, |c| c.lease))
     })?;
     let lease = store.register_host(&cfg.host, cfg.ttl, stored)?;
     if lease != stored {
-        with_engine(&cfg.paths, |e| {
+        transaction(&cfg.paths, |e| {
             if let Some(c) = e.state.cluster.as_mut() {
                 c.lease = lease;
             }
@@ -137,7 +119,7 @@ fn apply(cfg: &AgentConfig, store: &mut ClusterStore, mirror: &Mirror) -> Result
     for key in bad {
         tracing::warn!(%key, "ignoring a record this version cannot read");
     }
-    let sync: ClusterSync = with_engine(&cfg.paths, |e| e.apply_cluster_view(&view))?;
+    let sync: ClusterSync = transaction(&cfg.paths, |e| e.apply_cluster_view(&view))?;
     if sync.changed() {
         tracing::info!(
             revision = mirror.revision,

@@ -15,7 +15,7 @@ use clap::Args;
 use overlay_user::{
     agent::{self, AgentConfig},
     cluster::{ClusterOptions, HostInfo},
-    engine::{CLUSTER_TIMEOUT, Engine, EngineError, Paths},
+    engine::{self, CLUSTER_TIMEOUT, Engine, EngineError, Paths},
     store::ClusterRecord,
 };
 use serde::Deserialize;
@@ -148,22 +148,11 @@ fn etcd_endpoints(url: &str) -> anyhow::Result<Vec<String>> {
     Ok(endpoints)
 }
 
-/// Runs `f` as one command on this host's state: committed, or undone.
 fn with_engine<T>(
     paths: &Paths,
     f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
 ) -> anyhow::Result<T> {
-    let mut engine = Engine::open(paths)?;
-    match f(&mut engine) {
-        Ok(v) => {
-            engine.commit()?;
-            Ok(v)
-        }
-        Err(e) => {
-            engine.rollback();
-            Err(e.into())
-        }
-    }
+    Ok(engine::transaction(paths, f)?)
 }
 
 /// Records the cluster settings in the host's state (joining, re-joining

@@ -87,6 +87,8 @@ impl Underlay {
 pub enum DecapMode {
     /// XDP, native if the driver has it, else generic (skb) mode.
     Xdp,
+    /// XDP in native (driver) mode only: an error where the driver lacks it.
+    XdpNative,
     /// XDP in generic (skb) mode only.
     XdpGeneric,
     /// TC (tcx ingress).
@@ -230,6 +232,7 @@ impl Dataplane {
     /// (creating them on first use). Pinned state from an earlier load is
     /// reused, so this also reopens a running dataplane.
     pub fn load(pin_dir: impl AsRef<Path>) -> Result<Self, DataplaneError> {
+        crate::features::check_kernel()?;
         let pin_dir = pin_dir.as_ref().to_path_buf();
         let map_dir = pin_dir.join("maps");
         bpffs::ensure_dir(&pin_dir)?;
@@ -397,12 +400,21 @@ impl Dataplane {
                 self.attach_tcx(programs::UNDERLAY_TC, ifindex)?,
                 AttachedMode::Tcx,
             ),
-            DecapMode::Xdp | DecapMode::XdpGeneric => {
+            DecapMode::Xdp | DecapMode::XdpGeneric | DecapMode::XdpNative => {
                 let xdp = self.xdp_program()?;
-                let native = if mode == DecapMode::Xdp {
-                    xdp.attach(ifindex, XdpMode::Driver).ok()
-                } else {
-                    None
+                let native = match mode {
+                    DecapMode::Xdp => xdp.attach(ifindex, XdpMode::Driver).ok(),
+                    DecapMode::XdpNative => {
+                        Some(xdp.attach(ifindex, XdpMode::Driver).map_err(|_| {
+                            DataplaneError::Unsupported {
+                                feature: "native (driver) XDP",
+                                on: crate::netns::ifname(ifindex)
+                                    .unwrap_or_else(|_| ifindex.to_string()),
+                                hint: "use --decap xdp (native where possible), xdp-generic or tc",
+                            }
+                        })?)
+                    }
+                    _ => None,
                 };
                 let (id, attached) = match native {
                     Some(id) => (id, AttachedMode::XdpNative),

@@ -212,6 +212,25 @@ impl ClusterSync {
     }
 }
 
+/// Runs `f` as one command on the host at `paths`: opens the store (and
+/// dataplane), commits what `f` changed, or undoes all of it on failure.
+pub fn transaction<T>(
+    paths: &Paths,
+    f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    let mut engine = Engine::open(paths)?;
+    match f(&mut engine) {
+        Ok(v) => {
+            engine.commit()?;
+            Ok(v)
+        }
+        Err(e) => {
+            engine.rollback();
+            Err(e)
+        }
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -507,17 +526,7 @@ impl Engine {
                 ));
                 continue;
             }
-            want.insert(
-                format!("{}/{}", c.network_id, c.ip),
-                LearnedEndpoint {
-                    network_id: c.network_id.clone(),
-                    ip: c.ip,
-                    mac: c.mac,
-                    host: c.host,
-                    container: c.container.clone(),
-                    endpoint_id: c.endpoint_id.clone(),
-                },
-            );
+            want.insert(format!("{}/{}", c.network_id, c.ip), c.clone());
         }
         let old = std::mem::take(&mut self.state.learned);
         for (k, e) in &old {
@@ -1027,6 +1036,7 @@ impl Engine {
         if let Ok(c) = self.container(key) {
             return Ok(c.name.clone());
         }
+        let mut attached = false;
         let netns_name = if Path::new("/run/netns").join(key).exists() && valid_name(key) {
             key.to_owned()
         } else if key.parse::<u32>().is_ok() && Path::new("/proc").join(key).join("ns/net").exists()
@@ -1034,6 +1044,8 @@ impl Engine {
             let name = format!("pid{key}");
             if !Path::new("/run/netns").join(&name).exists() {
                 netns::ip(&["netns", "attach", &name, key])?;
+                self.undo.push(Undo::Netns(name.clone()));
+                attached = true;
             }
             name
         } else {
@@ -1046,6 +1058,7 @@ impl Engine {
                 name: netns_name.clone(),
                 netns: netns_name.clone(),
                 owned_netns: false,
+                attached_netns: attached,
                 command: Vec::new(),
                 pid: None,
                 created: now_rfc3339(),
@@ -1282,6 +1295,7 @@ impl Engine {
                 name: name.clone(),
                 netns: name.clone(),
                 owned_netns: true,
+                attached_netns: false,
                 command: command.to_vec(),
                 pid: None,
                 created: now_rfc3339(),
@@ -1315,7 +1329,8 @@ impl Engine {
             self.release_claim(&c.name, ep)?;
             release_endpoint(&mut self.dp, ep)?;
         }
-        if c.owned_netns {
+        if c.owned_netns || c.attached_netns {
+            // For an adopted PID this only detaches the name.
             netns::ip(&["netns", "del", &c.netns])?;
         }
         self.state.containers.remove(&c.name);
@@ -1337,8 +1352,17 @@ impl Engine {
         mode: crate::DecapMode,
     ) -> Result<crate::AttachedMode, EngineError> {
         let ifindex = netns::ifindex(iface)?;
-        self.dp.set_underlay(&Underlay::new(ifindex, underlay_ip))?;
+        let underlay = Underlay::new(ifindex, underlay_ip);
+        // Validate before touching anything; the program goes in before the
+        // config, so a NIC that refuses it leaves the old config in place.
+        if underlay_ip.is_unspecified() || underlay_ip.is_broadcast() || underlay_ip.is_multicast()
+        {
+            return Err(EngineError::Invalid(format!(
+                "invalid underlay address {underlay_ip}"
+            )));
+        }
         let mode = self.dp.attach_underlay(ifindex, mode)?;
+        self.dp.set_underlay(&underlay)?;
         self.state.host = Some(HostRecord {
             iface: iface.to_owned(),
             underlay_ip,

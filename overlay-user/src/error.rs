@@ -15,6 +15,18 @@ use crate::MacAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
+    #[error("the kernel lacks {feature} on {on}: {hint}")]
+    Unsupported {
+        feature: &'static str,
+        on: String,
+        hint: &'static str,
+    },
+    #[error("Linux {found} lacks {feature}: needs Linux >= {need}")]
+    KernelTooOld {
+        found: String,
+        feature: &'static str,
+        need: &'static str,
+    },
     #[error("invalid VNI {0}: must be between 1 and 16777215")]
     InvalidVni(u32),
     #[error("invalid subnet {subnet}: {why}")]

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod dataplane;
 pub mod engine;
 pub mod error;
+pub mod features;
 pub mod gateway;
 pub mod ipam;
 pub mod mac;

@@ -130,7 +130,10 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Decap {
+    /// XDP, native where the driver has it, else generic.
     Xdp,
+    /// Native XDP or an error.
+    XdpNative,
     XdpGeneric,
     Tc,
 }
@@ -139,6 +142,7 @@ impl From<Decap> for DecapMode {
     fn from(d: Decap) -> Self {
         match d {
             Decap::Xdp => Self::Xdp,
+            Decap::XdpNative => Self::XdpNative,
             Decap::XdpGeneric => Self::XdpGeneric,
             Decap::Tc => Self::Tc,
         }

@@ -5,6 +5,7 @@
 //! the process on drop.
 
 use std::{
+    ffi::OsStr,
     net::{Ipv4Addr, TcpListener},
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -27,9 +28,20 @@ pub enum EtcdError {
     Port(#[source] std::io::Error),
 }
 
+/// PEM files for an etcd that requires TLS with client certificates.
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
 /// A running etcd; killed and its data removed on drop.
 pub struct Etcd {
     child: Option<Child>,
+    tls: Option<EtcdTls>,
     dir: PathBuf,
     netns: Option<String>,
     client_url: String,
@@ -49,12 +61,19 @@ impl Etcd {
     /// On loopback of the current namespace, on free ports.
     pub fn on_loopback() -> Result<Self, EtcdError> {
         let (client, peer) = (free_port()?, free_port()?);
-        Self::start(None, Ipv4Addr::LOCALHOST, client, peer)
+        Self::start(None, Ipv4Addr::LOCALHOST, client, peer, None)
+    }
+
+    /// On loopback, serving clients over TLS only, and only those with a
+    /// certificate signed by `tls.ca`.
+    pub fn on_loopback_tls(tls: EtcdTls) -> Result<Self, EtcdError> {
+        let (client, peer) = (free_port()?, free_port()?);
+        Self::start(None, Ipv4Addr::LOCALHOST, client, peer, Some(tls))
     }
 
     /// Inside namespace `netns`, listening on `ip` (an address there).
     pub fn in_netns(netns: &str, ip: Ipv4Addr) -> Result<Self, EtcdError> {
-        Self::start(Some(netns.to_owned()), ip, 2379, 2380)
+        Self::start(Some(netns.to_owned()), ip, 2379, 2380, None)
     }
 
     fn start(
@@ -62,13 +81,16 @@ impl Etcd {
         ip: Ipv4Addr,
         client: u16,
         peer: u16,
+        tls: Option<EtcdTls>,
     ) -> Result<Self, EtcdError> {
         let dir = std::env::temp_dir().join(format!("ovl-etcd-{}", ipam::new_id()));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut etcd = Self {
             child: None,
+            tls,
             dir,
             netns,
-            client_url: format!("http://{ip}:{client}"),
+            client_url: format!("{scheme}://{ip}:{client}"),
             peer_url: format!("http://{ip}:{peer}"),
             endpoint: format!("{ip}:{client}"),
         };
@@ -95,6 +117,17 @@ impl Etcd {
             .args(["--listen-peer-urls", &self.peer_url])
             .args(["--initial-advertise-peer-urls", &self.peer_url])
             .args(["--initial-cluster", &format!("t={}", self.peer_url)])
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    OsStr::new("--client-cert-auth"),
+                    OsStr::new("--trusted-ca-file"),
+                    t.ca.as_os_str(),
+                    OsStr::new("--cert-file"),
+                    t.server_cert.as_os_str(),
+                    OsStr::new("--key-file"),
+                    t.server_key.as_os_str(),
+                ]
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -129,9 +162,9 @@ impl Etcd {
         ClusterOptions {
             endpoints: vec![self.endpoint.clone()],
             user: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
+            ca_file: self.tls.as_ref().map(|t| t.ca.clone()),
+            cert_file: self.tls.as_ref().map(|t| t.client_cert.clone()),
+            key_file: self.tls.as_ref().map(|t| t.client_key.clone()),
             timeout: Duration::from_secs(2),
         }
     }

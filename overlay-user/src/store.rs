@@ -126,6 +126,10 @@ pub struct ContainerRecord {
     pub netns: String,
     /// The namespace was created by `overlay run` (and is deleted by `rm`).
     pub owned_netns: bool,
+    /// The `ip netns` name was attached by adopting a PID (and is detached
+    /// by `rm`; the namespace itself belongs to the process).
+    #[serde(default)]
+    pub attached_netns: bool,
     pub command: Vec<String>,
     pub pid: Option<u32>,
     pub created: String,
@@ -169,17 +173,9 @@ pub struct ClusterRecord {
     pub password_file: Option<PathBuf>,
 }
 
-/// An endpoint on another host, learned from the cluster store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LearnedEndpoint {
-    pub network_id: String,
-    pub ip: Ipv4Addr,
-    pub mac: MacAddr,
-    /// Underlay address of its host.
-    pub host: Ipv4Addr,
-    pub container: String,
-    pub endpoint_id: String,
-}
+/// An endpoint on another host, learned from the cluster store: its
+/// address claim, as that host wrote it.
+pub type LearnedEndpoint = crate::cluster::Claim;
 
 /// Everything the store holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -905,3 +905,90 @@ fn daemon_settings_are_validated_before_anything_changes() {
     assert!(err.contains("advertise"), "{err}");
     assert_eq!(h.observable(), before, "nothing changed");
 }
+
+#[test]
+fn a_process_is_adopted_by_its_pid() {
+    if !require_root("a_process_is_adopted_by_its_pid") {
+        return;
+    }
+    let h = host();
+    h.ok(&["network", "create", "--subnet", "10.97.0.0/24", "pidnet"]);
+    let db = h.container("db", "pidnet");
+    let db_ip = h.ip_of("pidnet", &db);
+    // A process in a network namespace of its own, not started by overlay.
+    let mut process = Command::new("unshare")
+        .args(["--net", "sleep", "300"])
+        .spawn()
+        .expect("unshare (util-linux)");
+    let pid = process.id().to_string();
+    let ns_of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    assert!(
+        common::eventually(5, || ns_of(&pid) != ns_of("self")).is_some(),
+        "the process got its own namespace"
+    );
+    let name = format!("pid{pid}");
+    h.ok(&["network", "connect", "pidnet", &pid]);
+    let ps = h.ok(&["ps", "-a"]);
+    assert!(ps.contains(&name), "adopted as {name}: {ps}");
+    assert!(
+        std::path::Path::new("/run/netns").join(&name).exists(),
+        "visible to `ip netns`"
+    );
+    assert!(h.pings(&name, &db_ip), "the process's namespace reaches db");
+    assert!(
+        h.ok(&["network", "inspect", "pidnet"]).contains(&name),
+        "inspect lists it"
+    );
+    h.ok(&["rm", &name]);
+    assert!(
+        !std::path::Path::new("/run/netns").join(&name).exists(),
+        "rm detaches the name it attached"
+    );
+    assert!(
+        process.try_wait().expect("status").is_none(),
+        "and leaves the process alone"
+    );
+    let _ = process.kill();
+    let _ = process.wait();
+}
+
+#[test]
+fn a_missing_kernel_feature_is_one_clear_line_and_changes_nothing() {
+    if !require_root("a_missing_kernel_feature_is_one_clear_line_and_changes_nothing") {
+        return;
+    }
+    let h = host();
+    // The bridge driver has no native XDP.
+    h.ns.exec(&["ip", "link", "add", "d0", "type", "bridge"])
+        .expect("bridge device");
+    h.ns.exec(&["ip", "link", "set", "d0", "up"]).expect("up");
+    h.ok(&["network", "ls"]);
+    let before = h.observable();
+    let status = h.ok(&["status"]);
+    let err = h.fails(&[
+        "attach",
+        "--iface",
+        "d0",
+        "--underlay-ip",
+        "192.0.2.1",
+        "--decap",
+        "xdp-native",
+    ]);
+    assert!(
+        err.contains("lacks native (driver) XDP on d0") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(h.observable(), before, "nothing changed");
+    assert_eq!(h.ok(&["status"]), status, "still not attached");
+    // Where native XDP is missing, plain `xdp` falls back to generic.
+    let ok = h.ok(&[
+        "attach",
+        "--iface",
+        "d0",
+        "--underlay-ip",
+        "192.0.2.1",
+        "--decap",
+        "xdp",
+    ]);
+    assert!(ok.contains("xdp (generic)"), "{ok}");
+}

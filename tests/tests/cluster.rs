@@ -11,8 +11,8 @@ use overlay_user::{
     MacAddr,
     cluster::{Claim, ClusterError, ClusterOptions, ClusterStore, HostInfo},
     ipam,
-    sim_etcd::Etcd,
-    store::{Driver, NetworkRecord},
+    sim_etcd::{Etcd, EtcdTls},
+    store::{ClusterRecord, Driver, NetworkRecord},
 };
 
 fn free_port() -> u16 {
@@ -254,4 +254,132 @@ fn an_unreachable_store_is_a_clear_error() {
         matches!(err, ClusterError::Unreachable { .. }) && msg.contains(&port.to_string()),
         "{msg}"
     );
+}
+
+/// A scratch directory, removed on drop.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("ovl-test-{}", ipam::new_id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn auth_credentials_reach_etcd() {
+    let etcd = etcd();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut c = etcd_client::Client::connect([etcd.endpoint.as_str()], None).await?;
+        c.user_add("root", "s3cret", None).await?;
+        c.user_grant_role("root", "root").await?;
+        c.auth_enable().await?;
+        Ok::<(), etcd_client::Error>(())
+    })
+    .expect("enable auth");
+    // The daemon's path: user in the stored settings, password from a file.
+    let dir = TempDir::new();
+    let password = dir.0.join("password");
+    let connect = |pw: &str| {
+        std::fs::write(&password, format!("{pw}\n")).expect("password file");
+        let record = ClusterRecord {
+            endpoints: vec![etcd.endpoint.clone()],
+            user: Some("root".into()),
+            password_file: Some(password.clone()),
+            ..ClusterRecord::default()
+        };
+        ClusterStore::connect(
+            &ClusterOptions::from_record(&record, Duration::from_secs(2)).expect("options"),
+        )
+    };
+    let mut store = connect("s3cret").expect("the right password connects");
+    host(&mut store, Ipv4Addr::new(10, 100, 0, 1), 10);
+    assert_eq!(store.hosts().expect("hosts").len(), 1, "and may write");
+    let wrong = connect("nope").err().expect("a wrong password is refused");
+    assert!(
+        format!("{wrong} {:?}", std::error::Error::source(&wrong))
+            .contains("authentication failed"),
+        "{wrong:?}"
+    );
+    let anonymous = etcd.connect().err().expect("no credentials, no access");
+    assert!(
+        !matches!(anonymous, ClusterError::Unreachable { .. }),
+        "refused, not unreachable: {anonymous:?}"
+    );
+}
+
+fn openssl(dir: &std::path::Path, args: &str) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args.split(' '))
+        .output()
+        .expect("openssl (apt package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tls_with_client_certificates() {
+    let dir = TempDir::new();
+    let d = &dir.0;
+    openssl(
+        d,
+        "req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=overlay-test-ca",
+    );
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    for who in ["server", "client"] {
+        openssl(
+            d,
+            &format!(
+                "req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout {who}.key -out {who}.csr -subj /CN={who}"
+            ),
+        );
+        openssl(
+            d,
+            &format!(
+                "x509 -req -in {who}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {who}.pem -days 1 -extfile san.ext"
+            ),
+        );
+    }
+    let etcd = Etcd::on_loopback_tls(EtcdTls {
+        ca: d.join("ca.pem"),
+        server_cert: d.join("server.pem"),
+        server_key: d.join("server.key"),
+        client_cert: d.join("client.pem"),
+        client_key: d.join("client.key"),
+    })
+    .expect("etcd over TLS");
+    let mut store = etcd.connect().expect("CA and client certificate connect");
+    host(&mut store, Ipv4Addr::new(10, 100, 0, 1), 10);
+    assert_eq!(store.hosts().expect("hosts").len(), 1);
+    let without_cert = ClusterStore::connect(&ClusterOptions {
+        cert_file: None,
+        key_file: None,
+        ..etcd.options()
+    });
+    assert!(
+        without_cert.is_err(),
+        "a client without a certificate is refused"
+    );
+    let plain = ClusterStore::connect(&ClusterOptions {
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        ..etcd.options()
+    });
+    assert!(plain.is_err(), "plain HTTP is refused");
 }

@@ -35,8 +35,10 @@ const APT_PACKAGES: &[&str] = &[
     // etcd-client's build script compiles etcd's protobuf API with protoc.
     "protobuf-compiler",
     "libprotobuf-dev",
-    // The cluster store's tests run a real etcd.
+    // The cluster store's tests run a real etcd, one of them over TLS with
+    // certificates made by the openssl CLI.
     "etcd-server",
+    "openssl",
 ];
 
 #[derive(Parser)]
