@@ -992,3 +992,94 @@ fn a_missing_kernel_feature_is_one_clear_line_and_changes_nothing() {
     ]);
     assert!(ok.contains("xdp (generic)"), "{ok}");
 }
+
+/// A reboot loses every kernel object (processes, namespaces, veths, pins,
+/// addresses, nftables); the store survives. The daemon's first pass
+/// brings the host back: networks in the maps, gateways, NAT, the underlay
+/// program; containers whose namespaces died are released.
+#[test]
+fn the_daemon_restores_a_host_after_a_reboot() {
+    if !require_root("the_daemon_restores_a_host_after_a_reboot") {
+        return;
+    }
+    let h = host();
+    h.ns.exec(&[
+        "ip", "link", "add", "u0", "type", "veth", "peer", "name", "u1",
+    ])
+    .expect("underlay veth");
+    h.ns.exec(&["ip", "link", "set", "u0", "up"]).expect("up");
+    h.ok(&[
+        "attach",
+        "--iface",
+        "u0",
+        "--underlay-ip",
+        "192.0.2.1",
+        "--decap",
+        "tc",
+    ]);
+    h.ok(&["network", "create", "--subnet", "10.98.0.0/24", "rnet"]);
+    let (a, b) = (h.container("a", "rnet"), h.container("b", "rnet"));
+    assert!(h.pings(&a, &h.ip_of("rnet", &b)), "baseline");
+
+    // The reboot.
+    let ps: Vec<serde_json::Value> =
+        serde_json::from_str(&h.ok(&["ps", "-a", "--format", "json"])).expect("ps json");
+    for c in &ps {
+        if let Some(pid) = c["Pid"]
+            .as_u64()
+            .and_then(|p| libc::pid_t::try_from(p).ok())
+        {
+            // SAFETY: kill(2) with a plain pid and signal.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        overlay_user::netns::ip(&["netns", "del", c["Name"].as_str().expect("name")])
+            .expect("namespace gone");
+    }
+    h.ok(&["destroy"]);
+    for gw in ["10.98.0.1/32", "172.17.0.1/32"] {
+        h.ns.exec(&["ip", "addr", "del", gw, "dev", "lo"])
+            .expect("gateway address gone");
+    }
+    h.ns.exec(&["nft", "delete", "table", "ip", "overlay"])
+        .expect("nat table gone");
+    assert!(
+        !h.root.join("bpf/maps").exists()
+            || std::fs::read_dir(h.root.join("bpf/maps")).map_or(0, |d| d.count()) == 0,
+        "no pins left"
+    );
+
+    h.ok(&["daemon", "--once"]);
+    let status = h.ok(&["status"]);
+    assert!(
+        status.contains("networks: 2  containers: 0  endpoints: 0"),
+        "both networks back, the dead containers released: {status}"
+    );
+    assert!(
+        status.contains("underlay: u0 192.0.2.1 decap tc (tcx ingress)")
+            && h.root.join("bpf/links").read_dir().expect("links").count() == 1,
+        "the underlay program is attached again: {status}"
+    );
+    let lo = String::from_utf8_lossy(
+        &h.ns
+            .exec(&["ip", "-4", "addr", "show", "dev", "lo"])
+            .expect("lo")
+            .stdout,
+    )
+    .into_owned();
+    assert!(
+        lo.contains("10.98.0.1/32") && lo.contains("172.17.0.1/32"),
+        "gateways back: {lo}"
+    );
+    let nat = String::from_utf8_lossy(
+        &h.ns
+            .exec(&["nft", "list", "table", "ip", "overlay"])
+            .expect("nat table back")
+            .stdout,
+    )
+    .into_owned();
+    assert!(nat.contains("10.98.0.0/24"), "{nat}");
+    // And the network works for new containers, gateway included.
+    let (c, d) = (h.container("c", "rnet"), h.container("d", "rnet"));
+    assert!(h.pings(&c, &h.ip_of("rnet", &d)), "c reaches d");
+    assert!(h.pings(&c, "10.98.0.1"), "c reaches its gateway");
+}
