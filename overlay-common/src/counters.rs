@@ -166,3 +166,25 @@ impl DropReason {
 
 const _: () = assert!(Counter::ALL.len() as u32 <= DROP_BASE);
 const _: () = assert!(DROP_BASE + DropReason::ALL.len() as u32 <= COUNTER_SLOTS);
+
+/// One network's counters: every slot of [`COUNTER_SLOTS`], indexed like
+/// the global array. The value of `OVL_NET_COUNTERS` (per CPU, keyed by
+/// VNI): userspace creates a zeroed entry with each network and deletes it
+/// with the network; the programs only add to entries that exist.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetCounters {
+    pub slots: [CounterValue; COUNTER_SLOTS as usize],
+}
+const _: () = assert!(core::mem::size_of::<NetCounters>() == 16 * COUNTER_SLOTS as usize);
+
+impl Default for NetCounters {
+    fn default() -> Self {
+        Self {
+            slots: [CounterValue {
+                packets: 0,
+                bytes: 0,
+            }; COUNTER_SLOTS as usize],
+        }
+    }
+}

@@ -11,7 +11,7 @@
 pub mod counters;
 pub mod maps;
 
-pub use counters::{COUNTER_SLOTS, Counter, CounterValue, DROP_BASE, DropReason};
+pub use counters::{COUNTER_SLOTS, Counter, CounterValue, DROP_BASE, DropReason, NetCounters};
 pub use maps::*;
 
 /// IANA VXLAN UDP port (RFC 7348 section 5).

@@ -18,10 +18,19 @@ pub mod names {
     pub const CONFIG: &str = "OVL_CONFIG";
     /// [`crate::Counter`] index -> per-CPU [`crate::CounterValue`].
     pub const COUNTERS: &str = "OVL_COUNTERS";
+    /// VNI -> per-CPU [`crate::NetCounters`].
+    pub const NET_COUNTERS: &str = "OVL_NET_COUNTERS";
 
     /// Every map, for pin management and the name check.
-    pub const ALL: [&str; 7] = [
-        ENDPOINTS, ROUTES, PEERS, NETWORKS, SUBNETS, CONFIG, COUNTERS,
+    pub const ALL: [&str; 8] = [
+        ENDPOINTS,
+        ROUTES,
+        PEERS,
+        NETWORKS,
+        SUBNETS,
+        CONFIG,
+        COUNTERS,
+        NET_COUNTERS,
     ];
 }
 
@@ -176,4 +185,5 @@ mod pod {
     unsafe impl aya::Pod for super::SubnetKey {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for crate::CounterValue {}
+    unsafe impl aya::Pod for crate::NetCounters {}
 }

@@ -39,8 +39,10 @@ pub struct Delivery {
     pub inner_src: [u8; 6],
 }
 
+/// Sets `vni_out` to the packet's VNI once its VXLAN header is read, so the
+/// caller can count the outcome for that network.
 #[inline(always)]
-pub fn classify(start: usize, end: usize) -> Result<Underlay, DropReason> {
+pub fn classify(start: usize, end: usize, vni_out: &mut u32) -> Result<Underlay, DropReason> {
     let Ok(eth) = ptr_at::<EthHdr>(start, end, 0) else {
         return Ok(Underlay::Pass);
     };
@@ -97,6 +99,7 @@ pub fn classify(start: usize, end: usize) -> Result<Underlay, DropReason> {
         return Err(DropReason::VxlanNoIFlag);
     }
     let vni = u32::from_be_bytes([0, vxlan.vni[0], vxlan.vni[1], vxlan.vni[2]]);
+    *vni_out = vni;
     if OVL_NETWORKS.get_ptr(&vni).is_none() {
         return Err(DropReason::UnknownVni);
     }

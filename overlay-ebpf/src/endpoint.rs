@@ -33,10 +33,15 @@ const ARP_LEN: u32 = 14 + 28;
     reason = "aya's program macros hand the context over by value"
 )]
 pub fn endpoint_ingress(ctx: TcContext) -> i32 {
-    finish(ctx.len(), try_endpoint_ingress(&ctx), TC_ACT_SHOT)
+    // Bytes as the packet arrived, before any encap grows it.
+    let len = ctx.len();
+    let mut vni = 0;
+    let result = try_endpoint_ingress(&ctx, &mut vni);
+    finish(len, vni, result, TC_ACT_SHOT)
 }
 
-fn try_endpoint_ingress(ctx: &TcContext) -> Result<(i32, Counter), DropReason> {
+/// `vni` is set to the sender's network as soon as it is known.
+fn try_endpoint_ingress(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter), DropReason> {
     // SAFETY: ctx wraps the program's valid __sk_buff.
     let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
     // SAFETY: copied out at once.
@@ -44,6 +49,7 @@ fn try_endpoint_ingress(ctx: &TcContext) -> Result<(i32, Counter), DropReason> {
         Some(ep) => *ep,
         None => return Err(DropReason::UnknownEndpoint),
     };
+    *vni = ep.vni;
 
     // Headers of locally generated packets are normally linear already; pull
     // when they are not so direct packet access can see them.

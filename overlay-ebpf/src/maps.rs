@@ -4,11 +4,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
 use overlay_common::{
-    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, NetworkInfo, PeerKey, PeerValue, RouteKey,
-    RouteValue, capacity,
+    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, NetCounters, NetworkInfo, PeerKey,
+    PeerValue, RouteKey, RouteValue, capacity,
 };
 
 /// host-side veth ifindex -> local endpoint. Written by userspace on connect.
@@ -41,3 +41,9 @@ pub static OVL_CONFIG: Array<Config> = Array::pinned(1, 0);
 /// counter slot -> per-CPU packets/bytes. Written by the programs only.
 #[map]
 pub static OVL_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
+
+/// VNI -> per-CPU counters of that network. Entries are created (zeroed) and
+/// deleted by userspace with their network; the programs only add to them.
+#[map]
+pub static OVL_NET_COUNTERS: PerCpuHashMap<u32, NetCounters> =
+    PerCpuHashMap::pinned(capacity::NETWORKS, 0);

@@ -28,15 +28,16 @@ use crate::{
     reason = "aya's program macros hand the context over by value"
 )]
 pub fn underlay_xdp(ctx: XdpContext) -> u32 {
-    finish(
-        (ctx.data_end() - ctx.data()) as u32,
-        try_underlay_xdp(&ctx),
-        xdp_action::XDP_DROP,
-    )
+    // Bytes as the frame arrived, before decap shrinks it.
+    let len = (ctx.data_end() - ctx.data()) as u32;
+    let mut vni = 0;
+    let result = try_underlay_xdp(&ctx, &mut vni);
+    finish(len, vni, result, xdp_action::XDP_DROP)
 }
 
-fn try_underlay_xdp(ctx: &XdpContext) -> Result<(u32, Counter), DropReason> {
-    let delivery = match classify(ctx.data(), ctx.data_end())? {
+/// `vni` is set once the VXLAN header names a network.
+fn try_underlay_xdp(ctx: &XdpContext, vni: &mut u32) -> Result<(u32, Counter), DropReason> {
+    let delivery = match classify(ctx.data(), ctx.data_end(), vni)? {
         Underlay::Pass => return Ok((xdp_action::XDP_PASS, Counter::UnderlayPass)),
         Underlay::Decap(delivery) => delivery,
     };
@@ -63,18 +64,22 @@ fn try_underlay_xdp(ctx: &XdpContext) -> Result<(u32, Counter), DropReason> {
     reason = "aya's program macros hand the context over by value"
 )]
 pub fn underlay_tc(ctx: TcContext) -> i32 {
-    finish(ctx.len(), try_underlay_tc(&ctx), TC_ACT_SHOT)
+    let len = ctx.len();
+    let mut vni = 0;
+    let result = try_underlay_tc(&ctx, &mut vni);
+    finish(len, vni, result, TC_ACT_SHOT)
 }
 
 /// Outer headers plus inner Ethernet and IPv4: what classify reads.
 const DECAP_HEADERS: u32 = VXLAN_ENCAP_LEN + 14 + 20;
 
-fn try_underlay_tc(ctx: &TcContext) -> Result<(i32, Counter), DropReason> {
+/// `vni` is set once the VXLAN header names a network.
+fn try_underlay_tc(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter), DropReason> {
     if ((ctx.data_end() - ctx.data()) as u32) < DECAP_HEADERS && ctx.len() >= DECAP_HEADERS {
         ctx.pull_data(DECAP_HEADERS)
             .map_err(|_| DropReason::Malformed)?;
     }
-    let delivery = match classify(ctx.data(), ctx.data_end())? {
+    let delivery = match classify(ctx.data(), ctx.data_end(), vni)? {
         Underlay::Pass => return Ok((TC_ACT_OK, Counter::UnderlayPass)),
         Underlay::Decap(delivery) => delivery,
     };

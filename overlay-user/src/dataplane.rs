@@ -9,11 +9,14 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{
+        Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues, lpm_trie::Key,
+    },
     programs::{
         SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
     },
+    util::nr_cpus,
 };
 use ipnet::Ipv4Net;
 use overlay_common::{
@@ -177,6 +180,7 @@ pub struct Dataplane {
     subnets: LpmTrie<MapData, u32, u32>,
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, CounterValue>,
+    net_counters: PerCpuHashMap<MapData, u32, overlay_common::NetCounters>,
 }
 
 /// A lookup or delete of an absent key: aya reports lookups as
@@ -281,6 +285,8 @@ impl Dataplane {
             Array::try_from(take_map(&mut ebpf, names::CONFIG)?).map_err(conv(names::CONFIG))?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, names::COUNTERS)?)
             .map_err(conv(names::COUNTERS))?;
+        let net_counters = PerCpuHashMap::try_from(take_map(&mut ebpf, names::NET_COUNTERS)?)
+            .map_err(conv(names::NET_COUNTERS))?;
         Ok(Self {
             ebpf,
             pin_dir,
@@ -291,6 +297,7 @@ impl Dataplane {
             subnets,
             config,
             counters,
+            net_counters,
         })
     }
 
@@ -556,7 +563,27 @@ impl Dataplane {
                 e,
             ));
         }
-        Ok(())
+        // Counting for this network starts from zero.
+        let cpus = nr_cpus().map_err(|(_, source)| DataplaneError::Io {
+            op: "count CPUs",
+            path: "/sys/devices/system/cpu/possible".into(),
+            source,
+        })?;
+        let zero = PerCpuValues::try_from(vec![
+            overlay_common::NetCounters::default();
+            cpus.get() as usize
+        ])
+        .map_err(|source| DataplaneError::Io {
+            op: "size per-CPU counters",
+            path: "/sys/devices/system/cpu/possible".into(),
+            source,
+        })?;
+        self.net_counters
+            .insert(&net.vni, zero, 0)
+            .map_err(DataplaneError::map(format!(
+                "adding counters of network {}",
+                net.vni
+            )))
     }
 
     /// Removes a network with its remote routes and peers. Refused while
@@ -591,6 +618,16 @@ impl Dataplane {
         self.networks
             .remove(&vni)
             .map_err(DataplaneError::map(format!("removing network {vni}")))?;
+        match self.net_counters.remove(&vni) {
+            Ok(()) => {}
+            // Pins from before per-network counters have no entry.
+            Err(e) if not_found(&e) => {}
+            Err(e) => {
+                return Err(DataplaneError::map(format!("removing counters of {vni}"))(
+                    e,
+                ));
+            }
+        }
         let key = Key::new(u32::from(net.subnet.prefix_len()), be(net.subnet.network()));
         self.subnets
             .remove(&key)
@@ -858,6 +895,32 @@ impl Dataplane {
     // ---- counters ----------------------------------------------------------
 
     /// Counter totals summed over CPUs.
+    /// Totals of network `vni` over all CPUs.
+    pub fn network_counters(&self, vni: u32) -> Result<Counters, DataplaneError> {
+        let per_cpu = match self.net_counters.get(&vni, 0) {
+            Ok(v) => v,
+            Err(e) if not_found(&e) => return Err(DataplaneError::UnknownNetwork(vni)),
+            Err(e) => return Err(DataplaneError::map("reading network counters")(e)),
+        };
+        let total = |slot: u32| {
+            per_cpu
+                .iter()
+                .filter_map(|c| c.slots.get(slot as usize))
+                .fold(CounterValue::default(), |acc, v| CounterValue {
+                    packets: acc.packets + v.packets,
+                    bytes: acc.bytes + v.bytes,
+                })
+        };
+        let mut out = Counters::default();
+        for c in Counter::ALL {
+            out.outcomes.insert(c.name(), total(c.index()));
+        }
+        for r in DropReason::ALL {
+            out.drops.insert(r.name(), total(r.index()));
+        }
+        Ok(out)
+    }
+
     pub fn counters(&self) -> Result<Counters, DataplaneError> {
         let read = |slot: u32| -> Result<CounterValue, DataplaneError> {
             let per_cpu = self

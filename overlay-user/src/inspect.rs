@@ -253,8 +253,15 @@ pub fn status(engine: &Engine) -> anyhow::Result<String> {
 }
 
 /// `stats`.
-pub fn stats(engine: &Engine) -> anyhow::Result<String> {
-    let c = engine.dataplane().counters()?;
+/// `stats [--network NET]`: every counter of this host, or of one network.
+pub fn stats(engine: &Engine, network: Option<&str>) -> anyhow::Result<String> {
+    let c = match network {
+        Some(key) => {
+            let net = engine.network(key)?;
+            engine.dataplane().network_counters(net.vni)?
+        }
+        None => engine.dataplane().counters()?,
+    };
     let mut out = format!("{:<28} {:>12} {:>16}", "COUNTER", "PACKETS", "BYTES");
     for (name, v) in c.outcomes.iter().chain(c.drops.iter()) {
         out.push_str(&format!("\n{name:<28} {:>12} {:>16}", v.packets, v.bytes));

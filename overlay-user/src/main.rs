@@ -105,8 +105,12 @@ enum Command {
     Detach,
     /// Programs, attach modes, pins and counts.
     Status,
-    /// Per-reason packet counters.
-    Stats,
+    /// Per-reason packet counters, of the whole host or of one network.
+    Stats {
+        /// Only packets of this network (name or ID).
+        #[arg(long)]
+        network: Option<String>,
+    },
     /// Static remote hosts allowed to send a network's VNI.
     #[command(subcommand)]
     Peer(PeerCmd),
@@ -448,7 +452,7 @@ fn dispatch(engine: &mut Engine, command: Command) -> anyhow::Result<After> {
         }
         Command::Detach => print_after(format!("detached from {}", engine.detach()?)),
         Command::Status => print_after(inspect::status(engine)?),
-        Command::Stats => print_after(inspect::stats(engine)?),
+        Command::Stats { network } => print_after(inspect::stats(engine, network.as_deref())?),
         Command::Peer(PeerCmd::Add { remote, network }) => {
             engine.add_peer(remote, &network)?;
             done()

@@ -1083,3 +1083,47 @@ fn the_daemon_restores_a_host_after_a_reboot() {
     assert!(h.pings(&c, &h.ip_of("rnet", &d)), "c reaches d");
     assert!(h.pings(&c, "10.98.0.1"), "c reaches its gateway");
 }
+
+#[test]
+fn stats_count_per_network() {
+    if !require_root("stats_count_per_network") {
+        return;
+    }
+    let h = host();
+    h.ok(&["network", "create", "--subnet", "10.99.1.0/24", "one"]);
+    h.ok(&["network", "create", "--subnet", "10.99.2.0/24", "two"]);
+    let (a, b) = (h.container("a", "one"), h.container("b", "one"));
+    let _c = h.container("c", "two");
+    let b_ip = h.ip_of("one", &b);
+    let forwarded = |args: &[&str]| -> u64 {
+        let out = h.ok(args);
+        out.lines()
+            .find(|l| l.starts_with("forward_local "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("no forward_local row: {out}"))
+    };
+    let (one, two, all) = (
+        forwarded(&["stats", "--network", "one"]),
+        forwarded(&["stats", "--network", "two"]),
+        forwarded(&["stats"]),
+    );
+    let ping = h.ok(&["exec", &a, "--", "ping", "-c", "3", "-i", "0.2", &b_ip]);
+    assert!(ping.contains("3 received"), "{ping}");
+    let (one2, two2, all2) = (
+        forwarded(&["stats", "--network", "one"]),
+        forwarded(&["stats", "--network", "two"]),
+        forwarded(&["stats"]),
+    );
+    assert!(
+        one2 - one >= 6,
+        "3 requests and 3 replies on one: {one} -> {one2}"
+    );
+    assert_eq!(two2, two, "nothing on two");
+    assert_eq!(
+        all2 - all,
+        one2 - one,
+        "the host total moved by the same amount"
+    );
+    let err = h.fails(&["stats", "--network", "nope"]);
+    assert!(err.contains("network nope not found"), "{err}");
+}

@@ -743,8 +743,34 @@ fn check_encap(
     }
 }
 
+/// The networks `program` creates.
+const VNIS: [u32; 3] = [100, 200, 300];
+
+/// Which network a case must be counted for: the endpoint program knows
+/// the sender's network from its device; the underlay programs know it once
+/// they read a VXLAN header, so either is right for them.
+enum NetExpect {
+    On(u32),
+    Nowhere,
+    AtMostOne,
+}
+
+fn net_expect(case: &Case) -> NetExpect {
+    match (&case.prog, case.dev) {
+        (Prog::Endpoint, "ep1") => NetExpect::On(100),
+        (Prog::Endpoint, "ep2") => NetExpect::On(300),
+        (Prog::Endpoint, _) => NetExpect::Nowhere,
+        _ => NetExpect::AtMostOne,
+    }
+}
+
 fn run_case(dp: &mut Dataplane, env: &Env, case: &Case) -> Result<(), String> {
     let before = dp.counters().map_err(|e| e.to_string())?;
+    let net_before = VNIS
+        .iter()
+        .map(|v| dp.network_counters(*v))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
     let mut out = vec![0u8; case.input.len() + 256];
     // __sk_buff up to and including `ifindex` (offset 40): the sender veth.
     let mut ctx = [0u8; 44];
@@ -831,6 +857,27 @@ fn run_case(dp: &mut Dataplane, env: &Env, case: &Case) -> Result<(), String> {
         .collect();
     if !others.is_empty() {
         return Err(format!("other counters moved: {}", others.join(", ")));
+    }
+    let mut moved = Vec::new();
+    for (vni, b) in VNIS.iter().zip(&net_before) {
+        let d = dp
+            .network_counters(*vni)
+            .map_err(|e| e.to_string())?
+            .since(b);
+        for (k, v) in d.outcomes.iter().chain(d.drops.iter()) {
+            if v.packets != 0 {
+                moved.push((*vni, *k, v.packets));
+            }
+        }
+    }
+    let ok = match (net_expect(case), moved.as_slice()) {
+        (NetExpect::Nowhere | NetExpect::AtMostOne, []) => true,
+        (NetExpect::On(want), [(vni, k, 1)]) => *vni == want && *k == name,
+        (NetExpect::AtMostOne, [(_, k, 1)]) => *k == name,
+        _ => false,
+    };
+    if !ok {
+        return Err(format!("per-network counters moved: {moved:?}"));
     }
     Ok(())
 }
