@@ -31,6 +31,24 @@ pub const ETH_LEN: usize = 14;
 pub const DEFAULT_OVERLAY_MTU: u32 = 1450;
 
 /// Program names as they appear in the eBPF object (the function names).
+/// Programs of the benchmark harness object (`overlay-ebpf/src/benchkit.rs`).
+pub mod benchkit {
+    /// XDP packet generator, run with BPF_PROG_RUN in live-frames mode.
+    pub const XDP_GEN: &str = "xdp_gen";
+    /// TC, limit (a): redirect by ingress device, nothing else.
+    pub const REDIRECT_TC: &str = "redirect_tc";
+    /// Global (read-only data): how many UDP source ports the generator
+    /// cycles through.
+    pub const GEN_FLOWS: &str = "GEN_FLOWS";
+    /// Map: ingress ifindex -> [`super::RedirectTarget`].
+    pub const REDIRECT: &str = "REDIRECT";
+    /// Byte offset of the UDP source port the generator rewrites (Ethernet
+    /// and an option-less IPv4 header in front of it).
+    pub const GEN_PORT_OFFSET: usize = 14 + 20;
+    /// First source port; frames use `GEN_PORT_BASE .. GEN_PORT_BASE + flows`.
+    pub const GEN_PORT_BASE: u16 = 1024;
+}
+
 pub mod programs {
     /// TC, tcx ingress of each endpoint's host-side veth (= container egress).
     pub const ENDPOINT_INGRESS: &str = "endpoint_ingress";

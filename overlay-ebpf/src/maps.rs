@@ -3,6 +3,7 @@
 //! Names, layouts and capacities come from `overlay_common`.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
 };
@@ -44,6 +45,9 @@ pub static OVL_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::pinned(COUNTER
 
 /// VNI -> per-CPU counters of that network. Entries are created (zeroed) and
 /// deleted by userspace with their network; the programs only add to them.
+/// Not preallocated: a value is 768 bytes per CPU, so memory follows the
+/// networks that exist (the programs never insert, so no allocation happens
+/// on the packet path).
 #[map]
 pub static OVL_NET_COUNTERS: PerCpuHashMap<u32, NetCounters> =
-    PerCpuHashMap::pinned(capacity::NETWORKS, 0);
+    PerCpuHashMap::pinned(capacity::NETWORKS, BPF_F_NO_PREALLOC);

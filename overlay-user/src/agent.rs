@@ -10,7 +10,10 @@
 //! watching; no restart is needed.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -69,12 +72,65 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Renews `lease` every `every` on a connection of its own until `done`,
+/// so that a long apply (waiting for the host's store behind a burst of CLI
+/// commands) never lets the lease lapse. Sets `lost` when the lease is gone
+/// or the renewals cannot reach etcd.
+fn keep_lease(
+    options: &crate::cluster::ClusterOptions,
+    lease: i64,
+    every: Duration,
+    done: &AtomicBool,
+    lost: &AtomicBool,
+) {
+    let mut store = match ClusterStore::connect(options) {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::warn!(error = %chain(&e), "lease keeper cannot reach the cluster store");
+            lost.store(true, Ordering::Relaxed);
+            return;
+        }
+    };
+    store.set_lease(lease);
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(every);
+        match store.keep_alive() {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.store(true, Ordering::Relaxed);
+                return;
+            }
+            // The session notices an outage through its watch.
+            Err(e) => tracing::debug!(error = %chain(&e), "lease renewal failed"),
+        }
+    }
+}
+
+/// Sets the flag when dropped: ends the lease keeper with its session.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 fn session(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let mut store = ClusterStore::connect(&cfg.options)?;
     let stored = transaction(&cfg.paths, |e| {
         Ok(e.state.cluster.as_ref().map_or(0, |c| c.lease))
     })?;
     let lease = store.register_host(&cfg.host, cfg.ttl, stored)?;
+    let (done, lost) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let _end_keeper = SetOnDrop(done.clone());
+    {
+        let (options, done, lost) = (cfg.options.clone(), done.clone(), lost.clone());
+        let every = Duration::from_secs(u64::try_from(cfg.ttl / 3).unwrap_or(1).max(1));
+        std::thread::spawn(move || keep_lease(&options, lease, every, &done, &lost));
+    }
     if lease != stored {
         transaction(&cfg.paths, |e| {
             if let Some(c) = e.state.cluster.as_mut() {
@@ -92,22 +148,14 @@ fn session(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     let mut mirror = store.mirror()?;
     apply(cfg, &mut store, &mirror)?;
     store.watch(&mirror)?;
-    let renew_every = Duration::from_secs(u64::try_from(cfg.ttl / 3).unwrap_or(1).max(1));
-    let mut renew_at = Instant::now() + renew_every;
     while !stop.load(Ordering::Relaxed) {
-        let wait = renew_at
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_secs(1));
-        if store.next_changes(&mut mirror, wait)? {
+        if lost.load(Ordering::Relaxed) {
+            return Err(AgentError::LeaseLost(lease));
+        }
+        if store.next_changes(&mut mirror, Duration::from_secs(1))? {
             // Take a burst of events in one pass.
             while store.next_changes(&mut mirror, Duration::from_millis(5))? {}
             apply(cfg, &mut store, &mirror)?;
-        }
-        if Instant::now() >= renew_at {
-            if !store.keep_alive()? {
-                return Err(AgentError::LeaseLost(store.lease()));
-            }
-            renew_at = Instant::now() + renew_every;
         }
     }
     Ok(())

@@ -9,6 +9,7 @@ use overlay_user::bench::{
     self, ProgCost,
     cluster::Convergence,
     control::{self, ControlCost, MapMemory},
+    pktrate::{self, Direction, RateOptions, RateResult},
     traffic::{self, PathKind, PathResult, TrafficOptions},
 };
 use serde::Serialize;
@@ -33,6 +34,9 @@ pub struct BenchArgs {
     /// Skip the traffic and cluster benchmarks (program cost only).
     #[arg(long)]
     prog_run_only: bool,
+    /// Generated frames per packet-rate measurement; default 500000, quick 5000.
+    #[arg(long)]
+    frames: Option<u32>,
     /// Connects measured for cluster convergence; default 10, quick 2.
     #[arg(long)]
     convergence_rounds: Option<usize>,
@@ -66,7 +70,26 @@ struct Results {
     control_plane: Vec<ControlCost>,
     map_memory: Vec<MapMemory>,
     traffic: Vec<PathResult>,
+    packet_rate: Vec<RateResult>,
     cluster: Option<Convergence>,
+}
+
+impl Results {
+    /// Every path measured, in order of first appearance.
+    fn traffic_paths(&self) -> Vec<(PathKind, &'static str)> {
+        let mut out: Vec<(PathKind, &'static str)> = Vec::new();
+        for (p, n) in self
+            .packet_rate
+            .iter()
+            .map(|x| (x.path, x.name))
+            .chain(self.traffic.iter().map(|t| (t.path, t.name)))
+        {
+            if !out.iter().any(|(q, _)| *q == p) {
+                out.push((p, n));
+            }
+        }
+        out
+    }
 }
 
 fn cost_rows(costs: &[ProgCost]) -> Vec<CostRow> {
@@ -113,14 +136,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let samples = args
         .samples
         .unwrap_or(if args.quick { 500 } else { 50_000 });
-    eprintln!("[1/4] BPF_PROG_RUN cost: {samples} single runs per path");
+    eprintln!("[1/5] BPF_PROG_RUN cost: {samples} single runs per path");
     let prog_run = cost_rows(&bench::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?);
     let counts: &[usize] = if args.quick {
         &[1000]
     } else {
         &[1000, 10_000, 100_000]
     };
-    eprintln!("[2/4] control plane: programming {counts:?} remote endpoints");
+    eprintln!("[2/5] control plane: programming {counts:?} remote endpoints");
     let (control_plane, map_memory) =
         control::program_remote_endpoints(counts).context("control-plane benchmark")?;
     let traffic = if args.prog_run_only {
@@ -133,9 +156,25 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             TrafficOptions::FULL
         };
         traffic::run(&PathKind::ALL, opts, |step| {
-            eprintln!("[3/4] traffic: {step}")
+            eprintln!("[3/5] traffic: {step}")
         })
         .context("traffic benchmark")?
+    };
+    let packet_rate = if args.prog_run_only {
+        Vec::new()
+    } else {
+        let mut opts = if args.quick {
+            RateOptions::QUICK
+        } else {
+            RateOptions::FULL
+        };
+        if let Some(frames) = args.frames {
+            opts.frames = frames.max(1);
+        }
+        pktrate::run(&PathKind::ALL, opts, |step| {
+            eprintln!("[4/5] packet rate: {step}")
+        })
+        .context("packet-rate benchmark")?
     };
     let cluster = if args.prog_run_only {
         None
@@ -143,7 +182,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         let rounds = args
             .convergence_rounds
             .unwrap_or(if args.quick { 2 } else { 10 });
-        eprintln!("[4/4] cluster convergence: {rounds} connects, 2 hosts, etcd");
+        eprintln!("[5/5] cluster convergence: {rounds} connects, 2 hosts, etcd");
         let binary = std::env::current_exe().context("locating the overlay binary")?;
         Some(bench::cluster::convergence(&binary, rounds))
     };
@@ -157,6 +196,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         control_plane,
         map_memory,
         traffic,
+        packet_rate,
         cluster,
     };
     print!("{}", tables(&results));
@@ -169,7 +209,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.svg {
-        std::fs::write(path, svg(&results.traffic))
+        std::fs::write(path, svg(&results))
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
@@ -223,7 +263,7 @@ fn tables(r: &Results) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "\nMap memory (preallocated, locked): {} KiB in all: {}",
+        "\nMap memory (locked; all preallocated but the per-network counters): {} KiB in all: {}",
         total / 1024,
         maps.join(", ")
     );
@@ -258,6 +298,39 @@ fn tables(r: &Results) -> String {
             limit.map_or_else(|| "-".into(), |l| ratio(t.rr_median_us, l.rr_median_us)),
         );
     }
+    if !r.packet_rate.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nPacket rate: UDP frames from the XDP live-frames generator, counted in the far container \
+             (medians over rounds; CPU = busy time of all CPUs per delivered frame, generator included)\n\
+             | path | direction | frame B | Mpps | delivered | CPU ns/pkt | vs kernel (same underlay) | vs limit (a) |\n\
+             |---|---|---|---|---|---|---|---|"
+        );
+        for x in &r.packet_rate {
+            let find = |p: PathKind| {
+                r.packet_rate
+                    .iter()
+                    .find(|y| y.path == p && y.direction == x.direction && y.size == x.size)
+            };
+            let kernel = x.path.kernel_peer().and_then(find);
+            let limit = find(PathKind::Redirect);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.3} | {:.0}% | {:.0} | {} | {} |",
+                x.name,
+                match x.direction {
+                    Direction::Encap => "encap",
+                    Direction::Decap => "decap",
+                },
+                x.size,
+                x.mpps,
+                x.delivered * 100.0,
+                x.cpu_ns_per_packet,
+                kernel.map_or_else(|| "-".into(), |k| ratio(x.mpps, k.mpps)),
+                limit.map_or_else(|| "-".into(), |l| ratio(x.mpps, l.mpps)),
+            );
+        }
+    }
     if let Some(c) = &r.cluster {
         let _ = writeln!(
             out,
@@ -291,39 +364,79 @@ fn markdown(r: &Results) -> String {
     )
 }
 
-fn svg(traffic: &[PathResult]) -> String {
-    let max = traffic
-        .iter()
-        .map(|t| t.tcp1_gbps.max(t.tcp4_gbps))
-        .fold(1.0, f64::max);
+/// One panel of paired bars (dark, light) per row, at vertical offset `top`;
+/// returns the SVG elements and the panel height.
+fn panel(top: f64, title: &str, rows: &[(&str, f64, f64)]) -> (String, f64) {
+    let max = rows.iter().map(|r| r.1.max(r.2)).fold(1e-9, f64::max);
     let (w, row) = (640.0, 44.0);
-    let h = 40.0 + row * traffic.len() as f64;
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <text x=\"10\" y=\"20\" font-size=\"14\">TCP throughput, Gbit/s (dark: 1 stream, light: 4 streams)</text>\n"
+        "<text x=\"10\" y=\"{:.0}\" font-size=\"14\">{title}</text>\n",
+        top + 20.0
     );
-    for (i, t) in traffic.iter().enumerate() {
-        let y = 34.0 + row * i as f64;
+    for (i, (name, dark, light)) in rows.iter().enumerate() {
+        let y = top + 34.0 + row * i as f64;
         // Room on the right for the value label of the longest bar.
         let bar = |v: f64| v / max * (w - 300.0);
         let _ = writeln!(
             out,
-            "<text x=\"10\" y=\"{:.0}\">{}</text>\n\
+            "<text x=\"10\" y=\"{:.0}\">{name}</text>\n\
              <rect x=\"180\" y=\"{:.0}\" width=\"{:.1}\" height=\"14\" fill=\"#2b6cb0\"/>\n\
              <rect x=\"180\" y=\"{:.0}\" width=\"{:.1}\" height=\"14\" fill=\"#90cdf4\"/>\n\
-             <text x=\"{:.0}\" y=\"{:.0}\">{:.2} / {:.2}</text>",
+             <text x=\"{:.0}\" y=\"{:.0}\">{dark:.2} / {light:.2}</text>",
             y + 18.0,
-            t.name,
             y + 4.0,
-            bar(t.tcp1_gbps),
+            bar(*dark),
             y + 20.0,
-            bar(t.tcp4_gbps),
-            186.0 + bar(t.tcp1_gbps.max(t.tcp4_gbps)),
+            bar(*light),
+            186.0 + bar(dark.max(*light)),
             y + 18.0,
-            t.tcp1_gbps,
-            t.tcp4_gbps
         );
     }
-    out.push_str("</svg>\n");
-    out
+    (out, 40.0 + row * rows.len() as f64)
+}
+
+/// Packet rates (64 B frames) and TCP throughput, one panel each.
+fn svg(r: &Results) -> String {
+    let mut body = String::new();
+    let mut top = 0.0;
+    let pps: Vec<(&str, f64, f64)> = r
+        .traffic_paths()
+        .into_iter()
+        .filter_map(|(path, name)| {
+            let rate = |dir| {
+                r.packet_rate
+                    .iter()
+                    .find(|x| x.path == path && x.direction == dir && x.size == 64)
+                    .map(|x| x.mpps)
+            };
+            let encap = rate(Direction::Encap)?;
+            Some((name, encap, rate(Direction::Decap).unwrap_or(0.0)))
+        })
+        .collect();
+    if !pps.is_empty() {
+        let (p, h) = panel(
+            top,
+            "Packet rate, 64 B UDP frames, Mpps delivered (dark: encap direction, light: decap)",
+            &pps,
+        );
+        body.push_str(&p);
+        top += h;
+    }
+    let tcp: Vec<(&str, f64, f64)> = r
+        .traffic
+        .iter()
+        .map(|t| (t.name, t.tcp1_gbps, t.tcp4_gbps))
+        .collect();
+    if !tcp.is_empty() {
+        let (p, h) = panel(
+            top,
+            "TCP throughput, Gbit/s (dark: 1 stream, light: 4 streams)",
+            &tcp,
+        );
+        body.push_str(&p);
+        top += h;
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"640\" height=\"{top:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n{body}</svg>\n"
+    )
 }

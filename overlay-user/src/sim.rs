@@ -32,6 +32,8 @@ pub enum SimError {
     Dataplane(#[from] DataplaneError),
     #[error("{0}")]
     Invalid(String),
+    #[error("benchmark harness program: {0}")]
+    Harness(String),
 }
 
 /// The underlay subnet the simulated hosts share.
@@ -48,6 +50,10 @@ pub enum HostKind {
     /// network a vxlan device (`nolearning proxy`) enslaved to a bridge,
     /// static FDB and neighbour entries for remote endpoints.
     Kernel,
+    /// Limit (a) of the benchmarks: the same veths with only a minimal
+    /// program that redirects by ingress device (container <-> underlay
+    /// NIC), no lookup by address, no encapsulation. One container per host.
+    Redirect,
 }
 
 /// How the simulated underlay veths treat offloads.
@@ -70,6 +76,9 @@ pub struct Host {
     pub dataplane: Option<Dataplane>,
     pub decap: Option<AttachedMode>,
     pin_dir: Option<PathBuf>,
+    /// The redirect program of a [`HostKind::Redirect`] host (its links
+    /// go with it).
+    redirect: Option<aya::Ebpf>,
 }
 
 impl Host {
@@ -125,6 +134,40 @@ pub struct Lab {
     /// carry from one host's stack into the next.
     switch: Option<NetNs>,
     tag: String,
+}
+
+/// Attaches the limit (a) program at tcx ingress of `ifindex` (calling
+/// thread's namespace).
+fn attach_redirect(ebpf: &mut aya::Ebpf, ifindex: u32) -> Result<(), SimError> {
+    let err = |e: &dyn std::fmt::Display| SimError::Harness(e.to_string());
+    let prog: &mut aya::programs::SchedClassifier = ebpf
+        .program_mut(overlay_common::benchkit::REDIRECT_TC)
+        .ok_or_else(|| SimError::Harness("redirect_tc missing".into()))?
+        .try_into()
+        .map_err(|e| err(&e))?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|e| err(&e))?;
+    }
+    prog.attach(ifindex, aya::programs::TcAttachType::Ingress)
+        .map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Frames arriving on `from` go to `to` (`flags`: `REDIRECT_PEER` or 0).
+fn set_redirect(ebpf: &mut aya::Ebpf, from: u32, to: u32, flags: u32) -> Result<(), SimError> {
+    let err = |e: &dyn std::fmt::Display| SimError::Harness(e.to_string());
+    let mut map: aya::maps::HashMap<_, u32, overlay_common::RedirectTarget> =
+        aya::maps::HashMap::try_from(
+            ebpf.map_mut(overlay_common::benchkit::REDIRECT)
+                .ok_or_else(|| SimError::Harness("REDIRECT map missing".into()))?,
+        )
+        .map_err(|e| err(&e))?;
+    map.insert(
+        &from,
+        &overlay_common::RedirectTarget { ifindex: to, flags },
+        0,
+    )
+    .map_err(|e| err(&e))
 }
 
 fn sh(ns: &NetNs, cmd: &str) -> Result<(), NetnsError> {
@@ -215,15 +258,34 @@ impl Lab {
         tag: &str,
         i: usize,
     ) -> Result<Host, SimError> {
-        let HostKind::Ebpf(mode) = kind else {
-            return Ok(Host {
-                ns,
-                underlay_ip,
-                kind,
-                dataplane: None,
-                decap: None,
-                pin_dir: None,
-            });
+        let mode = match kind {
+            HostKind::Ebpf(mode) => mode,
+            HostKind::Kernel => {
+                return Ok(Host {
+                    ns,
+                    underlay_ip,
+                    kind,
+                    dataplane: None,
+                    decap: None,
+                    pin_dir: None,
+                    redirect: None,
+                });
+            }
+            HostKind::Redirect => {
+                let mut ebpf = aya::Ebpf::load(crate::bench::BENCHKIT_OBJECT)
+                    .map_err(|e| SimError::Harness(e.to_string()))?;
+                let nic = ns.ifindex("eth0")?;
+                ns.run(|| attach_redirect(&mut ebpf, nic))??;
+                return Ok(Host {
+                    ns,
+                    underlay_ip,
+                    kind,
+                    dataplane: None,
+                    decap: None,
+                    pin_dir: None,
+                    redirect: Some(ebpf),
+                });
+            }
         };
         let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}-h{}", i + 1));
         let mut dataplane = Dataplane::load(&pin_dir)?;
@@ -237,6 +299,7 @@ impl Lab {
             dataplane: Some(dataplane),
             decap: Some(decap),
             pin_dir: Some(pin_dir),
+            redirect: None,
         })
     }
 
@@ -255,6 +318,9 @@ impl Lab {
         };
         let ips: Vec<Ipv4Addr> = self.hosts.iter().map(|h| h.underlay_ip).collect();
         for host in &mut self.hosts {
+            if host.kind == HostKind::Redirect {
+                continue;
+            }
             let Some(dp) = host.dataplane.as_mut() else {
                 let ul = host.underlay_ip;
                 sh(
@@ -357,6 +423,16 @@ impl Lab {
     ) -> Result<(), SimError> {
         let owner_ip = self.hosts[host].underlay_ip;
         for (i, h) in self.hosts.iter_mut().enumerate() {
+            if h.kind == HostKind::Redirect {
+                if i == host {
+                    let nic = h.ns.ifindex("eth0")?;
+                    let ebpf = h.redirect.as_mut().expect("redirect hosts load it");
+                    h.ns.run(|| attach_redirect(ebpf, att.host_ifindex))??;
+                    set_redirect(ebpf, att.host_ifindex, nic, 0)?;
+                    set_redirect(ebpf, nic, att.host_ifindex, overlay_common::REDIRECT_PEER)?;
+                }
+                continue;
+            }
             let Some(dp) = h.dataplane.as_mut() else {
                 if i != host {
                     // Static entries, as Docker's overlay driver installs them.
@@ -391,6 +467,11 @@ impl Lab {
             }
         }
         Ok(())
+    }
+
+    /// The underlay switch's namespace.
+    pub fn switch(&self) -> &NetNs {
+        self.switch.as_ref().expect("present until drop")
     }
 
     /// Runs a command in container `c`.

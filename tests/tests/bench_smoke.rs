@@ -38,6 +38,7 @@ fn traffic_benchmark_measures_every_path_it_names() {
     let paths = [
         PathKind::EbpfTc,
         PathKind::KernelOffload,
+        PathKind::Redirect,
         PathKind::PlainVeth,
     ];
     let results = traffic::run(&paths, TrafficOptions::QUICK, |_| {}).expect("benchmark runs");
@@ -47,6 +48,38 @@ fn traffic_benchmark_measures_every_path_it_names() {
         assert!(r.tcp1_gbps > 0.0 && r.tcp4_gbps > 0.0, "{r:?}");
         assert!(
             r.rr_median_us > 0.0 && r.rr_p99_us >= r.rr_median_us,
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
+fn packet_rate_benchmark_delivers_on_every_path() {
+    if !require_root("packet_rate_benchmark_delivers_on_every_path") {
+        return;
+    }
+    use overlay_user::bench::{
+        pktrate::{self, Direction, RateOptions},
+        traffic::PathKind,
+    };
+    let results = pktrate::run(&PathKind::ALL, RateOptions::QUICK, |_| {}).expect("benchmark runs");
+    for path in PathKind::ALL {
+        let dirs: Vec<Direction> = results
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| r.direction)
+            .collect();
+        let want: &[Direction] = if path == PathKind::PlainVeth {
+            &[Direction::Encap]
+        } else {
+            &[Direction::Encap, Direction::Decap]
+        };
+        assert_eq!(dirs, want, "{path:?} measured in each direction it has");
+    }
+    for r in &results {
+        // Frames really arrived in the far container (counted there).
+        assert!(
+            r.mpps > 0.0 && r.delivered > 0.0 && r.delivered <= 1.0,
             "{r:?}"
         );
     }

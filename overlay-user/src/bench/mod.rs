@@ -3,7 +3,8 @@
 
 pub mod cluster;
 pub mod control;
+pub mod pktrate;
 pub mod prog_run;
 pub mod traffic;
 
-pub use prog_run::{BenchError, NOOP_OBJECT, ProgCost, prog_run_costs};
+pub use prog_run::{BENCHKIT_OBJECT, BenchError, NOOP_OBJECT, ProgCost, prog_run_costs};

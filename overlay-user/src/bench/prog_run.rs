@@ -24,6 +24,9 @@ use crate::{
 
 /// No-op XDP and TC programs (`overlay-ebpf/src/noop.rs`).
 pub static NOOP_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/noop"));
+/// The packet generator and the limit (a) redirect program
+/// (`overlay-ebpf/src/benchkit.rs`).
+pub static BENCHKIT_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/benchkit"));
 
 /// Failure while benchmarking.
 #[derive(Debug, thiserror::Error)]

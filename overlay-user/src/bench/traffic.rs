@@ -30,16 +30,20 @@ pub enum PathKind {
     KernelWire,
     /// Kernel vxlan + bridge, veth offloads on.
     KernelOffload,
-    /// The two containers on one plain veth pair: no hosts, no overlay.
+    /// Limit (a): the same hosts and veths, a minimal program redirecting
+    /// by ingress device, no encapsulation (offload underlay).
+    Redirect,
+    /// Limit (b): the two containers on one plain veth pair: no hosts.
     PlainVeth,
 }
 
 impl PathKind {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::EbpfXdp,
         Self::EbpfTc,
         Self::KernelWire,
         Self::KernelOffload,
+        Self::Redirect,
         Self::PlainVeth,
     ];
 
@@ -49,7 +53,8 @@ impl PathKind {
             Self::EbpfTc => "ebpf-tc (offload)",
             Self::KernelWire => "kernel vxlan (wire)",
             Self::KernelOffload => "kernel vxlan (offload)",
-            Self::PlainVeth => "plain veth (limit)",
+            Self::Redirect => "redirect (limit a)",
+            Self::PlainVeth => "plain veth (limit b)",
         }
     }
 
@@ -99,22 +104,23 @@ pub struct PathResult {
     pub rr_p99_us: f64,
 }
 
-const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 3);
-const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
+pub(super) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 3);
+pub(super) const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
 
 /// A built topology: two container namespaces (client, server).
-enum Topology {
+pub(super) enum Topology {
     Lab(Box<Lab>),
     Pair(NetNs, NetNs),
 }
 
 impl Topology {
-    fn build(path: PathKind) -> Result<Self, BenchError> {
+    pub(super) fn build(path: PathKind) -> Result<Self, BenchError> {
         let (kinds, underlay) = match path {
             PathKind::EbpfXdp => ([HostKind::Ebpf(DecapMode::Xdp); 2], UnderlayKind::Wire),
             PathKind::EbpfTc => ([HostKind::Ebpf(DecapMode::Tc); 2], UnderlayKind::Offload),
             PathKind::KernelWire => ([HostKind::Kernel; 2], UnderlayKind::Wire),
             PathKind::KernelOffload => ([HostKind::Kernel; 2], UnderlayKind::Offload),
+            PathKind::Redirect => ([HostKind::Redirect; 2], UnderlayKind::Offload),
             PathKind::PlainVeth => return Self::pair(),
         };
         let mut lab = Lab::with_underlay(&kinds, underlay)?;
@@ -153,14 +159,14 @@ impl Topology {
         Ok(Self::Pair(a, b))
     }
 
-    fn client(&self) -> &NetNs {
+    pub(super) fn client(&self) -> &NetNs {
         match self {
             Self::Lab(lab) => &lab.containers[0].ns,
             Self::Pair(a, _) => a,
         }
     }
 
-    fn server(&self) -> &NetNs {
+    pub(super) fn server(&self) -> &NetNs {
         match self {
             Self::Lab(lab) => &lab.containers[1].ns,
             Self::Pair(_, b) => b,

@@ -1,0 +1,103 @@
+//! Benchmark harness, built as an object of its own so the dataplane object
+//! carries nothing but the dataplane:
+//! - `xdp_gen`, the packet generator: userspace runs it with BPF_PROG_RUN in
+//!   live-frames mode on a template frame (what xdp-trafficgen does); each
+//!   frame gets one of `GEN_FLOWS` UDP source ports and is transmitted
+//!   (XDP_TX) out of the device the run names.
+//! - `redirect_tc`, limit (a): the least a forwarding program can do on the
+//!   same veths as the dataplane: redirect by ingress device to a configured
+//!   target. No address lookup, no encapsulation.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use aya_ebpf::{
+        EbpfContext as _,
+        bindings::{__sk_buff, TC_ACT_OK, xdp_action},
+        helpers::{bpf_redirect, bpf_redirect_peer},
+        macros::{classifier, map, xdp},
+        maps::{HashMap, PerCpuArray},
+        programs::{TcContext, XdpContext},
+    };
+    use overlay_common::{
+        REDIRECT_PEER, RedirectTarget,
+        benchkit::{GEN_PORT_BASE, GEN_PORT_OFFSET},
+    };
+
+    /// Flows the generator cycles through; userspace sets it at load time.
+    #[unsafe(no_mangle)]
+    static GEN_FLOWS: u32 = 1;
+
+    /// 0 -> frames generated on this CPU. Written by `xdp_gen` only.
+    #[map]
+    static GEN_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+    /// ingress ifindex -> redirect target. Written by the benchmark setup.
+    #[map]
+    static REDIRECT: HashMap<u32, RedirectTarget> = HashMap::with_max_entries(64, 0);
+
+    #[xdp]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
+    pub fn xdp_gen(ctx: XdpContext) -> u32 {
+        // Volatile: the loader rewrites the value in .rodata; a plain read
+        // would be folded to the compile-time 1.
+        // SAFETY: reading a static.
+        let flows = unsafe { core::ptr::read_volatile(&GEN_FLOWS) }.max(1);
+        let Some(seq) = GEN_SEQ.get_ptr_mut(0) else {
+            return xdp_action::XDP_ABORTED;
+        };
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        let n = unsafe {
+            *seq = (*seq).wrapping_add(1);
+            *seq
+        };
+        let (data, end) = (ctx.data(), ctx.data_end());
+        if data + GEN_PORT_OFFSET + 2 > end {
+            return xdp_action::XDP_ABORTED;
+        }
+        let port = GEN_PORT_BASE.wrapping_add((n % flows) as u16);
+        // SAFETY: bounds checked just above.
+        unsafe { *((data + GEN_PORT_OFFSET) as *mut [u8; 2]) = port.to_be_bytes() };
+        xdp_action::XDP_TX
+    }
+
+    #[classifier]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
+    pub fn redirect_tc(ctx: TcContext) -> i32 {
+        // SAFETY: ctx wraps the program's valid __sk_buff.
+        let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
+        // SAFETY: copied out at once.
+        let Some(t) = (unsafe { REDIRECT.get(&ifindex) }).copied() else {
+            return TC_ACT_OK;
+        };
+        // SAFETY: plain helper calls.
+        let action = if t.flags & REDIRECT_PEER != 0 {
+            unsafe { bpf_redirect_peer(t.ifindex, 0) }
+        } else {
+            unsafe { bpf_redirect(t.ifindex, 0) }
+        };
+        action as i32
+    }
+}
+
+#[cfg(target_arch = "bpf")]
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // SAFETY: the verifier rejects any program in which a panic is reachable.
+    unsafe { core::hint::unreachable_unchecked() }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

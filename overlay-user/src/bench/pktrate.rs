@@ -1,0 +1,365 @@
+//! Packet rate: UDP frames of fixed sizes from the XDP live-frames
+//! generator (`xdp_gen`, run with BPF_PROG_RUN and
+//! `BPF_F_TEST_XDP_LIVE_FRAMES`, as xdp-trafficgen does; this kernel has no
+//! pktgen), counted where they arrive: the far container's `eth0`.
+//!
+//! - Encap direction: frames leave the client container's `eth0` (XDP_TX),
+//!   so they cross its host's forwarding (encap), the underlay switch and
+//!   the server's host (decap) into the server container.
+//! - Decap direction: ready-made VXLAN frames (raw frames for limit (a),
+//!   which has no encapsulation) leave the client host's underlay NIC, so
+//!   only the switch and the server's host (decap) are on the way.
+//!
+//! XDP_TX out of a veth lands in its peer's NAPI queue, which exists only
+//! while the peer has GRO on: the setup turns it on for the peers the
+//! generator sends to. CPU per packet is all CPUs' busy time (from
+//! /proc/stat, generator included) over the frames delivered: a ratio
+//! between paths, not an absolute cost.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader, TestRun as _,
+    programs::{TestRunAttrs, TestRunOptions, Xdp},
+};
+use overlay_common::benchkit::{GEN_FLOWS, GEN_PORT_BASE, XDP_GEN};
+use serde::Serialize;
+
+use super::{
+    BENCHKIT_OBJECT, BenchError,
+    traffic::{CLIENT_IP, PathKind, SERVER_IP, Topology},
+};
+use crate::{
+    netns::{self, NetNs},
+    packet::{ETH_P_IP, Ipv4, eth, udp, vxlan},
+    sim::SimError,
+};
+
+/// Which half of the path the frames cross.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Encap,
+    Decap,
+}
+
+/// Sizes of a run.
+#[derive(Clone, Copy, Debug)]
+pub struct RateOptions {
+    pub rounds: usize,
+    /// Frames per measurement.
+    pub frames: u32,
+    /// UDP source ports the generator cycles through.
+    pub flows: u32,
+    /// Frame sizes (Ethernet header included, FCS not) of the inner frame.
+    pub sizes: &'static [usize],
+}
+
+impl RateOptions {
+    pub const FULL: Self = Self {
+        rounds: 3,
+        frames: 500_000,
+        flows: 64,
+        sizes: &[64, 512, 1450],
+    };
+    pub const QUICK: Self = Self {
+        rounds: 1,
+        frames: 5_000,
+        flows: 4,
+        sizes: &[64],
+    };
+}
+
+/// Medians over the rounds for one path, direction and size.
+#[derive(Clone, Debug, Serialize)]
+pub struct RateResult {
+    pub path: PathKind,
+    pub name: &'static str,
+    pub direction: Direction,
+    pub size: usize,
+    /// Frames delivered into the far container, millions per second.
+    pub mpps: f64,
+    /// Share of generated frames that arrived.
+    pub delivered: f64,
+    /// Busy CPU time of the whole machine per delivered frame, ns.
+    pub cpu_ns_per_packet: f64,
+}
+
+/// The live-frames generator.
+struct Generator {
+    ebpf: Ebpf,
+}
+
+impl Generator {
+    fn new(flows: u32) -> Result<Self, BenchError> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GEN_FLOWS, &flows, true)
+            .load(BENCHKIT_OBJECT)
+            .map_err(|e| BenchError::Tool(format!("loading the generator: {e}")))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(XDP_GEN)
+            .ok_or_else(|| BenchError::Tool("xdp_gen missing".into()))?
+            .try_into()
+            .map_err(|e| BenchError::Tool(format!("xdp_gen: {e}")))?;
+        prog.load()
+            .map_err(|e| BenchError::Tool(format!("loading xdp_gen: {e}")))?;
+        Ok(Self { ebpf })
+    }
+
+    /// Sends `frames` copies of `frame` out of `ifindex` (calling thread's
+    /// namespace), as fast as one CPU can.
+    fn send(&self, ifindex: u32, frame: &[u8], frames: u32) -> Result<(), BenchError> {
+        let prog: &Xdp = self
+            .ebpf
+            .program(XDP_GEN)
+            .ok_or_else(|| BenchError::Tool("xdp_gen missing".into()))?
+            .try_into()
+            .map_err(|e| BenchError::Tool(format!("xdp_gen: {e}")))?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, ...;
+        // the kernel wants data_end to be the frame's length.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: frames,
+            attrs: TestRunAttrs::new().xdp_live_frames(64),
+            ..TestRunOptions::default()
+        })
+        .map_err(|e| {
+            BenchError::Tool(format!(
+                "live-frames run: {e}: {:?}",
+                std::error::Error::source(&e)
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+/// An Ethernet + IPv4 + UDP frame of `size` bytes.
+fn udp_frame(size: usize, dst: [u8; 6], src: [u8; 6], from: Ipv4Addr, to: Ipv4Addr) -> Vec<u8> {
+    let payload = vec![0u8; size.saturating_sub(14 + 20 + 8)];
+    let mut f = eth(dst, src, ETH_P_IP);
+    f.extend(Ipv4::new(from, to, 17).build(&udp(GEN_PORT_BASE, 9, &payload)));
+    f
+}
+
+/// Received packets of `eth0` in `ns`.
+fn rx_packets(ns: &NetNs) -> Result<u64, BenchError> {
+    let out = ns
+        .exec(&["ip", "-j", "-s", "link", "show", "eth0"])
+        .map_err(SimError::from)?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    json[0]["stats64"]["rx"]["packets"]
+        .as_u64()
+        .ok_or_else(|| BenchError::Tool("no rx counter for eth0".into()))
+}
+
+/// Busy jiffies of all CPUs (user, nice, system, irq, softirq, steal).
+fn cpu_busy() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    stat.lines()
+        .next()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .enumerate()
+                .filter(|(i, _)| [0, 1, 2, 5, 6, 7].contains(i))
+                .map(|(_, v)| v)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Where the generator sends from, and what, for one topology.
+struct Injection<'a> {
+    ns: &'a NetNs,
+    frame: Vec<u8>,
+}
+
+fn injection<'a>(
+    path: PathKind,
+    top: &'a Topology,
+    dir: Direction,
+    size: usize,
+) -> Result<Option<Injection<'a>>, BenchError> {
+    let (client_mac, server_mac) = (
+        top.client().mac("eth0").map_err(SimError::from)?,
+        top.server().mac("eth0").map_err(SimError::from)?,
+    );
+    let inner = udp_frame(size, server_mac.0, client_mac.0, CLIENT_IP, SERVER_IP);
+    match (top, dir) {
+        (_, Direction::Encap) => Ok(Some(Injection {
+            ns: top.client(),
+            frame: inner,
+        })),
+        (Topology::Pair(..), Direction::Decap) => Ok(None),
+        (Topology::Lab(_), Direction::Decap) if path == PathKind::Redirect => {
+            let Topology::Lab(lab) = top else {
+                unreachable!("matched above")
+            };
+            Ok(Some(Injection {
+                ns: &lab.hosts[0].ns,
+                frame: inner,
+            }))
+        }
+        (Topology::Lab(lab), Direction::Decap) => {
+            let (a, b) = (&lab.hosts[0], &lab.hosts[1]);
+            let mut payload = vxlan(0x08, 100);
+            payload.extend_from_slice(&inner);
+            let mut frame = eth(
+                b.ns.mac("eth0").map_err(SimError::from)?.0,
+                a.ns.mac("eth0").map_err(SimError::from)?.0,
+                ETH_P_IP,
+            );
+            frame.extend(Ipv4::new(a.underlay_ip, b.underlay_ip, 17).build(&udp(
+                GEN_PORT_BASE,
+                overlay_common::VXLAN_PORT,
+                &payload,
+            )));
+            Ok(Some(Injection { ns: &a.ns, frame }))
+        }
+    }
+}
+
+/// Turns on GRO where the generator's XDP_TX frames land.
+fn prepare(top: &Topology) -> Result<(), BenchError> {
+    let gro = |ns: &NetNs, ifname: &str| -> Result<(), SimError> {
+        Ok(ns.run(|| netns::enable_gro(ifname))??)
+    };
+    // The server answers each frame with an ICMP port unreachable (rate
+    // limited); a permanent neighbour entry keeps its ARP requests, and the
+    // replies that would be counted, off the wire.
+    let client_mac = top.client().mac("eth0").map_err(SimError::from)?;
+    top.server()
+        .exec(&[
+            "ip",
+            "neigh",
+            "replace",
+            &CLIENT_IP.to_string(),
+            "lladdr",
+            &client_mac.to_string(),
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])
+        .map_err(SimError::from)?;
+    match top {
+        Topology::Pair(_, b) => gro(b, "eth0")?,
+        Topology::Lab(lab) => {
+            gro(
+                &lab.hosts[0].ns,
+                &lab.containers[0].attachments[0].host_ifname,
+            )?;
+            gro(lab.switch(), "p1")?;
+        }
+    }
+    Ok(())
+}
+
+/// One measurement: (Mpps delivered, share delivered, CPU ns per packet).
+fn measure(
+    gen_: &Generator,
+    top: &Topology,
+    inj: &Injection<'_>,
+    frames: u32,
+) -> Result<(f64, f64, f64), BenchError> {
+    let ifindex = inj.ns.ifindex("eth0").map_err(SimError::from)?;
+    let before = rx_packets(top.server())?;
+    let cpu0 = cpu_busy();
+    let t0 = Instant::now();
+    inj.ns
+        .run(|| gen_.send(ifindex, &inj.frame, frames))
+        .map_err(SimError::from)??;
+    let elapsed = t0.elapsed().as_secs_f64();
+    // Let queues drain into the counter.
+    std::thread::sleep(Duration::from_millis(50));
+    let cpu = cpu_busy().saturating_sub(cpu0);
+    let got = rx_packets(top.server())?.saturating_sub(before);
+    if got == 0 {
+        return Err(BenchError::Tool(
+            "no generated frame reached the server container".into(),
+        ));
+    }
+    // USER_HZ is 100: a jiffy is 10 ms.
+    let cpu_ns = cpu as f64 * 1e7 / got as f64;
+    Ok((
+        got as f64 / elapsed / 1e6,
+        got as f64 / f64::from(frames),
+        cpu_ns,
+    ))
+}
+
+/// Builds every path, then measures them round by round.
+pub fn run(
+    paths: &[PathKind],
+    opts: RateOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<RateResult>, BenchError> {
+    progress("building topologies");
+    let tops: Vec<(PathKind, Topology)> = paths
+        .iter()
+        .map(|p| Topology::build(*p).map(|t| (*p, t)))
+        .collect::<Result<_, _>>()?;
+    for (_, top) in &tops {
+        prepare(top)?;
+    }
+    let generator = Generator::new(opts.flows)?;
+    let mut keys = Vec::new();
+    for (path, _) in &tops {
+        for dir in [Direction::Encap, Direction::Decap] {
+            for size in opts.sizes {
+                keys.push((*path, dir, *size));
+            }
+        }
+    }
+    let mut samples: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); keys.len()];
+    for round in 0..opts.rounds.max(1) {
+        for k in 0..tops.len() {
+            let t = (k + round) % tops.len();
+            let (path, top) = &tops[t];
+            progress(&format!(
+                "round {}/{}: {}",
+                round + 1,
+                opts.rounds,
+                path.name()
+            ));
+            for (i, (p, dir, size)) in keys.iter().enumerate() {
+                if p != path {
+                    continue;
+                }
+                let Some(inj) = injection(*path, top, *dir, *size)? else {
+                    continue;
+                };
+                samples[i].push(measure(&generator, top, &inj, opts.frames)?);
+            }
+        }
+    }
+    Ok(keys
+        .iter()
+        .zip(samples)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|((path, direction, size), s)| {
+            let med = |f: fn(&(f64, f64, f64)) -> f64| {
+                let mut v: Vec<f64> = s.iter().map(f).collect();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            RateResult {
+                path: *path,
+                name: path.name(),
+                direction: *direction,
+                size: *size,
+                mpps: med(|x| x.0),
+                delivered: med(|x| x.1),
+                cpu_ns_per_packet: med(|x| x.2),
+            }
+        })
+        .collect())
+}
