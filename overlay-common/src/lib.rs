@@ -37,6 +37,10 @@ pub mod benchkit {
     pub const XDP_GEN: &str = "xdp_gen";
     /// TC, limit (a): redirect by ingress device, nothing else.
     pub const REDIRECT_TC: &str = "redirect_tc";
+    /// TC at the far container's ingress: count and drop.
+    pub const SINK_TC: &str = "sink_tc";
+    /// Map: 0 -> per-CPU frames counted by the sink.
+    pub const SINK_COUNT: &str = "SINK_COUNT";
     /// Global (read-only data): how many UDP source ports the generator
     /// cycles through.
     pub const GEN_FLOWS: &str = "GEN_FLOWS";

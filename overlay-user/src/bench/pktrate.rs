@@ -1,7 +1,9 @@
 //! Packet rate: UDP frames of fixed sizes from the XDP live-frames
 //! generator (`xdp_gen`, run with BPF_PROG_RUN and
 //! `BPF_F_TEST_XDP_LIVE_FRAMES`, as xdp-trafficgen does; this kernel has no
-//! pktgen), counted where they arrive: the far container's `eth0`.
+//! pktgen), counted where they arrive: a sink program (`sink_tc`) at the far
+//! container's `eth0` ingress counts and drops them, so the receiver's own
+//! UDP stack is not part of what is measured.
 //!
 //! - Encap direction: frames leave the client container's `eth0` (XDP_TX),
 //!   so they cross its host's forwarding (encap), the underlay switch and
@@ -25,7 +27,7 @@ use aya::{
     Ebpf, EbpfLoader, TestRun as _,
     programs::{TestRunAttrs, TestRunOptions, Xdp},
 };
-use overlay_common::benchkit::{GEN_FLOWS, GEN_PORT_BASE, XDP_GEN};
+use overlay_common::benchkit::{GEN_FLOWS, GEN_PORT_BASE, SINK_COUNT, SINK_TC, XDP_GEN};
 use serde::Serialize;
 
 use super::{
@@ -61,7 +63,7 @@ pub struct RateOptions {
 impl RateOptions {
     pub const FULL: Self = Self {
         rounds: 3,
-        frames: 500_000,
+        frames: 200_000,
         flows: 64,
         sizes: &[64, 512, 1450],
     };
@@ -88,9 +90,13 @@ pub struct RateResult {
     pub cpu_ns_per_packet: f64,
 }
 
-/// The live-frames generator.
+/// The live-frames generator and the sinks.
 struct Generator {
     ebpf: Ebpf,
+}
+
+fn tool<E: std::fmt::Display>(what: &'static str) -> impl Fn(E) -> BenchError {
+    move |e| BenchError::Tool(format!("{what}: {e}"))
 }
 
 impl Generator {
@@ -106,7 +112,44 @@ impl Generator {
             .map_err(|e| BenchError::Tool(format!("xdp_gen: {e}")))?;
         prog.load()
             .map_err(|e| BenchError::Tool(format!("loading xdp_gen: {e}")))?;
+        let sink: &mut aya::programs::SchedClassifier = ebpf
+            .program_mut(SINK_TC)
+            .ok_or_else(|| BenchError::Tool("sink_tc missing".into()))?
+            .try_into()
+            .map_err(tool("sink_tc"))?;
+        sink.load().map_err(tool("loading sink_tc"))?;
         Ok(Self { ebpf })
+    }
+
+    /// Attaches the sink at tcx ingress of `eth0` in `ns`; the link lives
+    /// as long as the generator.
+    fn attach_sink(&mut self, ns: &NetNs) -> Result<(), BenchError> {
+        let ifindex = ns.ifindex("eth0").map_err(SimError::from)?;
+        let sink: &mut aya::programs::SchedClassifier = self
+            .ebpf
+            .program_mut(SINK_TC)
+            .ok_or_else(|| BenchError::Tool("sink_tc missing".into()))?
+            .try_into()
+            .map_err(tool("sink_tc"))?;
+        ns.run(|| sink.attach(ifindex, aya::programs::TcAttachType::Ingress))
+            .map_err(SimError::from)?
+            .map_err(tool("attaching sink_tc"))?;
+        Ok(())
+    }
+
+    /// Frames every sink has counted so far.
+    fn sunk(&self) -> Result<u64, BenchError> {
+        let map: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(
+            self.ebpf
+                .map(SINK_COUNT)
+                .ok_or_else(|| BenchError::Tool("SINK_COUNT missing".into()))?,
+        )
+        .map_err(tool("SINK_COUNT"))?;
+        Ok(map
+            .get(&0, 0)
+            .map_err(tool("reading SINK_COUNT"))?
+            .iter()
+            .sum())
     }
 
     /// Sends `frames` copies of `frame` out of `ifindex` (calling thread's
@@ -146,17 +189,6 @@ fn udp_frame(size: usize, dst: [u8; 6], src: [u8; 6], from: Ipv4Addr, to: Ipv4Ad
     let mut f = eth(dst, src, ETH_P_IP);
     f.extend(Ipv4::new(from, to, 17).build(&udp(GEN_PORT_BASE, 9, &payload)));
     f
-}
-
-/// Received packets of `eth0` in `ns`.
-fn rx_packets(ns: &NetNs) -> Result<u64, BenchError> {
-    let out = ns
-        .exec(&["ip", "-j", "-s", "link", "show", "eth0"])
-        .map_err(SimError::from)?;
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    json[0]["stats64"]["rx"]["packets"]
-        .as_u64()
-        .ok_or_else(|| BenchError::Tool("no rx counter for eth0".into()))
 }
 
 /// Busy jiffies of all CPUs (user, nice, system, irq, softirq, steal).
@@ -232,24 +264,6 @@ fn prepare(top: &Topology) -> Result<(), BenchError> {
     let gro = |ns: &NetNs, ifname: &str| -> Result<(), SimError> {
         Ok(ns.run(|| netns::enable_gro(ifname))??)
     };
-    // The server answers each frame with an ICMP port unreachable (rate
-    // limited); a permanent neighbour entry keeps its ARP requests, and the
-    // replies that would be counted, off the wire.
-    let client_mac = top.client().mac("eth0").map_err(SimError::from)?;
-    top.server()
-        .exec(&[
-            "ip",
-            "neigh",
-            "replace",
-            &CLIENT_IP.to_string(),
-            "lladdr",
-            &client_mac.to_string(),
-            "dev",
-            "eth0",
-            "nud",
-            "permanent",
-        ])
-        .map_err(SimError::from)?;
     match top {
         Topology::Pair(_, b) => gro(b, "eth0")?,
         Topology::Lab(lab) => {
@@ -263,28 +277,40 @@ fn prepare(top: &Topology) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// The sink count once queues have drained (unchanged for 20 ms).
+fn settled(gen_: &Generator) -> Result<u64, BenchError> {
+    let mut last = gen_.sunk()?;
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = gen_.sunk()?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
 /// One measurement: (Mpps delivered, share delivered, CPU ns per packet).
 fn measure(
     gen_: &Generator,
-    top: &Topology,
     inj: &Injection<'_>,
     frames: u32,
 ) -> Result<(f64, f64, f64), BenchError> {
     let ifindex = inj.ns.ifindex("eth0").map_err(SimError::from)?;
-    let before = rx_packets(top.server())?;
+    // Frames of the previous measurement may still be in flight.
+    let before = settled(gen_)?;
     let cpu0 = cpu_busy();
     let t0 = Instant::now();
     inj.ns
         .run(|| gen_.send(ifindex, &inj.frame, frames))
         .map_err(SimError::from)??;
     let elapsed = t0.elapsed().as_secs_f64();
-    // Let queues drain into the counter.
-    std::thread::sleep(Duration::from_millis(50));
+    let got = settled(gen_)?.saturating_sub(before);
     let cpu = cpu_busy().saturating_sub(cpu0);
-    let got = rx_packets(top.server())?.saturating_sub(before);
     if got == 0 {
         return Err(BenchError::Tool(
-            "no generated frame reached the server container".into(),
+            "no generated frame reached the sink in the server container".into(),
         ));
     }
     // USER_HZ is 100: a jiffy is 10 ms.
@@ -307,10 +333,11 @@ pub fn run(
         .iter()
         .map(|p| Topology::build(*p).map(|t| (*p, t)))
         .collect::<Result<_, _>>()?;
+    let mut generator = Generator::new(opts.flows)?;
     for (_, top) in &tops {
         prepare(top)?;
+        generator.attach_sink(top.server())?;
     }
-    let generator = Generator::new(opts.flows)?;
     let mut keys = Vec::new();
     for (path, _) in &tops {
         for dir in [Direction::Encap, Direction::Decap] {
@@ -337,7 +364,7 @@ pub fn run(
                 let Some(inj) = injection(*path, top, *dir, *size)? else {
                     continue;
                 };
-                samples[i].push(measure(&generator, top, &inj, opts.frames)?);
+                samples[i].push(measure(&generator, &inj, opts.frames)?);
             }
         }
     }
