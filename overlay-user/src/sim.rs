@@ -258,49 +258,36 @@ impl Lab {
         tag: &str,
         i: usize,
     ) -> Result<Host, SimError> {
-        let mode = match kind {
-            HostKind::Ebpf(mode) => mode,
-            HostKind::Kernel => {
-                return Ok(Host {
-                    ns,
-                    underlay_ip,
-                    kind,
-                    dataplane: None,
-                    decap: None,
-                    pin_dir: None,
-                    redirect: None,
-                });
-            }
-            HostKind::Redirect => {
-                let mut ebpf = aya::Ebpf::load(crate::bench::BENCHKIT_OBJECT)
-                    .map_err(|e| SimError::Harness(e.to_string()))?;
-                let nic = ns.ifindex("eth0")?;
-                ns.run(|| attach_redirect(&mut ebpf, nic))??;
-                return Ok(Host {
-                    ns,
-                    underlay_ip,
-                    kind,
-                    dataplane: None,
-                    decap: None,
-                    pin_dir: None,
-                    redirect: Some(ebpf),
-                });
-            }
-        };
-        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}-h{}", i + 1));
-        let mut dataplane = Dataplane::load(&pin_dir)?;
-        let nic = ns.ifindex("eth0")?;
-        dataplane.set_underlay(&Underlay::new(nic, underlay_ip))?;
-        let decap = ns.run(|| dataplane.attach_underlay(nic, mode))??;
-        Ok(Host {
+        let mut host = Host {
             ns,
             underlay_ip,
             kind,
-            dataplane: Some(dataplane),
-            decap: Some(decap),
-            pin_dir: Some(pin_dir),
+            dataplane: None,
+            decap: None,
+            pin_dir: None,
             redirect: None,
-        })
+        };
+        let nic = host.ns.ifindex("eth0")?;
+        match kind {
+            HostKind::Kernel => {}
+            HostKind::Redirect => {
+                let mut ebpf = aya::Ebpf::load(crate::bench::BENCHKIT_OBJECT)
+                    .map_err(|e| SimError::Harness(e.to_string()))?;
+                host.ns.run(|| attach_redirect(&mut ebpf, nic))??;
+                host.redirect = Some(ebpf);
+            }
+            HostKind::Ebpf(mode) => {
+                let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{tag}-h{}", i + 1));
+                // Set before loading: the drop guard removes the pins even
+                // when a later step fails.
+                host.pin_dir = Some(pin_dir.clone());
+                let mut dataplane = Dataplane::load(&pin_dir)?;
+                dataplane.set_underlay(&Underlay::new(nic, underlay_ip))?;
+                host.decap = Some(host.ns.run(|| dataplane.attach_underlay(nic, mode))??);
+                host.dataplane = Some(dataplane);
+            }
+        }
+        Ok(host)
     }
 
     /// Adds a network on every host and lets every host send it to every
