@@ -895,6 +895,34 @@ impl Dataplane {
     // ---- counters ----------------------------------------------------------
 
     /// Counter totals summed over CPUs.
+    /// (program, runs, time spent) of every dataplane program of this
+    /// instance, as the kernel counts them while run-time statistics are
+    /// enabled (`aya::sys::enable_stats`).
+    pub fn program_run_stats(
+        &self,
+    ) -> Result<Vec<(&'static str, u64, std::time::Duration)>, DataplaneError> {
+        [
+            programs::ENDPOINT_INGRESS,
+            programs::UNDERLAY_XDP,
+            programs::UNDERLAY_TC,
+        ]
+        .into_iter()
+        .map(|name| {
+            let info = self
+                .ebpf
+                .program(name)
+                .ok_or(DataplaneError::MissingProgram(name))?
+                .info()
+                .map_err(|source| DataplaneError::Program {
+                    op: "reading statistics of",
+                    name,
+                    source,
+                })?;
+            Ok((name, info.run_count(), info.run_time()))
+        })
+        .collect()
+    }
+
     /// Totals of network `vni` over all CPUs.
     pub fn network_counters(&self, vni: u32) -> Result<Counters, DataplaneError> {
         let per_cpu = match self.net_counters.get(&vni, 0) {

@@ -9,7 +9,7 @@ use overlay_user::bench::{
     self, ProgCost,
     cluster::Convergence,
     control::{self, ControlCost, MapMemory},
-    pktrate::{self, Direction, RateOptions, RateResult},
+    pktrate::{self, Direction, RateOptions, RateRun},
     traffic::{self, PathKind, PathResult, TrafficOptions},
 };
 use serde::Serialize;
@@ -70,7 +70,7 @@ struct Results {
     control_plane: Vec<ControlCost>,
     map_memory: Vec<MapMemory>,
     traffic: Vec<PathResult>,
-    packet_rate: Vec<RateResult>,
+    packet_rate: RateRun,
     cluster: Option<Convergence>,
 }
 
@@ -80,6 +80,7 @@ impl Results {
         let mut out: Vec<(PathKind, &'static str)> = Vec::new();
         for (p, n) in self
             .packet_rate
+            .rates
             .iter()
             .map(|x| (x.path, x.name))
             .chain(self.traffic.iter().map(|t| (t.path, t.name)))
@@ -161,7 +162,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         .context("traffic benchmark")?
     };
     let packet_rate = if args.prog_run_only {
-        Vec::new()
+        RateRun::default()
     } else {
         let mut opts = if args.quick {
             RateOptions::QUICK
@@ -298,7 +299,7 @@ fn tables(r: &Results) -> String {
             limit.map_or_else(|| "-".into(), |l| ratio(t.rr_median_us, l.rr_median_us)),
         );
     }
-    if !r.packet_rate.is_empty() {
+    if !r.packet_rate.rates.is_empty() {
         let _ = writeln!(
             out,
             "\nPacket rate: UDP frames from the XDP live-frames generator, counted (and dropped) in the far container \
@@ -306,9 +307,10 @@ fn tables(r: &Results) -> String {
              | path | direction | frame B | Mpps | delivered | CPU ns/pkt | vs kernel (same underlay) | vs limit (a) |\n\
              |---|---|---|---|---|---|---|---|"
         );
-        for x in &r.packet_rate {
+        for x in &r.packet_rate.rates {
             let find = |p: PathKind| {
                 r.packet_rate
+                    .rates
                     .iter()
                     .find(|y| y.path == p && y.direction == x.direction && y.size == x.size)
             };
@@ -328,6 +330,35 @@ fn tables(r: &Results) -> String {
                 x.cpu_ns_per_packet,
                 kernel.map_or_else(|| "-".into(), |k| ratio(x.mpps, k.mpps)),
                 limit.map_or_else(|| "-".into(), |l| ratio(x.mpps, l.mpps)),
+            );
+        }
+    }
+    if !r.packet_rate.profiles.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWhere the time of a 64 B packet goes (one more pass, with the kernel's BPF run-time \
+             statistics on): busy CPU of the machine per delivered packet, and the part spent inside \
+             the programs on the path\n\
+             | path | direction | CPU ns/pkt | in programs ns/pkt | programs (ns per run x runs per packet) |\n\
+             |---|---|---|---|---|"
+        );
+        for p in &r.packet_rate.profiles {
+            let progs: Vec<String> = p
+                .programs
+                .iter()
+                .map(|(name, ns, per)| format!("{name} {ns:.0} x {per:.2}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.0} | {:.0} | {} |",
+                p.name,
+                match p.direction {
+                    Direction::Encap => "encap",
+                    Direction::Decap => "decap",
+                },
+                p.cpu_ns_per_packet,
+                p.program_ns_per_packet,
+                progs.join(", ")
             );
         }
     }
@@ -415,6 +446,7 @@ fn svg(r: &Results) -> String {
         .filter_map(|(path, name)| {
             let rate = |dir| {
                 r.packet_rate
+                    .rates
                     .iter()
                     .find(|x| x.path == path && x.direction == dir && x.size == 64)
                     .map(|x| x.mpps)

@@ -12,7 +12,7 @@
 //! turn TX checksum offload off on the host ends, and the sending kernel
 //! completes checksums and segments in software as NIC hardware would.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use ipnet::Ipv4Net;
 
@@ -454,6 +454,33 @@ impl Lab {
             }
         }
         Ok(())
+    }
+
+    /// (program, runs, time) of every program this lab's hosts run:
+    /// dataplane programs and limit (a) redirect programs, host by host.
+    pub fn program_run_stats(&self) -> Result<Vec<(String, u64, Duration)>, SimError> {
+        let mut out = Vec::new();
+        for (i, h) in self.hosts.iter().enumerate() {
+            if let Some(dp) = &h.dataplane {
+                for (name, runs, time) in dp.program_run_stats()? {
+                    out.push((format!("h{}/{name}", i + 1), runs, time));
+                }
+            }
+            if let Some(ebpf) = &h.redirect {
+                let name = overlay_common::benchkit::REDIRECT_TC;
+                let info = ebpf
+                    .program(name)
+                    .ok_or_else(|| SimError::Harness(format!("{name} missing")))?
+                    .info()
+                    .map_err(|e| SimError::Harness(e.to_string()))?;
+                out.push((
+                    format!("h{}/{name}", i + 1),
+                    info.run_count(),
+                    info.run_time(),
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// The underlay switch's namespace.

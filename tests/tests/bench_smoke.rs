@@ -62,7 +62,8 @@ fn packet_rate_benchmark_delivers_on_every_path() {
         pktrate::{self, Direction, RateOptions},
         traffic::PathKind,
     };
-    let results = pktrate::run(&PathKind::ALL, RateOptions::QUICK, |_| {}).expect("benchmark runs");
+    let run = pktrate::run(&PathKind::ALL, RateOptions::QUICK, |_| {}).expect("benchmark runs");
+    let results = &run.rates;
     for path in PathKind::ALL {
         let dirs: Vec<Direction> = results
             .iter()
@@ -76,7 +77,19 @@ fn packet_rate_benchmark_delivers_on_every_path() {
         };
         assert_eq!(dirs, want, "{path:?} measured in each direction it has");
     }
-    for r in &results {
+    // The profile pass saw our programs run on every path that has them.
+    for p in &run.profiles {
+        assert!(
+            p.program_ns_per_packet > 0.0 && !p.programs.is_empty(),
+            "{p:?}"
+        );
+    }
+    assert_eq!(
+        run.profiles.len(),
+        6,
+        "ebpf-xdp, ebpf-tc, redirect x 2 directions"
+    );
+    for r in results {
         // Frames really arrived in the far container (counted there); the
         // sink counts whatever arrives, so allow a stray frame or two.
         assert!(

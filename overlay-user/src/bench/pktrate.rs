@@ -90,6 +90,29 @@ pub struct RateResult {
     pub cpu_ns_per_packet: f64,
 }
 
+/// Where the CPU time of one delivered 64 B packet goes on a path that
+/// runs our programs (measured in a pass of its own, with the kernel's
+/// program run-time statistics on, which cost a little per run).
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    pub path: PathKind,
+    pub name: &'static str,
+    pub direction: Direction,
+    /// Busy CPU of the whole machine per delivered packet, ns.
+    pub cpu_ns_per_packet: f64,
+    /// Of that, time inside the programs on the path, ns.
+    pub program_ns_per_packet: f64,
+    /// (host/program, ns per run, runs per delivered packet).
+    pub programs: Vec<(String, f64, f64)>,
+}
+
+/// What a packet-rate run measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RateRun {
+    pub rates: Vec<RateResult>,
+    pub profiles: Vec<Profile>,
+}
+
 /// The live-frames generator and the sinks.
 struct Generator {
     ebpf: Ebpf,
@@ -327,7 +350,7 @@ pub fn run(
     paths: &[PathKind],
     opts: RateOptions,
     mut progress: impl FnMut(&str),
-) -> Result<Vec<RateResult>, BenchError> {
+) -> Result<RateRun, BenchError> {
     progress("building topologies");
     let tops: Vec<(PathKind, Topology)> = paths
         .iter()
@@ -368,7 +391,9 @@ pub fn run(
             }
         }
     }
-    Ok(keys
+    progress("profile: time inside the programs");
+    let profiles = profile(&tops, &generator, opts.frames)?;
+    let rates = keys
         .iter()
         .zip(samples)
         .filter(|(_, s)| !s.is_empty())
@@ -388,5 +413,56 @@ pub fn run(
                 cpu_ns_per_packet: med(|x| x.2),
             }
         })
-        .collect())
+        .collect();
+    Ok(RateRun { rates, profiles })
+}
+
+/// One more measurement per direction (64 B) on every path with programs of
+/// ours, with run-time statistics on: time in the programs per packet.
+fn profile(
+    tops: &[(PathKind, Topology)],
+    generator: &Generator,
+    frames: u32,
+) -> Result<Vec<Profile>, BenchError> {
+    // Statistics stay on while this descriptor is open.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+        .map_err(|e| BenchError::Tool(format!("enabling BPF run-time statistics: {e}")))?;
+    let mut out = Vec::new();
+    for (path, top) in tops {
+        let Topology::Lab(lab) = top else { continue };
+        if matches!(path, PathKind::KernelWire | PathKind::KernelOffload) {
+            continue;
+        }
+        for direction in [Direction::Encap, Direction::Decap] {
+            let Some(inj) = injection(*path, top, direction, 64)? else {
+                continue;
+            };
+            let before = lab.program_run_stats()?;
+            let (_, share, cpu_ns) = measure(generator, &inj, frames)?;
+            let after = lab.program_run_stats()?;
+            let delivered = share * f64::from(frames);
+            let programs: Vec<(String, f64, f64)> = after
+                .iter()
+                .zip(&before)
+                .filter(|(a, b)| a.1 > b.1)
+                .map(|((name, runs, time), (_, runs0, time0))| {
+                    let n = (runs - runs0) as f64;
+                    (
+                        name.clone(),
+                        (*time - *time0).as_nanos() as f64 / n,
+                        n / delivered,
+                    )
+                })
+                .collect();
+            out.push(Profile {
+                path: *path,
+                name: path.name(),
+                direction,
+                cpu_ns_per_packet: cpu_ns,
+                program_ns_per_packet: programs.iter().map(|(_, ns, per)| ns * per).sum(),
+                programs,
+            });
+        }
+    }
+    Ok(out)
 }
