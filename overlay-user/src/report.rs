@@ -389,10 +389,13 @@ fn markdown(r: &Results) -> String {
          program that drops them at the far container's eth0 (so the receiver's UDP stack is not \
          measured); `delivered` is the share of generated frames that arrived, so a path below \
          100% was saturated. Sender, forwarding and sink mostly run on the generating CPU \
-         (XDP_TX into a veth is processed in that CPU's softirq): the rates are per-CPU costs. The encap direction starts in the client container (encap, \
+         (XDP_TX into a veth is processed in that CPU's softirq): the rates are per-CPU costs. A \
+         saturated path drops in a veth backlog, and its rate then depends on how softirq time \
+         splits between the stages, so such rows vary from run to run (ebpf-tc encap at 64 B read \
+         0.305 and 0.186 Mpps in two full runs on the same day); rows at 100% are the steady ones. The encap direction starts in the client container (encap, \
          underlay, decap); the decap direction starts at the client host's NIC with ready-made \
          VXLAN frames. CPU per packet is the whole machine's busy time over the delivered frames, \
-         generator and receiving stack included: compare it between paths. `wire` underlays behave like a real NIC (the sender \
+         generator and sink included: compare it between paths. `wire` underlays behave like a real NIC (the sender \
          completes checksums and segments); `offload` underlays let veth carry GSO super-packets \
          unsegmented, which favours whoever can use that. Ratios compare like with like.\n\n\
          Request/response latency on this kind of machine (a 2-vCPU VM) is dominated by \
