@@ -1127,3 +1127,53 @@ fn stats_count_per_network() {
     let err = h.fails(&["stats", "--network", "nope"]);
     assert!(err.contains("network nope not found"), "{err}");
 }
+
+#[test]
+fn joining_and_leaving_a_cluster_is_recorded_and_guarded() {
+    if !require_root("joining_and_leaving_a_cluster_is_recorded_and_guarded") {
+        return;
+    }
+    let h = host();
+    // Standalone overlay networks would clash with the cluster's.
+    h.ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.96.0.0/24",
+        "solo",
+    ]);
+    let before = h.observable();
+    let join = [
+        "daemon",
+        "--once",
+        "--store",
+        "etcd://192.0.2.10:2379",
+        "--advertise-addr",
+        "192.0.2.1",
+        "--lease-ttl",
+        "9",
+    ];
+    let err = h.fails(&join);
+    assert!(
+        err.contains("overlay networks exist on this host (solo)") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(h.observable(), before, "refused join changed nothing");
+    assert!(h.ok(&["status"]).contains("cluster: none"));
+    // Without them the settings are recorded (--once starts no agent).
+    h.ok(&["network", "rm", "solo"]);
+    h.ok(&join);
+    let status = h.ok(&["status"]);
+    assert!(
+        status.contains("cluster: etcd 192.0.2.10:2379 as 192.0.2.1") && status.contains("ttl 9s"),
+        "{status}"
+    );
+    // Local networks need no cluster.
+    h.ok(&["network", "create", "--subnet", "10.96.1.0/24", "loc"]);
+    // Leaving.
+    h.ok(&["daemon", "--once", "--store", "embedded"]);
+    assert!(h.ok(&["status"]).contains("cluster: none"));
+    assert!(h.ok(&["network", "ls"]).contains(" loc "));
+}
