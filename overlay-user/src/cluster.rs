@@ -257,6 +257,15 @@ fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("records serialize")
 }
 
+/// Runs one request on the store's runtime; see [`classify`] for errors.
+fn call<T>(
+    rt: &tokio::runtime::Runtime,
+    endpoints: &str,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, ClusterError> {
+    rt.block_on(request).map_err(|e| classify(endpoints, e))
+}
+
 /// Transport failures and timeouts mean "unreachable"; the rest are
 /// answers from etcd.
 fn classify(endpoints: &str, e: etcd_client::Error) -> ClusterError {
@@ -352,18 +361,22 @@ impl ClusterStore {
         let lease = if alive {
             reuse
         } else {
-            self.rt
-                .block_on(self.client.lease_grant(ttl, None))
-                .map_err(|e| classify(&self.endpoints, e))?
-                .id()
+            call(
+                &self.rt,
+                &self.endpoints,
+                self.client.lease_grant(ttl, None),
+            )?
+            .id()
         };
-        self.rt
-            .block_on(self.client.put(
+        call(
+            &self.rt,
+            &self.endpoints,
+            self.client.put(
                 key_host(host.underlay_ip),
                 json(host),
                 Some(PutOptions::new().with_lease(lease)),
-            ))
-            .map_err(|e| classify(&self.endpoints, e))?;
+            ),
+        )?;
         self.lease = lease;
         Ok(lease)
     }
@@ -390,9 +403,11 @@ impl ClusterStore {
     /// letting the lease expire.
     pub fn revoke(&mut self) -> Result<(), ClusterError> {
         if self.lease != 0 {
-            self.rt
-                .block_on(self.client.lease_revoke(self.lease))
-                .map_err(|e| classify(&self.endpoints, e))?;
+            call(
+                &self.rt,
+                &self.endpoints,
+                self.client.lease_revoke(self.lease),
+            )?;
             self.lease = 0;
         }
         Ok(())
@@ -404,13 +419,12 @@ impl ClusterStore {
     }
 
     fn list<T: for<'de> Deserialize<'de>>(&mut self, prefix: &str) -> Result<Vec<T>, ClusterError> {
-        let resp = self
-            .rt
-            .block_on(
-                self.client
-                    .get(prefix, Some(GetOptions::new().with_prefix())),
-            )
-            .map_err(|e| classify(&self.endpoints, e))?;
+        let resp = call(
+            &self.rt,
+            &self.endpoints,
+            self.client
+                .get(prefix, Some(GetOptions::new().with_prefix())),
+        )?;
         resp.kvs()
             .iter()
             .map(|kv| parse(&String::from_utf8_lossy(kv.key()), kv.value()))
@@ -419,13 +433,12 @@ impl ClusterStore {
 
     /// Everything under the prefix at one revision.
     pub fn mirror(&mut self) -> Result<Mirror, ClusterError> {
-        let resp = self
-            .rt
-            .block_on(
-                self.client
-                    .get(PREFIX, Some(GetOptions::new().with_prefix())),
-            )
-            .map_err(|e| classify(&self.endpoints, e))?;
+        let resp = call(
+            &self.rt,
+            &self.endpoints,
+            self.client
+                .get(PREFIX, Some(GetOptions::new().with_prefix())),
+        )?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let entries = resp
             .kvs()
@@ -449,10 +462,11 @@ impl ClusterStore {
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(mirror.revision + 1);
-        let stream = self
-            .rt
-            .block_on(self.client.watch(PREFIX, Some(opts)))
-            .map_err(|e| classify(&self.endpoints, e))?;
+        let stream = call(
+            &self.rt,
+            &self.endpoints,
+            self.client.watch(PREFIX, Some(opts)),
+        )?;
         self.watch = Some(stream);
         Ok(())
     }
@@ -531,18 +545,10 @@ impl ClusterStore {
                 TxnOp::put(vni_key, net.id.clone(), None),
                 TxnOp::put(key_network(&net.id), json(net), None),
             ]);
-        if self
-            .rt
-            .block_on(self.client.txn(txn))
-            .map_err(|e| classify(&self.endpoints, e))?
-            .succeeded()
-        {
+        if call(&self.rt, &self.endpoints, self.client.txn(txn))?.succeeded() {
             return Ok(());
         }
-        let taken = self
-            .rt
-            .block_on(self.client.get(name_key, None))
-            .map_err(|e| classify(&self.endpoints, e))?;
+        let taken = call(&self.rt, &self.endpoints, self.client.get(name_key, None))?;
         if taken.kvs().is_empty() {
             Err(ClusterError::VniTaken(net.vni))
         } else {
@@ -563,9 +569,7 @@ impl ClusterStore {
             TxnOp::delete(format!("{PREFIX}vnis/{}", net.vni), None),
             TxnOp::delete(key_network(&net.id), None),
         ]);
-        self.rt
-            .block_on(self.client.txn(txn))
-            .map_err(|e| classify(&self.endpoints, e))?;
+        call(&self.rt, &self.endpoints, self.client.txn(txn))?;
         Ok(())
     }
 
@@ -666,9 +670,11 @@ impl ClusterStore {
 
     /// Releases an address claim.
     pub fn release_address(&mut self, net_id: &str, ip: Ipv4Addr) -> Result<(), ClusterError> {
-        self.rt
-            .block_on(self.client.delete(key_address(net_id, ip), None))
-            .map_err(|e| classify(&self.endpoints, e))?;
+        call(
+            &self.rt,
+            &self.endpoints,
+            self.client.delete(key_address(net_id, ip), None),
+        )?;
         Ok(())
     }
 
@@ -682,10 +688,6 @@ impl ClusterStore {
                 stored.mod_revision,
             )])
             .and_then([TxnOp::delete(key, None)]);
-        Ok(self
-            .rt
-            .block_on(self.client.txn(txn))
-            .map_err(|e| classify(&self.endpoints, e))?
-            .succeeded())
+        Ok(call(&self.rt, &self.endpoints, self.client.txn(txn))?.succeeded())
     }
 }

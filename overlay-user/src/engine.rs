@@ -562,7 +562,9 @@ impl Engine {
                 let _ = self.dp.remove_peer(p.0, net.vni);
             }
         }
-        for p in &new_peers {
+        // Only the new ones: this runs on every watch event, and the
+        // reconcile pass re-writes all of them should the maps lose any.
+        for p in new_peers.difference(&old_peers) {
             let vni = self.state.networks[&p.1].vni;
             self.dp.add_peer(p.0, vni)?;
         }
@@ -636,37 +638,31 @@ impl Engine {
                 self.dp.add_peer(*ip, n.vni)?;
             }
         }
-        for r in self.state.remotes.values() {
-            if let Some(n) = self
-                .state
-                .networks
-                .get(&r.network_id)
-                .filter(|_| wanted(&r.network_id))
-            {
-                self.dp.add_remote_endpoint(&RemoteEndpoint {
-                    vni: n.vni,
-                    ip: r.ip,
-                    mac: r.mac,
-                    host: r.host,
-                })?;
-            }
-        }
-        // What the cluster store said last: forwarding survives a reboot
-        // while etcd is unreachable.
-        for e in self.state.learned.values() {
-            if let Some(n) = self
-                .state
-                .networks
-                .get(&e.network_id)
-                .filter(|_| wanted(&e.network_id))
-            {
-                self.dp.add_remote_endpoint(&RemoteEndpoint {
-                    vni: n.vni,
-                    ip: e.ip,
-                    mac: e.mac,
-                    host: e.host,
-                })?;
-                self.dp.add_peer(e.host, n.vni)?;
+        // Static remotes, then what the cluster store said last (so
+        // forwarding survives a reboot while etcd is unreachable); a learned
+        // endpoint's host is also a peer of its network.
+        let remotes = self
+            .state
+            .remotes
+            .values()
+            .map(|r| (&r.network_id, r.ip, r.mac, r.host, false));
+        let learned = self
+            .state
+            .learned
+            .values()
+            .map(|e| (&e.network_id, e.ip, e.mac, e.host, true));
+        for (id, ip, mac, host, peer) in remotes.chain(learned) {
+            let Some(n) = self.state.networks.get(id).filter(|_| wanted(id)) else {
+                continue;
+            };
+            self.dp.add_remote_endpoint(&RemoteEndpoint {
+                vni: n.vni,
+                ip,
+                mac,
+                host,
+            })?;
+            if peer {
+                self.dp.add_peer(host, n.vni)?;
             }
         }
         Ok(())

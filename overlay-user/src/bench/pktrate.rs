@@ -32,7 +32,7 @@ use serde::Serialize;
 
 use super::{
     BENCHKIT_OBJECT, BenchError,
-    traffic::{CLIENT_IP, PathKind, SERVER_IP, Topology},
+    traffic::{CLIENT_IP, PathKind, SERVER_IP, Topology, build_all, median},
 };
 use crate::{
     netns::{self, NetNs},
@@ -352,10 +352,7 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<RateRun, BenchError> {
     progress("building topologies");
-    let tops: Vec<(PathKind, Topology)> = paths
-        .iter()
-        .map(|p| Topology::build(*p).map(|t| (*p, t)))
-        .collect::<Result<_, _>>()?;
+    let tops = build_all(paths)?;
     let mut generator = Generator::new(opts.flows)?;
     for (_, top) in &tops {
         prepare(top)?;
@@ -398,11 +395,8 @@ pub fn run(
         .zip(samples)
         .filter(|(_, s)| !s.is_empty())
         .map(|((path, direction, size), s)| {
-            let med = |f: fn(&(f64, f64, f64)) -> f64| {
-                let mut v: Vec<f64> = s.iter().map(f).collect();
-                v.sort_by(f64::total_cmp);
-                v[v.len() / 2]
-            };
+            let med =
+                |f: fn(&(f64, f64, f64)) -> f64| median(&mut s.iter().map(f).collect::<Vec<_>>());
             RateResult {
                 path: *path,
                 name: path.name(),

@@ -267,9 +267,17 @@ fn ping_pong(top: &Topology, iterations: usize, port: u16) -> Result<(f64, f64),
     })
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub(super) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Every path's topology, built before any is measured.
+pub(super) fn build_all(paths: &[PathKind]) -> Result<Vec<(PathKind, Topology)>, BenchError> {
+    paths
+        .iter()
+        .map(|p| Topology::build(*p).map(|t| (*p, t)))
+        .collect()
 }
 
 /// Builds every path, then measures them round by round.
@@ -279,10 +287,7 @@ pub fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<Vec<PathResult>, BenchError> {
     progress("building topologies");
-    let tops: Vec<(PathKind, Topology)> = paths
-        .iter()
-        .map(|p| Topology::build(*p).map(|t| (*p, t)))
-        .collect::<Result<_, _>>()?;
+    let tops = build_all(paths)?;
     let mut samples: Vec<[Vec<f64>; 5]> = vec![Default::default(); tops.len()];
     let mut port = 15_000;
     for round in 0..opts.rounds.max(1) {
