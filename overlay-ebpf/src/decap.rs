@@ -100,14 +100,16 @@ pub fn classify(start: usize, end: usize, vni_out: &mut u32) -> Result<Underlay,
     }
     let vni = u32::from_be_bytes([0, vxlan.vni[0], vxlan.vni[1], vxlan.vni[2]]);
     *vni_out = vni;
-    if OVL_NETWORKS.get_ptr(&vni).is_none() {
-        return Err(DropReason::UnknownVni);
-    }
     let peer = PeerKey {
         ip: addr(ip.src_addr),
         vni,
     };
+    // Peers exist only for networks this host serves, so one lookup admits
+    // the packet; the networks map is asked only to name the drop reason.
     if OVL_PEERS.get_ptr(&peer).is_none() {
+        if OVL_NETWORKS.get_ptr(&vni).is_none() {
+            return Err(DropReason::UnknownVni);
+        }
         return Err(DropReason::UnknownPeer);
     }
 

@@ -1,7 +1,8 @@
 //! VXLAN encapsulation (RFC 7348) on the TC path: grow the packet with
 //! `bpf_skb_adjust_room` and the ENCAP flags so GSO/TSO super-packets keep
 //! their offloads and get segmented as UDP tunnel packets, write the outer
-//! headers in one store, and let the kernel FIB pick the next hop.
+//! headers in one store, and send it to the next hop the kernel FIB picked
+//! (cached per remote host for `NEXTHOP_TTL_NS`).
 
 use core::mem;
 
@@ -13,16 +14,18 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
         bpf_adj_room_mode, bpf_fib_lookup, bpf_redir_neigh,
     },
-    helpers::{bpf_fib_lookup, bpf_get_hash_recalc, bpf_redirect, bpf_redirect_neigh},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr, vxlan::VxlanHdr};
-use overlay_common::{CONFIG_FLAG_READY, Config, DropReason, VXLAN_ENCAP_LEN, VXLAN_FLAG_I};
+use overlay_common::{
+    CONFIG_FLAG_READY, Config, DropReason, NEXTHOP_TTL_NS, NextHop, VXLAN_ENCAP_LEN, VXLAN_FLAG_I,
+};
 
 use crate::{
     csum,
-    maps::OVL_CONFIG,
-    parse::{ETH_P_IP, IPPROTO_UDP},
+    maps::{OVL_CONFIG, OVL_NEXTHOPS},
+    parse::{ETH_P_IP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, addr, is_fragment},
 };
 
 const AF_INET: u8 = 2;
@@ -63,22 +66,32 @@ fn source_port(hash: u32, cfg: &Config) -> u16 {
     (((u64::from(hash) * u64::from(max - min)) >> 32) as u32 + min) as u16
 }
 
-/// Encapsulates the frame in `ctx` (whose Ethernet header is `inner_eth`)
-/// for endpoint MAC `dst_mac` in `vni` behind underlay address `remote_ip`,
-/// and redirects it out of the underlay. Returns the TC action.
-#[inline(always)]
-pub fn encapsulate(
-    ctx: &TcContext,
-    inner_eth: &EthHdr,
-    vni: u32,
-    dst_mac: [u8; 6],
-    remote_ip: u32,
-) -> Result<i32, DropReason> {
-    let cfg = config()?;
-    let skb = ctx.as_ptr().cast::<__sk_buff>();
+/// Where an encapsulated frame leaves: a resolved next hop (from the cache
+/// or the FIB), or one whose neighbour the kernel still has to resolve.
+enum Route {
+    Resolved(NextHop),
+    /// Egress device and next-hop address (network order) for
+    /// `bpf_redirect_neigh`.
+    Unresolved {
+        ifindex: u32,
+        gateway: u32,
+    },
+}
 
-    // Resolve the next hop before touching the packet, so a failure drops
-    // an unmodified frame.
+/// The underlay next hop towards `remote_ip`: the cached one while it is
+/// fresh, else the FIB's (cached when its neighbour is resolved). A route
+/// or neighbour change is therefore seen within `NEXTHOP_TTL_NS`.
+#[inline(always)]
+fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32) -> Result<Route, DropReason> {
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: copied out at once.
+    if let Some(hop) = unsafe { OVL_NEXTHOPS.get(&remote_ip) }.copied()
+        && now < hop.expires_ns
+    {
+        return Ok(Route::Resolved(hop));
+    }
+
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut fib: bpf_fib_lookup = unsafe { mem::zeroed() };
     fib.family = AF_INET;
@@ -87,22 +100,102 @@ pub fn encapsulate(
     fib.__bindgen_anon_3.ipv4_src = cfg.underlay_ip;
     fib.__bindgen_anon_4.ipv4_dst = remote_ip;
     // SAFETY: fib is a valid, writable bpf_fib_lookup of the given size.
-    let fib_rc = unsafe {
+    let rc = unsafe {
         bpf_fib_lookup(
             ctx.as_ptr(),
             &raw mut fib,
             mem::size_of::<bpf_fib_lookup>() as i32,
             BPF_FIB_LOOKUP_OUTPUT,
         )
-    };
-    let fib_rc = fib_rc as u32;
-    if fib_rc != BPF_FIB_LKUP_RET_SUCCESS && fib_rc != BPF_FIB_LKUP_RET_NO_NEIGH {
-        return Err(DropReason::FibFailed);
+    } as u32;
+    match rc {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            // SAFETY: the union holds the MACs after a successful lookup.
+            let macs = unsafe { fib.__bindgen_anon_6.__bindgen_anon_2 };
+            let hop = NextHop {
+                ifindex: fib.ifindex,
+                smac: macs.smac,
+                dmac: macs.dmac,
+                expires_ns: now + NEXTHOP_TTL_NS,
+            };
+            // A failed insert only costs the next packet another lookup.
+            let _ = OVL_NEXTHOPS.insert(&remote_ip, &hop, 0);
+            Ok(Route::Resolved(hop))
+        }
+        // No neighbour entry yet: not cached, so every packet goes through
+        // the kernel's resolution (which queues it) until there is one.
+        BPF_FIB_LKUP_RET_NO_NEIGH => Ok(Route::Unresolved {
+            ifindex: fib.ifindex,
+            // SAFETY: after a lookup the union holds the next hop's address.
+            gateway: unsafe { fib.__bindgen_anon_4.ipv4_dst },
+        }),
+        _ => Err(DropReason::FibFailed),
     }
+}
 
-    // SAFETY: plain helper call on our skb.
-    let hash = unsafe { bpf_get_hash_recalc(skb) };
-    let sport = source_port(hash, &cfg);
+/// The inner flow's hash, for the outer source port. A socket's packets
+/// carry one already (`skb->hash`); for anything else, hash the inner
+/// addresses, protocol and ports here rather than with
+/// `bpf_get_hash_recalc`, whose flow dissector costs about 200 ns a packet.
+/// Fragments hash without ports, as the kernel's dissector does, so all of
+/// a datagram's pieces take one path.
+#[inline(always)]
+fn flow_hash(ctx: &TcContext, ip: &Ipv4Hdr, header_len: usize) -> u32 {
+    // SAFETY: ctx wraps the program's valid __sk_buff.
+    let hash = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).hash };
+    if hash != 0 {
+        return hash;
+    }
+    let ports = if matches!(ip.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) && !is_fragment(ip)
+    {
+        // bpf_skb_load_bytes: the ports may lie past the linear part, and
+        // the variable offset needs no proof for the verifier.
+        ctx.load::<u32>(mem::size_of::<EthHdr>() + header_len)
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    mix(
+        addr(ip.src_addr),
+        addr(ip.dst_addr),
+        ports ^ u32::from(ip.proto),
+    )
+}
+
+/// Three words to 32 well-spread bits (multiply-xorshift, the murmur3
+/// finaliser): `source_port` uses the high bits.
+#[inline(always)]
+fn mix(a: u32, b: u32, c: u32) -> u32 {
+    let mut h = u64::from(a) | (u64::from(b) << 32);
+    h ^= u64::from(c).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h as u32
+}
+
+/// Encapsulates the frame in `ctx` (whose Ethernet header is `inner_eth`
+/// and IPv4 header `inner_ip`, `header_len` bytes) for endpoint MAC
+/// `dst_mac` in `vni` behind underlay address `remote_ip`, and redirects it
+/// out of the underlay. Returns the TC action.
+#[inline(always)]
+pub fn encapsulate(
+    ctx: &TcContext,
+    inner_eth: &EthHdr,
+    inner_ip: &Ipv4Hdr,
+    header_len: usize,
+    vni: u32,
+    dst_mac: [u8; 6],
+    remote_ip: u32,
+) -> Result<i32, DropReason> {
+    let cfg = config()?;
+
+    // Resolve the next hop before touching the packet, so a failure drops
+    // an unmodified frame.
+    let route = next_hop(ctx, &cfg, remote_ip)?;
+    let sport = source_port(flow_hash(ctx, inner_ip, header_len), &cfg);
 
     let flags = u64::from(BPF_F_ADJ_ROOM_FIXED_GSO)
         | u64::from(BPF_F_ADJ_ROOM_ENCAP_L3_IPV4)
@@ -126,13 +219,15 @@ pub fn encapsulate(
     };
     let udp_len = ip_len.saturating_sub(mem::size_of::<Ipv4Hdr>() as u16);
 
-    // SAFETY: the fib union holds MACs after a lookup (zero on NO_NEIGH,
-    // where bpf_redirect_neigh fills them in).
-    let macs = unsafe { fib.__bindgen_anon_6.__bindgen_anon_2 };
+    // Unresolved: zero MACs, which bpf_redirect_neigh fills in.
+    let (smac, dmac) = match &route {
+        Route::Resolved(hop) => (hop.smac, hop.dmac),
+        Route::Unresolved { .. } => ([0; 6], [0; 6]),
+    };
     let mut hdr = VxlanEncapHdr {
         outer_eth: EthHdr {
-            dst_addr: macs.dmac,
-            src_addr: macs.smac,
+            dst_addr: dmac,
+            src_addr: smac,
             ether_type: ETH_P_IP,
         },
         ip: Ipv4Hdr {
@@ -172,20 +267,21 @@ pub fn encapsulate(
 
     // SAFETY: plain helper calls; the redirect happens after we return.
     let action = unsafe {
-        if fib_rc == BPF_FIB_LKUP_RET_SUCCESS {
-            bpf_redirect(fib.ifindex, 0)
-        } else {
-            // No neighbour entry yet: let the kernel resolve it (and queue
-            // the packet meanwhile) towards the next hop the FIB chose.
-            let mut nh: bpf_redir_neigh = mem::zeroed();
-            nh.nh_family = u32::from(AF_INET);
-            nh.__bindgen_anon_1.ipv4_nh = fib.__bindgen_anon_4.ipv4_dst;
-            bpf_redirect_neigh(
-                fib.ifindex,
-                &raw mut nh,
-                mem::size_of::<bpf_redir_neigh>() as i32,
-                0,
-            )
+        match route {
+            Route::Resolved(hop) => bpf_redirect(hop.ifindex, 0),
+            Route::Unresolved { ifindex, gateway } => {
+                // Let the kernel resolve the neighbour (and queue the
+                // packet meanwhile) towards the next hop the FIB chose.
+                let mut nh: bpf_redir_neigh = mem::zeroed();
+                nh.nh_family = u32::from(AF_INET);
+                nh.__bindgen_anon_1.ipv4_nh = gateway;
+                bpf_redirect_neigh(
+                    ifindex,
+                    &raw mut nh,
+                    mem::size_of::<bpf_redir_neigh>() as i32,
+                    0,
+                )
+            }
         }
     };
     Ok(action as i32)

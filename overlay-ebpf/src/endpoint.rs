@@ -100,7 +100,15 @@ fn try_endpoint_ingress(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter)
             return Ok((action as i32, Counter::ForwardLocal));
         }
         if route.kind == ROUTE_REMOTE {
-            let action = encap::encapsulate(ctx, &eth, ep.vni, route.mac, route.remote_ip)?;
+            let action = encap::encapsulate(
+                ctx,
+                &eth,
+                &ip,
+                header_len,
+                ep.vni,
+                route.mac,
+                route.remote_ip,
+            )?;
             return Ok((action, Counter::Encap));
         }
     }

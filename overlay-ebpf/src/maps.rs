@@ -5,10 +5,10 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use overlay_common::{
-    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, NetCounters, NetworkInfo, PeerKey,
+    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, NetCounters, NetworkInfo, NextHop, PeerKey,
     PeerValue, RouteKey, RouteValue, capacity,
 };
 
@@ -51,3 +51,10 @@ pub static OVL_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::pinned(COUNTER
 #[map]
 pub static OVL_NET_COUNTERS: PerCpuHashMap<u32, NetCounters> =
     PerCpuHashMap::pinned(capacity::NETWORKS, BPF_F_NO_PREALLOC);
+
+/// Remote underlay IPv4 (network order) -> next hop (egress device, MACs,
+/// expiry). Written by the encap path after a FIB lookup that found a
+/// resolved neighbour, so later packets to that host skip the lookup until
+/// the entry expires; userspace only flushes it when the underlay changes.
+#[map]
+pub static OVL_NEXTHOPS: LruHashMap<u32, NextHop> = LruHashMap::pinned(capacity::NEXTHOPS, 0);

@@ -21,8 +21,8 @@ use aya::{
 use ipnet::Ipv4Net;
 use overlay_common::{
     CONFIG_FLAG_READY, Config, Counter, CounterValue, DropReason, EndpointInfo,
-    NETWORK_FLAG_INTERNAL, NetworkInfo, PeerKey, PeerValue, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey,
-    RouteValue, VNI_MAX, VXLAN_PORT, maps::names, programs,
+    NETWORK_FLAG_INTERNAL, NetworkInfo, NextHop, PeerKey, PeerValue, ROUTE_LOCAL, ROUTE_REMOTE,
+    RouteKey, RouteValue, VNI_MAX, VXLAN_PORT, maps::names, programs,
 };
 
 use crate::{DataplaneError, MacAddr, bpffs};
@@ -181,6 +181,7 @@ pub struct Dataplane {
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, CounterValue>,
     net_counters: PerCpuHashMap<MapData, u32, overlay_common::NetCounters>,
+    nexthops: HashMap<MapData, u32, NextHop>,
 }
 
 /// A lookup or delete of an absent key: aya reports lookups as
@@ -287,6 +288,8 @@ impl Dataplane {
             .map_err(conv(names::COUNTERS))?;
         let net_counters = PerCpuHashMap::try_from(take_map(&mut ebpf, names::NET_COUNTERS)?)
             .map_err(conv(names::NET_COUNTERS))?;
+        let nexthops = HashMap::try_from(take_map(&mut ebpf, names::NEXTHOPS)?)
+            .map_err(conv(names::NEXTHOPS))?;
         Ok(Self {
             ebpf,
             pin_dir,
@@ -298,6 +301,7 @@ impl Dataplane {
             config,
             counters,
             net_counters,
+            nexthops,
         })
     }
 
@@ -353,7 +357,9 @@ impl Dataplane {
         };
         self.config
             .set(0, &cfg, 0)
-            .map_err(DataplaneError::map("writing the underlay config"))
+            .map_err(DataplaneError::map("writing the underlay config"))?;
+        // Next hops found from the old NIC or address are void.
+        self.flush_next_hops()
     }
 
     /// Detaches the decap program from `ifindex` and clears the underlay
@@ -363,7 +369,41 @@ impl Dataplane {
         unpin_link(&self.link_pin(&format!("underlay-{ifindex}")))?;
         self.config
             .set(0, &Config::default(), 0)
-            .map_err(DataplaneError::map("clearing the underlay config"))
+            .map_err(DataplaneError::map("clearing the underlay config"))?;
+        self.flush_next_hops()
+    }
+
+    /// The encap path's cache of underlay next hops: (remote host, entry).
+    /// Entries may be expired; the programs refresh them on use.
+    pub fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError> {
+        let mut hops = self
+            .nexthops
+            .iter()
+            .map(|r| r.map(|(ip, hop)| (v4(ip), hop)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DataplaneError::map("reading the next-hop cache"))?;
+        hops.sort_by_key(|(ip, _)| *ip);
+        Ok(hops)
+    }
+
+    /// Empties the next-hop cache, so the next packet to each remote host
+    /// asks the FIB again.
+    pub fn flush_next_hops(&mut self) -> Result<(), DataplaneError> {
+        let keys = self
+            .nexthops
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DataplaneError::map("reading the next-hop cache"))?;
+        for key in keys {
+            match self.nexthops.remove(&key) {
+                // The programs may evict or replace it meanwhile.
+                Err(e) if !not_found(&e) => {
+                    return Err(DataplaneError::map("flushing the next-hop cache")(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The configured underlay, if any.

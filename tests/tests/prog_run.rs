@@ -338,6 +338,21 @@ fn cases(env: &Env) -> Vec<Case> {
             },
         ),
         case(
+            // The case above filled the next-hop cache: same bytes from it.
+            "remote endpoint: vxlan encap via cached next hop",
+            Endpoint,
+            "ep1",
+            frame_to(MAC_C, "10.0.1.4"),
+            TC_ACT_REDIRECT,
+            Ok(Counter::Encap),
+            Out::Encap {
+                dst_mac: NEIGH_MAC,
+                remote: ip("10.99.0.2"),
+                vni: 100,
+                inner_dst_mac: MAC_C,
+            },
+        ),
+        case(
             "remote endpoint: encap then redirect_neigh (no neighbour yet)",
             Endpoint,
             "ep1",
@@ -958,4 +973,110 @@ fn encap_source_port_follows_the_flow() {
         distinct.len() >= 4,
         "8 flows should spread over source ports: {ports:?}"
     );
+}
+
+/// Runs the endpoint program on a frame from A to C (remote host
+/// 10.99.0.2) and returns the outer destination MAC of the encapsulation.
+fn encap_to_c(dp: &mut Dataplane, env: &Env) -> [u8; 6] {
+    let frame = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.2"), ip("10.0.1.4"), 5555);
+    let mut out = vec![0u8; frame.len() + 64];
+    let ctx = env.host.skb_ctx("ep1");
+    let r = dp
+        .tc_program(overlay_common::programs::ENDPOINT_INGRESS)
+        .expect("program")
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .expect("test_run");
+    assert_eq!(r.return_value, TC_ACT_REDIRECT, "encap to C");
+    out[0..6].try_into().expect("6 bytes")
+}
+
+/// The encap path caches the next hop per remote host: a neighbour change
+/// shows after `NEXTHOP_TTL_NS` (and not before, which proves the lookup is
+/// skipped), a host without a resolved neighbour is never cached, and
+/// setting the underlay empties the cache.
+#[test]
+fn next_hop_cache_follows_neighbour_changes() {
+    if !require_root("next_hop_cache_follows_neighbour_changes") {
+        return;
+    }
+    let env = Env::new();
+    let pins = PinDir::new("nh");
+    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
+    program(&mut dp, &env);
+    let ns = &env.host.ns;
+    let ttl = std::time::Duration::from_nanos(overlay_common::NEXTHOP_TTL_NS);
+    let new_mac: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x77];
+
+    ns.run(|| {
+        assert!(dp.next_hops().expect("cache").is_empty(), "starts empty");
+        assert_eq!(encap_to_c(&mut dp, &env), NEIGH_MAC);
+        let hops = dp.next_hops().expect("cache");
+        let [(host, hop)] = hops.as_slice() else {
+            panic!("one cached next hop expected: {hops:?}");
+        };
+        assert_eq!(*host, ip("10.99.0.2"));
+        assert_eq!(hop.ifindex, env.ifindex("ul0"));
+        assert_eq!(hop.dmac, NEIGH_MAC);
+        assert_eq!(hop.smac, env.underlay_mac);
+        let first_expiry = hop.expires_ns;
+
+        // D's host has a route but no neighbour: encapsulated for
+        // redirect_neigh, and not cached.
+        let frame = ipv4_udp_frame(MAC_D, MAC_A, ip("10.0.1.2"), ip("10.0.1.5"), 5555);
+        let mut out = vec![0u8; frame.len() + 64];
+        let ctx = env.host.skb_ctx("ep1");
+        let r = dp
+            .tc_program(overlay_common::programs::ENDPOINT_INGRESS)
+            .expect("program")
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::default()
+            })
+            .expect("test_run");
+        assert_eq!(r.return_value, TC_ACT_REDIRECT);
+        assert_eq!(
+            dp.next_hops().expect("cache").len(),
+            1,
+            "unresolved hop cached"
+        );
+
+        env.host
+            .ns
+            .exec(&[
+                "ip",
+                "neigh",
+                "replace",
+                "10.99.0.2",
+                "lladdr",
+                "02:00:00:00:99:77",
+                "dev",
+                "ul0",
+                "nud",
+                "permanent",
+            ])
+            .expect("change neighbour");
+        let changed = std::time::Instant::now();
+        let seen = encap_to_c(&mut dp, &env);
+        if changed.elapsed() < ttl / 2 {
+            assert_eq!(seen, NEIGH_MAC, "within the TTL the cached MAC is used");
+        }
+        std::thread::sleep(ttl + std::time::Duration::from_millis(20));
+        assert_eq!(encap_to_c(&mut dp, &env), new_mac, "after the TTL");
+        let hops = dp.next_hops().expect("cache");
+        assert_eq!(hops.len(), 1);
+        assert_eq!(hops[0].1.dmac, new_mac);
+        assert!(hops[0].1.expires_ns > first_expiry, "refreshed entry");
+
+        dp.set_underlay(&Underlay::new(env.ifindex("ul0"), ip("10.99.0.1")))
+            .expect("underlay");
+        assert!(dp.next_hops().expect("cache").is_empty(), "flushed");
+    })
+    .expect("enter netns");
 }
