@@ -14,6 +14,16 @@ use overlay_user::bench::{
 };
 use serde::Serialize;
 
+/// The parts of `overlay bench`, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    ProgRun,
+    Control,
+    Traffic,
+    PacketRate,
+    Cluster,
+}
+
 #[derive(Args)]
 pub struct BenchArgs {
     /// Smoke-test sizes (one short round): checks the machinery, not speed.
@@ -31,9 +41,9 @@ pub struct BenchArgs {
     /// Round trips per latency measurement; default 5000, quick 500.
     #[arg(long)]
     rr_iterations: Option<usize>,
-    /// Skip the traffic and cluster benchmarks (program cost only).
-    #[arg(long)]
-    prog_run_only: bool,
+    /// Run only these parts (comma-separated); default all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Part>,
     /// Generated frames per packet-rate measurement; default 200000, quick 5000.
     #[arg(long)]
     frames: Option<u32>,
@@ -137,33 +147,48 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let samples = args
         .samples
         .unwrap_or(if args.quick { 500 } else { 50_000 });
-    eprintln!("[1/5] BPF_PROG_RUN cost: {samples} single runs per path");
-    let prog_run = cost_rows(&bench::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?);
+    let runs = |part| args.only.is_empty() || args.only.contains(&part);
+    let prog_run = if runs(Part::ProgRun) {
+        eprintln!("[1/5] BPF_PROG_RUN cost: {samples} single runs per path");
+        cost_rows(&bench::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?)
+    } else {
+        Vec::new()
+    };
     let counts: &[usize] = if args.quick {
         &[1000]
     } else {
         &[1000, 10_000, 100_000]
     };
-    eprintln!("[2/5] control plane: programming {counts:?} remote endpoints");
-    let (control_plane, map_memory) =
-        control::program_remote_endpoints(counts).context("control-plane benchmark")?;
-    let traffic = if args.prog_run_only {
-        Vec::new()
+    let (control_plane, map_memory) = if runs(Part::Control) {
+        eprintln!("[2/5] control plane: programming {counts:?} remote endpoints");
+        control::program_remote_endpoints(counts).context("control-plane benchmark")?
     } else {
+        (Vec::new(), Vec::new())
+    };
+    let traffic = if runs(Part::Traffic) {
         anyhow::ensure!(traffic::have_iperf3(), "iperf3 is missing: run `./x setup`");
-        let opts = if args.quick {
+        let mut opts = if args.quick {
             TrafficOptions::QUICK
         } else {
             TrafficOptions::FULL
         };
+        if let Some(rounds) = args.rounds {
+            opts.rounds = rounds.max(1);
+        }
+        if let Some(seconds) = args.seconds {
+            opts.seconds = seconds.max(1);
+        }
+        if let Some(n) = args.rr_iterations {
+            opts.rr_iterations = n.max(1);
+        }
         traffic::run(&PathKind::ALL, opts, |step| {
             eprintln!("[3/5] traffic: {step}")
         })
         .context("traffic benchmark")?
-    };
-    let packet_rate = if args.prog_run_only {
-        RateRun::default()
     } else {
+        Vec::new()
+    };
+    let packet_rate = if runs(Part::PacketRate) {
         let mut opts = if args.quick {
             RateOptions::QUICK
         } else {
@@ -172,20 +197,25 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         if let Some(frames) = args.frames {
             opts.frames = frames.max(1);
         }
+        if let Some(rounds) = args.rounds {
+            opts.rounds = rounds.max(1);
+        }
         pktrate::run(&PathKind::ALL, opts, |step| {
             eprintln!("[4/5] packet rate: {step}")
         })
         .context("packet-rate benchmark")?
-    };
-    let cluster = if args.prog_run_only {
-        None
     } else {
+        RateRun::default()
+    };
+    let cluster = if runs(Part::Cluster) {
         let rounds = args
             .convergence_rounds
             .unwrap_or(if args.quick { 2 } else { 10 });
         eprintln!("[5/5] cluster convergence: {rounds} connects, 2 hosts, etcd");
         let binary = std::env::current_exe().context("locating the overlay binary")?;
         Some(bench::cluster::convergence(&binary, rounds))
+    } else {
+        None
     };
     let results = Results {
         machine: machine(),
