@@ -46,6 +46,39 @@ pub mod benchkit {
     pub const GEN_FLOWS: &str = "GEN_FLOWS";
     /// Map: ingress ifindex -> [`super::RedirectTarget`].
     pub const REDIRECT: &str = "REDIRECT";
+    /// Map: 0 -> [`GenPace`], the current run's pacing (userspace writes it).
+    pub const GEN_PACE: &str = "GEN_PACE";
+    /// Map: 0 -> per-CPU [`GenState`] (userspace zeroes it before a run).
+    pub const GEN_STATE: &str = "GEN_STATE";
+
+    /// How the generator paces one run.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct GenPace {
+        /// Nanoseconds between transmitted frames; 0 sends every frame
+        /// (flat out).
+        pub interval_ns: u64,
+        /// Frames to transmit; every later frame is dropped unsent, so a run
+        /// can be given more iterations than it needs.
+        pub budget: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<GenPace>() == 16);
+
+    /// The generator's per-CPU progress within a run.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct GenState {
+        /// `bpf_ktime_get_ns` time the next frame is due (0: not started).
+        pub next_ns: u64,
+        /// Frames transmitted (XDP_TX) so far.
+        pub sent: u64,
+        /// `bpf_ktime_get_ns` time of the first transmitted frame (paced runs).
+        pub first_ns: u64,
+        /// `bpf_ktime_get_ns` time of the last transmitted frame (paced runs).
+        pub last_ns: u64,
+    }
+    const _: () = assert!(core::mem::size_of::<GenState>() == 32);
+
     /// Byte offset of the UDP source port the generator rewrites (Ethernet
     /// and an option-less IPv4 header in front of it).
     pub const GEN_PORT_OFFSET: usize = 14 + 20;

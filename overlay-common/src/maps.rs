@@ -231,6 +231,8 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::RedirectTarget {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for crate::benchkit::GenPace {}
+    unsafe impl aya::Pod for crate::benchkit::GenState {}
     unsafe impl aya::Pod for crate::CounterValue {}
     unsafe impl aya::Pod for crate::NetCounters {}
 }

@@ -3,7 +3,9 @@
 //! - `xdp_gen`, the packet generator: userspace runs it with BPF_PROG_RUN in
 //!   live-frames mode on a template frame (what xdp-trafficgen does); each
 //!   frame gets one of `GEN_FLOWS` UDP source ports and is transmitted
-//!   (XDP_TX) out of the device the run names.
+//!   (XDP_TX) out of the device the run names. `GEN_PACE` can space the
+//!   frames in time and cap how many are sent; frames that are not due are
+//!   dropped unsent, so the run's iterations are the generator's clock.
 //! - `redirect_tc`, limit (a): the least a forwarding program can do on the
 //!   same veths as the dataplane: redirect by ingress device to a configured
 //!   target. No address lookup, no encapsulation.
@@ -17,14 +19,14 @@ mod programs {
     use aya_ebpf::{
         EbpfContext as _,
         bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, xdp_action},
-        helpers::{bpf_redirect, bpf_redirect_peer},
+        helpers::{bpf_ktime_get_ns, bpf_redirect, bpf_redirect_peer},
         macros::{classifier, map, xdp},
-        maps::{HashMap, PerCpuArray},
+        maps::{Array, HashMap, PerCpuArray},
         programs::{TcContext, XdpContext},
     };
     use overlay_common::{
         REDIRECT_PEER, RedirectTarget,
-        benchkit::{GEN_PORT_BASE, GEN_PORT_OFFSET},
+        benchkit::{GEN_PORT_BASE, GEN_PORT_OFFSET, GenPace, GenState},
     };
 
     /// Flows the generator cycles through; userspace sets it at load time.
@@ -34,6 +36,15 @@ mod programs {
     /// 0 -> frames generated on this CPU. Written by `xdp_gen` only.
     #[map]
     static GEN_SEQ: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+    /// 0 -> pacing of the current run. Written by userspace before a run.
+    #[map]
+    static GEN_PACE: Array<GenPace> = Array::with_max_entries(1, 0);
+
+    /// 0 -> this CPU's next due time and frames sent. Zeroed by userspace
+    /// before a run, then written by `xdp_gen` only.
+    #[map]
+    static GEN_STATE: PerCpuArray<GenState> = PerCpuArray::with_max_entries(1, 0);
 
     /// 0 -> frames that reached a sink on this CPU. Written by `sink_tc`.
     #[map]
@@ -53,9 +64,35 @@ mod programs {
         // would be folded to the compile-time 1.
         // SAFETY: reading a static.
         let flows = unsafe { core::ptr::read_volatile(&GEN_FLOWS) }.max(1);
-        let Some(seq) = GEN_SEQ.get_ptr_mut(0) else {
+        let (Some(pace), Some(state), Some(seq)) = (
+            GEN_PACE.get(0).copied(),
+            GEN_STATE.get_ptr_mut(0),
+            GEN_SEQ.get_ptr_mut(0),
+        ) else {
             return xdp_action::XDP_ABORTED;
         };
+        // SAFETY: per-CPU slot, only this CPU writes it while we run.
+        let state = unsafe { &mut *state };
+        if state.sent >= pace.budget {
+            return xdp_action::XDP_DROP;
+        }
+        if pace.interval_ns != 0 {
+            // SAFETY: plain helper call.
+            let now = unsafe { bpf_ktime_get_ns() };
+            if state.next_ns == 0 {
+                state.next_ns = now;
+                state.first_ns = now;
+            }
+            if now < state.next_ns {
+                return xdp_action::XDP_DROP;
+            }
+            // When the CPU was busy elsewhere (the run flushes and lets
+            // softirqs run between batches), catch up by at most one
+            // interval: a steady rate, never a burst that fills queues.
+            state.next_ns = (state.next_ns + pace.interval_ns).max(now);
+            state.last_ns = now;
+        }
+        state.sent += 1;
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         let n = unsafe {
             *seq = (*seq).wrapping_add(1);

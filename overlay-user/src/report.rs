@@ -298,36 +298,35 @@ fn tables(r: &Results) -> String {
         total / 1024,
         maps.join(", ")
     );
-    if r.traffic.is_empty() {
-        return out;
-    }
     let limit = r.traffic.iter().find(|t| t.path == PathKind::PlainVeth);
-    let _ = writeln!(
-        out,
-        "\nTraffic between containers on two hosts (medians over rounds)"
-    );
-    let _ = writeln!(
-        out,
-        "| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | retransmits (1 stream) | RR median us | RR p99 us | TCP1 vs kernel (same underlay) | TCP1 vs limit | RR vs limit |\n|---|---|---|---|---|---|---|---|---|"
-    );
-    for t in &r.traffic {
-        let kernel = t
-            .path
-            .kernel_peer()
-            .and_then(|k| r.traffic.iter().find(|x| x.path == k));
+    if !r.traffic.is_empty() {
         let _ = writeln!(
             out,
-            "| {} | {:.2} | {:.2} | {} | {:.1} | {:.1} | {} | {} | {} |",
-            t.name,
-            t.tcp1_gbps,
-            t.tcp4_gbps,
-            t.tcp1_retransmits,
-            t.rr_median_us,
-            t.rr_p99_us,
-            kernel.map_or_else(|| "-".into(), |k| ratio(t.tcp1_gbps, k.tcp1_gbps)),
-            limit.map_or_else(|| "-".into(), |l| ratio(t.tcp1_gbps, l.tcp1_gbps)),
-            limit.map_or_else(|| "-".into(), |l| ratio(t.rr_median_us, l.rr_median_us)),
+            "\nTraffic between containers on two hosts (medians over rounds)"
         );
+        let _ = writeln!(
+            out,
+            "| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | retransmits (1 stream) | RR median us | RR p99 us | TCP1 vs kernel (same underlay) | TCP1 vs limit | RR vs limit |\n|---|---|---|---|---|---|---|---|---|"
+        );
+        for t in &r.traffic {
+            let kernel = t
+                .path
+                .kernel_peer()
+                .and_then(|k| r.traffic.iter().find(|x| x.path == k));
+            let _ = writeln!(
+                out,
+                "| {} | {:.2} | {:.2} | {} | {:.1} | {:.1} | {} | {} | {} |",
+                t.name,
+                t.tcp1_gbps,
+                t.tcp4_gbps,
+                t.tcp1_retransmits,
+                t.rr_median_us,
+                t.rr_p99_us,
+                kernel.map_or_else(|| "-".into(), |k| ratio(t.tcp1_gbps, k.tcp1_gbps)),
+                limit.map_or_else(|| "-".into(), |l| ratio(t.tcp1_gbps, l.tcp1_gbps)),
+                limit.map_or_else(|| "-".into(), |l| ratio(t.rr_median_us, l.rr_median_us)),
+            );
+        }
     }
     if !r.packet_rate.rates.is_empty() {
         let _ = writeln!(
@@ -358,6 +357,41 @@ fn tables(r: &Results) -> String {
                 x.mpps,
                 x.delivered * 100.0,
                 x.cpu_ns_per_packet,
+                kernel.map_or_else(|| "-".into(), |k| ratio(x.mpps, k.mpps)),
+                limit.map_or_else(|| "-".into(), |l| ratio(x.mpps, l.mpps)),
+            );
+        }
+    }
+    if !r.packet_rate.no_drop.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nNo-drop rate, 64 B: the highest paced rate that one forwarding CPU carries with at \
+             most {:.1}% loss, the generator on another CPU (RPS steers its frames over; medians \
+             over rounds; \">=\": the path carried all the generator sent)\n\
+             | path | direction | Mpps | loss | vs kernel (same underlay) | vs limit (a) |\n\
+             |---|---|---|---|---|---|",
+            pktrate::LOSS_LIMIT * 100.0
+        );
+        for x in &r.packet_rate.no_drop {
+            let find = |p: PathKind| {
+                r.packet_rate
+                    .no_drop
+                    .iter()
+                    .find(|y| y.path == p && y.direction == x.direction)
+            };
+            let kernel = x.path.kernel_peer().and_then(find);
+            let limit = find(PathKind::Redirect);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {}{:.3} | {:.2}% | {} | {} |",
+                x.name,
+                match x.direction {
+                    Direction::Encap => "encap",
+                    Direction::Decap => "decap",
+                },
+                if x.generator_bound { ">= " } else { "" },
+                x.mpps,
+                x.loss * 100.0,
                 kernel.map_or_else(|| "-".into(), |k| ratio(x.mpps, k.mpps)),
                 limit.map_or_else(|| "-".into(), |l| ratio(x.mpps, l.mpps)),
             );
@@ -422,7 +456,11 @@ fn markdown(r: &Results) -> String {
          (XDP_TX into a veth is processed in that CPU's softirq): the rates are per-CPU costs. A \
          saturated path drops in a veth backlog, and its rate then depends on how softirq time \
          splits between the stages, so such rows vary from run to run (ebpf-tc encap at 64 B read \
-         0.305 and 0.186 Mpps in two full runs on the same day); rows at 100% are the steady ones. The encap direction starts in the client container (encap, \
+         0.305 and 0.186 Mpps in two full runs on the same day); rows at 100% are the steady ones. \
+         The no-drop table is the steady measure: the generator runs pinned to CPU 0, RPS hands \
+         its frames to CPU 1, which runs the whole path, and a paced generator (a token bucket \
+         inside `xdp_gen`) searches for the highest rate CPU 1 carries without loss: the \
+         RFC 2544 throughput of one forwarding core. The encap direction starts in the client container (encap, \
          underlay, decap); the decap direction starts at the client host's NIC with ready-made \
          VXLAN frames. CPU per packet is the whole machine's busy time over the delivered frames, \
          generator and sink included: compare it between paths. `wire` underlays behave like a real NIC (the sender \
@@ -493,6 +531,33 @@ fn svg(r: &Results) -> String {
             top,
             "Packet rate, 64 B UDP frames, Mpps delivered (dark: encap direction, light: decap)",
             &pps,
+        );
+        body.push_str(&p);
+        top += h;
+    }
+    let no_drop: Vec<(&str, f64, f64)> = r
+        .traffic_paths()
+        .into_iter()
+        .filter_map(|(path, name)| {
+            let rate = |dir| {
+                r.packet_rate
+                    .no_drop
+                    .iter()
+                    .find(|x| x.path == path && x.direction == dir)
+                    .map(|x| x.mpps)
+            };
+            Some((
+                name,
+                rate(Direction::Encap)?,
+                rate(Direction::Decap).unwrap_or(0.0),
+            ))
+        })
+        .collect();
+    if !no_drop.is_empty() {
+        let (p, h) = panel(
+            top,
+            "No-drop rate of one forwarding CPU, 64 B, Mpps (dark: encap, light: decap)",
+            &no_drop,
         );
         body.push_str(&p);
         top += h;

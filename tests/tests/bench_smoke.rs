@@ -89,6 +89,21 @@ fn packet_rate_benchmark_delivers_on_every_path() {
         6,
         "ebpf-xdp, ebpf-tc, redirect x 2 directions"
     );
+    // The no-drop search ran on every path and direction (it needs a CPU
+    // for the generator and one for the path) and found a rate.
+    let two_cpus = std::thread::available_parallelism().map_or(1, usize::from) >= 2;
+    let searched: Vec<(PathKind, Direction)> =
+        run.no_drop.iter().map(|r| (r.path, r.direction)).collect();
+    let measured: Vec<(PathKind, Direction)> =
+        results.iter().map(|r| (r.path, r.direction)).collect();
+    if two_cpus {
+        assert_eq!(searched, measured, "no-drop search on every path");
+    } else {
+        assert!(searched.is_empty(), "no search on one CPU");
+    }
+    for r in &run.no_drop {
+        assert!(r.mpps > 0.0 && r.loss < 1.0, "{r:?}");
+    }
     for r in results {
         // Frames really arrived in the far container (counted there); the
         // sink counts whatever arrives, so allow a stray frame or two.

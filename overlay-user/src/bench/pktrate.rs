@@ -27,7 +27,9 @@ use aya::{
     Ebpf, EbpfLoader, TestRun as _,
     programs::{TestRunAttrs, TestRunOptions, Xdp},
 };
-use overlay_common::benchkit::{GEN_FLOWS, GEN_PORT_BASE, SINK_COUNT, SINK_TC, XDP_GEN};
+use overlay_common::benchkit::{
+    GEN_FLOWS, GEN_PACE, GEN_PORT_BASE, GEN_STATE, GenPace, GenState, SINK_COUNT, SINK_TC, XDP_GEN,
+};
 use serde::Serialize;
 
 use super::{
@@ -58,6 +60,10 @@ pub struct RateOptions {
     pub flows: u32,
     /// Frame sizes (Ethernet header included, FCS not) of the inner frame.
     pub sizes: &'static [usize],
+    /// Steps of the no-drop rate search (0: no search).
+    pub search_steps: u32,
+    /// Length of one trial of the search.
+    pub trial: Duration,
 }
 
 impl RateOptions {
@@ -66,12 +72,16 @@ impl RateOptions {
         frames: 200_000,
         flows: 64,
         sizes: &[64, 512, 1450],
+        search_steps: 8,
+        trial: Duration::from_millis(150),
     };
     pub const QUICK: Self = Self {
         rounds: 1,
         frames: 5_000,
         flows: 4,
         sizes: &[64],
+        search_steps: 2,
+        trial: Duration::from_millis(20),
     };
 }
 
@@ -106,10 +116,32 @@ pub struct Profile {
     pub programs: Vec<(String, f64, f64)>,
 }
 
+/// The no-drop rate of one path and direction (64 B frames): the highest
+/// paced rate that one forwarding CPU carried with at most `LOSS_LIMIT`
+/// lost, the generator running on another CPU (median over rounds).
+#[derive(Clone, Debug, Serialize)]
+pub struct NoDropResult {
+    pub path: PathKind,
+    pub name: &'static str,
+    pub direction: Direction,
+    /// Millions of frames per second offered (and delivered).
+    pub mpps: f64,
+    /// Loss at that rate.
+    pub loss: f64,
+    /// The path carried everything the generator could send: the rate is
+    /// the generator's, and the path's own is higher.
+    pub generator_bound: bool,
+}
+
+/// Loss a no-drop trial may show (veth queues on a busy VM drop the odd
+/// frame that a real no-drop rate would not).
+pub const LOSS_LIMIT: f64 = 0.001;
+
 /// What a packet-rate run measured.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RateRun {
     pub rates: Vec<RateResult>,
+    pub no_drop: Vec<NoDropResult>,
     pub profiles: Vec<Profile>,
 }
 
@@ -175,9 +207,55 @@ impl Generator {
             .sum())
     }
 
-    /// Sends `frames` copies of `frame` out of `ifindex` (calling thread's
-    /// namespace), as fast as one CPU can.
-    fn send(&self, ifindex: u32, frame: &[u8], frames: u32) -> Result<(), BenchError> {
+    /// Sets the next run's pacing and zeroes the generator's progress.
+    fn pace(&mut self, pace: GenPace) -> Result<(), BenchError> {
+        let mut map: aya::maps::Array<_, GenPace> = aya::maps::Array::try_from(
+            self.ebpf
+                .map_mut(GEN_PACE)
+                .ok_or_else(|| BenchError::Tool("GEN_PACE missing".into()))?,
+        )
+        .map_err(tool("GEN_PACE"))?;
+        map.set(0, &pace, 0).map_err(tool("writing GEN_PACE"))?;
+        let mut state: aya::maps::PerCpuArray<_, GenState> = aya::maps::PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(GEN_STATE)
+                .ok_or_else(|| BenchError::Tool("GEN_STATE missing".into()))?,
+        )
+        .map_err(tool("GEN_STATE"))?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| BenchError::Tool(format!("CPUs: {e}")))?;
+        let zero =
+            aya::maps::PerCpuValues::try_from(vec![GenState::default(); cpus.get() as usize])
+                .map_err(tool("GEN_STATE values"))?;
+        state.set(0, zero, 0).map_err(tool("zeroing GEN_STATE"))
+    }
+
+    /// The generator's progress in the last run, summed over CPUs (one CPU
+    /// sends in practice; times are those of the CPU that sent).
+    fn progress(&self) -> Result<GenState, BenchError> {
+        let state: aya::maps::PerCpuArray<_, GenState> = aya::maps::PerCpuArray::try_from(
+            self.ebpf
+                .map(GEN_STATE)
+                .ok_or_else(|| BenchError::Tool("GEN_STATE missing".into()))?,
+        )
+        .map_err(tool("GEN_STATE"))?;
+        let values = state.get(&0, 0).map_err(tool("reading GEN_STATE"))?;
+        let mut sum = GenState::default();
+        for v in values.iter().filter(|v| v.sent > 0) {
+            sum.sent += v.sent;
+            sum.first_ns = if sum.first_ns == 0 {
+                v.first_ns
+            } else {
+                sum.first_ns.min(v.first_ns)
+            };
+            sum.last_ns = sum.last_ns.max(v.last_ns);
+        }
+        Ok(sum)
+    }
+
+    /// Runs the generator for `iterations` frames of `frame` out of
+    /// `ifindex` (calling thread's namespace); the pacing decides which are
+    /// transmitted.
+    fn send(&self, ifindex: u32, frame: &[u8], iterations: u32) -> Result<(), BenchError> {
         let prog: &Xdp = self
             .ebpf
             .program(XDP_GEN)
@@ -192,7 +270,7 @@ impl Generator {
         prog.test_run(TestRunOptions {
             data_in: Some(frame),
             ctx_in: Some(&ctx),
-            repeat: frames,
+            repeat: iterations,
             attrs: TestRunAttrs::new().xdp_live_frames(64),
             ..TestRunOptions::default()
         })
@@ -282,22 +360,68 @@ fn injection<'a>(
     }
 }
 
+/// The devices that receive the generator's XDP_TX frames.
+fn first_receivers(top: &Topology) -> Vec<(&NetNs, &str)> {
+    match top {
+        Topology::Pair(_, b) => vec![(b, "eth0")],
+        Topology::Lab(lab) => vec![
+            (
+                &lab.hosts[0].ns,
+                lab.containers[0].attachments[0].host_ifname.as_str(),
+            ),
+            (lab.switch(), "p1"),
+        ],
+    }
+}
+
 /// Turns on GRO where the generator's XDP_TX frames land.
 fn prepare(top: &Topology) -> Result<(), BenchError> {
-    let gro = |ns: &NetNs, ifname: &str| -> Result<(), SimError> {
-        Ok(ns.run(|| netns::enable_gro(ifname))??)
-    };
-    match top {
-        Topology::Pair(_, b) => gro(b, "eth0")?,
-        Topology::Lab(lab) => {
-            gro(
-                &lab.hosts[0].ns,
-                &lab.containers[0].attachments[0].host_ifname,
-            )?;
-            gro(lab.switch(), "p1")?;
-        }
+    for (ns, ifname) in first_receivers(top) {
+        ns.run(|| netns::enable_gro(ifname))
+            .map_err(SimError::from)?
+            .map_err(SimError::from)?;
     }
     Ok(())
+}
+
+/// The CPU the generator runs on in the no-drop search.
+const GENERATOR_CPU: usize = 0;
+/// The CPU that forwards in the no-drop search.
+const FORWARDING_CPU: usize = 1;
+
+/// Whether the machine has a CPU for the generator and one for the path.
+fn split_cpus() -> bool {
+    std::thread::available_parallelism().map_or(1, usize::from) > FORWARDING_CPU
+}
+
+/// With `on`, steers what the generator's first receiving devices get to
+/// `FORWARDING_CPU` (RPS), so the generator and the path under test run on
+/// CPUs of their own; off, each stage runs where its frame arrived again.
+fn steer(top: &Topology, on: bool) -> Result<(), BenchError> {
+    let mask = if on {
+        format!("{:x}", 1u64 << FORWARDING_CPU)
+    } else {
+        "0".to_owned()
+    };
+    for (ns, ifname) in first_receivers(top) {
+        let file = format!("/sys/class/net/{ifname}/queues/rx-0/rps_cpus");
+        // `ip netns exec` mounts the namespace's own /sys.
+        ns.exec(&["sh", "-c", &format!("echo {mask} > {file}")])
+            .map_err(|e| BenchError::Tool(format!("setting RPS on {ifname}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Pins the calling thread to `cpu` (best effort: unpinned, the search is
+/// only noisier).
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data that CPU_SET writes inside of, and
+    // sched_setaffinity(0, ...) only affects the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
 }
 
 /// The sink count once queues have drained (unchanged for 20 ms).
@@ -316,11 +440,15 @@ fn settled(gen_: &Generator) -> Result<u64, BenchError> {
 
 /// One measurement: (Mpps delivered, share delivered, CPU ns per packet).
 fn measure(
-    gen_: &Generator,
+    gen_: &mut Generator,
     inj: &Injection<'_>,
     frames: u32,
 ) -> Result<(f64, f64, f64), BenchError> {
     let ifindex = inj.ns.ifindex("eth0").map_err(SimError::from)?;
+    gen_.pace(GenPace {
+        interval_ns: 0,
+        budget: u64::from(frames),
+    })?;
     // Frames of the previous measurement may still be in flight.
     let before = settled(gen_)?;
     let cpu0 = cpu_busy();
@@ -345,7 +473,120 @@ fn measure(
     ))
 }
 
-/// Builds every path, then measures them round by round.
+/// Wall time of one generator iteration that sends nothing (a paced run's
+/// iterations between frames), ns: sizes paced runs.
+fn iteration_ns(gen_: &mut Generator, inj: &Injection<'_>) -> Result<f64, BenchError> {
+    const ITERATIONS: u32 = 1_000_000;
+    let ifindex = inj.ns.ifindex("eth0").map_err(SimError::from)?;
+    // One frame is sent, then none is due again.
+    gen_.pace(GenPace {
+        interval_ns: u64::MAX / 4,
+        budget: 1,
+    })?;
+    let t0 = Instant::now();
+    inj.ns
+        .run(|| {
+            pin_to_cpu(GENERATOR_CPU);
+            gen_.send(ifindex, &inj.frame, ITERATIONS)
+        })
+        .map_err(SimError::from)??;
+    Ok((t0.elapsed().as_nanos() as f64 / f64::from(ITERATIONS)).max(1.0))
+}
+
+/// One trial of the search: frames at `pps` (flat out when `None`) for
+/// `duration` from the generator CPU. Returns (offered frames/s, loss).
+fn trial(
+    gen_: &mut Generator,
+    inj: &Injection<'_>,
+    pps: Option<f64>,
+    duration: Duration,
+    iteration_ns: f64,
+) -> Result<(f64, f64), BenchError> {
+    const FLAT_OUT_FRAMES: u32 = 100_000;
+    let ifindex = inj.ns.ifindex("eth0").map_err(SimError::from)?;
+    let (pace, iterations) = match pps {
+        None => (
+            GenPace {
+                interval_ns: 0,
+                budget: u64::from(FLAT_OUT_FRAMES),
+            },
+            FLAT_OUT_FRAMES,
+        ),
+        Some(pps) => {
+            let frames = (pps * duration.as_secs_f64()).max(1000.0);
+            let interval = 1e9 / pps;
+            // Enough iterations to span the frames' time with a margin;
+            // the ones past the budget only cost a drop each.
+            let iterations = frames * interval / iteration_ns * 1.25 + frames;
+            (
+                GenPace {
+                    interval_ns: interval as u64,
+                    budget: frames as u64,
+                },
+                iterations.min(f64::from(u32::MAX)) as u32,
+            )
+        }
+    };
+    gen_.pace(pace)?;
+    let before = settled(gen_)?;
+    let t0 = Instant::now();
+    inj.ns
+        .run(|| {
+            pin_to_cpu(GENERATOR_CPU);
+            gen_.send(ifindex, &inj.frame, iterations)
+        })
+        .map_err(SimError::from)??;
+    let wall = t0.elapsed();
+    let progress = gen_.progress()?;
+    let got = settled(gen_)?.saturating_sub(before);
+    if progress.sent < 2 {
+        return Err(BenchError::Tool("the paced generator sent nothing".into()));
+    }
+    let offered = if pace.interval_ns == 0 {
+        progress.sent as f64 / wall.as_secs_f64()
+    } else {
+        let span = progress.last_ns.saturating_sub(progress.first_ns).max(1);
+        (progress.sent - 1) as f64 * 1e9 / span as f64
+    };
+    let loss = (1.0 - got as f64 / progress.sent as f64).max(0.0);
+    Ok((offered, loss))
+}
+
+/// The highest rate the path carries with at most `LOSS_LIMIT` loss:
+/// first flat out (a path faster than the generator is done there), then
+/// a geometric bisection below the generator's rate. Returns (Mpps, loss,
+/// whether the generator was the limit).
+fn no_drop_rate(
+    gen_: &mut Generator,
+    inj: &Injection<'_>,
+    opts: &RateOptions,
+    iteration_ns: f64,
+) -> Result<(f64, f64, bool), BenchError> {
+    let (max, loss) = trial(gen_, inj, None, opts.trial, iteration_ns)?;
+    if loss <= LOSS_LIMIT {
+        return Ok((max / 1e6, loss, true));
+    }
+    let (mut lo, mut hi) = (max / 64.0, max);
+    let mut best = None;
+    for _ in 0..opts.search_steps {
+        let mid = (lo * hi).sqrt();
+        let (offered, loss) = trial(gen_, inj, Some(mid), opts.trial, iteration_ns)?;
+        if loss <= LOSS_LIMIT {
+            lo = mid;
+            best = Some((offered, loss));
+        } else {
+            hi = mid;
+        }
+    }
+    let (offered, loss) = match best {
+        Some(b) => b,
+        None => trial(gen_, inj, Some(lo), opts.trial, iteration_ns)?,
+    };
+    Ok((offered / 1e6, loss, false))
+}
+
+/// Builds every path, then measures them round by round: flat out at every
+/// size, then the no-drop search at the smallest size.
 pub fn run(
     paths: &[PathKind],
     opts: RateOptions,
@@ -366,7 +607,11 @@ pub fn run(
             }
         }
     }
+    let search_size = opts.sizes.iter().copied().min().unwrap_or(64);
+    let search = opts.search_steps > 0 && split_cpus();
+    let mut iteration = None;
     let mut samples: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); keys.len()];
+    let mut no_drop_samples: Vec<Vec<(f64, f64, bool)>> = vec![Vec::new(); keys.len()];
     for round in 0..opts.rounds.max(1) {
         for k in 0..tops.len() {
             let t = (k + round) % tops.len();
@@ -384,12 +629,58 @@ pub fn run(
                 let Some(inj) = injection(*path, top, *dir, *size)? else {
                     continue;
                 };
-                samples[i].push(measure(&generator, &inj, opts.frames)?);
+                samples[i].push(measure(&mut generator, &inj, opts.frames)?);
             }
+            if !search {
+                continue;
+            }
+            progress(&format!(
+                "round {}/{}: {}: no-drop rate",
+                round + 1,
+                opts.rounds,
+                path.name()
+            ));
+            steer(top, true)?;
+            let searched = (|| {
+                for (i, (p, dir, size)) in keys.iter().enumerate() {
+                    if p != path || *size != search_size {
+                        continue;
+                    }
+                    let Some(inj) = injection(*path, top, *dir, *size)? else {
+                        continue;
+                    };
+                    let per_iteration = match iteration {
+                        Some(ns) => ns,
+                        None => *iteration.insert(iteration_ns(&mut generator, &inj)?),
+                    };
+                    no_drop_samples[i].push(no_drop_rate(
+                        &mut generator,
+                        &inj,
+                        &opts,
+                        per_iteration,
+                    )?);
+                }
+                Ok::<_, BenchError>(())
+            })();
+            steer(top, false)?;
+            searched?;
         }
     }
     progress("profile: time inside the programs");
-    let profiles = profile(&tops, &generator, opts.frames)?;
+    let profiles = profile(&tops, &mut generator, opts.frames)?;
+    let no_drop = keys
+        .iter()
+        .zip(&no_drop_samples)
+        .filter(|(_, s)| !s.is_empty())
+        .map(|((path, direction, _), s)| NoDropResult {
+            path: *path,
+            name: path.name(),
+            direction: *direction,
+            mpps: median(&mut s.iter().map(|x| x.0).collect::<Vec<_>>()),
+            loss: median(&mut s.iter().map(|x| x.1).collect::<Vec<_>>()),
+            generator_bound: s.iter().all(|x| x.2),
+        })
+        .collect();
     let rates = keys
         .iter()
         .zip(samples)
@@ -408,14 +699,18 @@ pub fn run(
             }
         })
         .collect();
-    Ok(RateRun { rates, profiles })
+    Ok(RateRun {
+        rates,
+        no_drop,
+        profiles,
+    })
 }
 
 /// One more measurement per direction (64 B) on every path with programs of
 /// ours, with run-time statistics on: time in the programs per packet.
 fn profile(
     tops: &[(PathKind, Topology)],
-    generator: &Generator,
+    generator: &mut Generator,
     frames: u32,
 ) -> Result<Vec<Profile>, BenchError> {
     // Statistics stay on while this descriptor is open.
