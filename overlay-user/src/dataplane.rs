@@ -747,9 +747,6 @@ impl Dataplane {
             ifindex: ep.host_ifindex,
             remote_ip: 0,
         };
-        self.routes
-            .insert(&key, &route, 0)
-            .map_err(DataplaneError::map(format!("adding route for {}", ep.ip)))?;
         let info = EndpointInfo {
             vni: ep.vni,
             ip: be(ep.ip),
@@ -757,9 +754,16 @@ impl Dataplane {
             host_mac: ep.host_mac.0,
             flags: 0,
         };
-        if let Err(e) = self.endpoints.insert(&ep.host_ifindex, &info, 0) {
-            let _ = self.routes.remove(&key);
-            return Err(DataplaneError::map(format!("adding endpoint {}", ep.ip))(e));
+        // The endpoint's own entry first: the route makes it reachable, and
+        // whatever it sends back must find its entry.
+        self.endpoints
+            .insert(&ep.host_ifindex, &info, 0)
+            .map_err(DataplaneError::map(format!("adding endpoint {}", ep.ip)))?;
+        if let Err(e) = self.routes.insert(&key, &route, 0) {
+            let _ = self.endpoints.remove(&ep.host_ifindex);
+            return Err(DataplaneError::map(format!("adding route for {}", ep.ip))(
+                e,
+            ));
         }
         Ok(())
     }

@@ -320,7 +320,11 @@ impl Engine {
                 Undo::RemovedNetwork(n) => self.dp.add_network(&n).map_err(drop),
                 Undo::Endpoint(ifindex) => {
                     let _ = self.dp.detach_endpoint(ifindex);
-                    self.dp.remove_local_endpoint(ifindex).map_err(drop)
+                    // Absent when the failure came between attach and map.
+                    match self.dp.remove_local_endpoint(ifindex) {
+                        Ok(()) | Err(DataplaneError::UnknownEndpoint(_)) => Ok(()),
+                        Err(_) => Err(()),
+                    }
                 }
                 Undo::Link(name) => netns::ip(&["link", "del", &name]).map(drop).map_err(drop),
                 Undo::Netns(name) => netns::ip(&["netns", "del", &name]).map(drop).map_err(drop),
@@ -751,6 +755,8 @@ impl Engine {
                 }
                 // A route for the address may survive its endpoint entry.
                 self.dp.remove_route(net.vni, ep.ip)?;
+                // Program first, then the maps (as in connect).
+                self.dp.attach_endpoint(ifindex)?;
                 self.dp.add_local_endpoint(&LocalEndpoint {
                     vni: net.vni,
                     ip: ep.ip,
@@ -758,7 +764,6 @@ impl Engine {
                     host_ifindex: ifindex,
                     host_mac,
                 })?;
-                self.dp.attach_endpoint(ifindex)?;
                 repairs
                     .endpoints_reprogrammed
                     .push(format!("{container}/{}", ep.ifname));
@@ -1194,6 +1199,12 @@ impl Engine {
         netns::ip(&["link", "set", &host_ifname, "up"])?;
         let host_ifindex = netns::ifindex(&host_ifname)?;
         let host_mac = netns::mac(&host_ifname)?;
+        // The program goes on before the maps make the endpoint reachable:
+        // the container answers the first packet that reaches it (an ARP
+        // request, a reply), and meeting no program there would leave its
+        // ARP unanswered until the kernel's 1 s retry.
+        self.undo.push(Undo::Endpoint(host_ifindex));
+        self.dp.attach_endpoint(host_ifindex)?;
         self.dp.add_local_endpoint(&LocalEndpoint {
             vni: net.vni,
             ip,
@@ -1201,8 +1212,6 @@ impl Engine {
             host_ifindex,
             host_mac,
         })?;
-        self.undo.push(Undo::Endpoint(host_ifindex));
-        self.dp.attach_endpoint(host_ifindex)?;
         gateway::endpoint_route(ip, mac, &host_ifname)?;
         let endpoint = EndpointRecord {
             id,
