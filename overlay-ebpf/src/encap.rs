@@ -25,7 +25,7 @@ use overlay_common::{
 use crate::{
     csum,
     maps::{OVL_CONFIG, OVL_NEXTHOPS},
-    parse::{ETH_P_IP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, addr, is_fragment},
+    parse::{ETH_P_IP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, addr, is_fragment, ptr_at},
 };
 
 const AF_INET: u8 = 2;
@@ -148,10 +148,15 @@ fn flow_hash(ctx: &TcContext, ip: &Ipv4Hdr, header_len: usize) -> u32 {
     }
     let ports = if matches!(ip.proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP) && !is_fragment(ip)
     {
-        // bpf_skb_load_bytes: the ports may lie past the linear part, and
-        // the variable offset needs no proof for the verifier.
-        ctx.load::<u32>(mem::size_of::<EthHdr>() + header_len)
-            .unwrap_or(0)
+        let at = mem::size_of::<EthHdr>() + header_len;
+        match ptr_at::<[u8; 4]>(ctx.data(), ctx.data_end(), mem::size_of::<EthHdr>() + 20) {
+            // The common case (no IP options) reads the linear part directly.
+            // SAFETY: bounds checked by ptr_at.
+            Ok(p) if header_len == 20 => u32::from_ne_bytes(unsafe { *p }),
+            // Options, or ports past the linear part: bpf_skb_load_bytes,
+            // whose variable offset needs no proof for the verifier.
+            _ => ctx.load::<u32>(at).unwrap_or(0),
+        }
     } else {
         0
     };

@@ -426,6 +426,7 @@ fn tables(r: &Results) -> String {
             );
         }
     }
+    out.push_str(&targets(r));
     if let Some(c) = &r.cluster {
         let _ = writeln!(
             out,
@@ -437,6 +438,95 @@ fn tables(r: &Results) -> String {
         );
     }
     out
+}
+
+/// The issue's targets against this run: packet rate from the no-drop
+/// table, TCP and latency from the traffic table.
+fn targets(r: &Results) -> String {
+    let mut rows = Vec::new();
+    let mut row = |target: &str, path: &str, got: f64, want: f64, higher_is_better: bool| {
+        let met = if higher_is_better {
+            got >= want
+        } else {
+            got <= want
+        };
+        rows.push(format!(
+            "| {target} | {path} | {got:.2}x | {} |",
+            if met { "met" } else { "missed" }
+        ));
+    };
+    for x in &r.packet_rate.no_drop {
+        let find = |p: PathKind| {
+            r.packet_rate
+                .no_drop
+                .iter()
+                .find(|y| y.path == p && y.direction == x.direction)
+        };
+        let dir = match x.direction {
+            Direction::Encap => "encap",
+            Direction::Decap => "decap",
+        };
+        let name = format!("{} {dir}", x.name);
+        if let Some(k) = x.path.kernel_peer().and_then(find) {
+            row(
+                "no-drop rate >= 3x kernel",
+                &name,
+                x.mpps / k.mpps,
+                3.0,
+                true,
+            );
+            if let Some(l) = find(PathKind::Redirect) {
+                row(
+                    "no-drop rate >= 0.8x limit (a)",
+                    &name,
+                    x.mpps / l.mpps,
+                    0.8,
+                    true,
+                );
+            }
+        }
+    }
+    let limit_b = r.traffic.iter().find(|t| t.path == PathKind::PlainVeth);
+    for t in &r.traffic {
+        let Some(k) = t
+            .path
+            .kernel_peer()
+            .and_then(|k| r.traffic.iter().find(|x| x.path == k))
+        else {
+            continue;
+        };
+        row(
+            "TCP 1 stream >= 1.2x kernel",
+            t.name,
+            t.tcp1_gbps / k.tcp1_gbps,
+            1.2,
+            true,
+        );
+        if let Some(l) = limit_b {
+            row(
+                "TCP 1 stream >= 0.85x limit (b)",
+                t.name,
+                t.tcp1_gbps / l.tcp1_gbps,
+                0.85,
+                true,
+            );
+            row(
+                "RR latency <= 1.05x limit (b)",
+                t.name,
+                t.rr_median_us / l.rr_median_us,
+                1.05,
+                false,
+            );
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\nTargets of the benchmark issue, from this run (ratios as in the tables above)\n\
+         | target | path | measured | |\n|---|---|---|---|\n{}\n",
+        rows.join("\n")
+    )
 }
 
 fn markdown(r: &Results) -> String {
