@@ -199,6 +199,7 @@ pub fn status(engine: &Engine) -> anyhow::Result<String> {
         )),
         None => out.push_str("underlay: not attached (overlay attach --iface NIC)\n"),
     }
+    out.push_str(&next_hops(dp)?);
     match &engine.state.cluster {
         Some(c) => {
             let hosts: Vec<String> = engine
@@ -250,6 +251,45 @@ pub fn status(engine: &Engine) -> anyhow::Result<String> {
         total(&c.drops)
     ));
     Ok(out)
+}
+
+/// The encap path's next-hop cache, one line: remote hosts it has sent to
+/// lately, the MAC and device it used, and whether the entry is still
+/// trusted (fresh) or will be looked up again on the next packet (stale).
+fn next_hops(dp: &crate::Dataplane) -> anyhow::Result<String> {
+    let hops = dp.next_hops()?;
+    if hops.is_empty() {
+        return Ok("underlay next hops: none cached\n".into());
+    }
+    // bpf_ktime_get_coarse_ns is CLOCK_MONOTONIC_COARSE.
+    // SAFETY: clock_gettime fills the timespec it is given.
+    let now = unsafe {
+        let mut ts: libc::timespec = std::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    const SHOWN: usize = 8;
+    let mut list: Vec<String> = hops
+        .iter()
+        .take(SHOWN)
+        .map(|(ip, hop)| {
+            let dev = crate::netns::ifname(hop.ifindex).unwrap_or_else(|_| hop.ifindex.to_string());
+            let age = if now < hop.expires_ns {
+                "fresh"
+            } else {
+                "stale"
+            };
+            format!("{ip} via {} on {dev} {age}", crate::MacAddr(hop.dmac))
+        })
+        .collect();
+    if hops.len() > SHOWN {
+        list.push(format!("and {} more", hops.len() - SHOWN));
+    }
+    Ok(format!(
+        "underlay next hops: {} cached ({})\n",
+        hops.len(),
+        list.join(", ")
+    ))
 }
 
 /// `stats`.

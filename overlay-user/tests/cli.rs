@@ -866,6 +866,19 @@ fn two_hosts_over_the_cli_with_static_peers() {
         peers.contains("10.100.0.2") && peers.contains("ov"),
         "{peers}"
     );
+    // The encap path cached host 2's next hop: its eth0 MAC, out of eth0.
+    let h2_mac = h2.ns.mac("eth0").expect("host 2 MAC");
+    let status = h1.ok(&["status"]);
+    assert!(
+        status.contains(&format!("10.100.0.2 via {h2_mac} on eth0")),
+        "{status}"
+    );
+    h1.ok(&["detach"]);
+    assert!(
+        h1.ok(&["status"])
+            .contains("underlay next hops: none cached"),
+        "detach flushes the cache"
+    );
 }
 
 #[test]
