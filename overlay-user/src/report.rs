@@ -451,7 +451,7 @@ fn targets(r: &Results) -> String {
             got <= want
         };
         rows.push(format!(
-            "| {target} | {path} | {got:.2}x | {} |",
+            "| {target} | {path} | {got:.3}x | {} |",
             if met { "met" } else { "missed" }
         ));
     };

@@ -570,7 +570,13 @@ fn no_drop_rate(
     let mut best = None;
     for _ in 0..opts.search_steps {
         let mid = (lo * hi).sqrt();
-        let (offered, loss) = trial(gen_, inj, Some(mid), opts.trial, iteration_ns)?;
+        let (mut offered, mut loss) = trial(gen_, inj, Some(mid), opts.trial, iteration_ns)?;
+        if loss > LOSS_LIMIT {
+            // A VM's CPU can stall for a few ms (steal, an interrupt storm)
+            // and overflow the 1000-frame backlog at any rate near the
+            // limit: a rate fails only when a second trial loses too.
+            (offered, loss) = trial(gen_, inj, Some(mid), opts.trial, iteration_ns)?;
+        }
         if loss <= LOSS_LIMIT {
             lo = mid;
             best = Some((offered, loss));
