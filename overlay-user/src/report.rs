@@ -47,6 +47,17 @@ pub struct BenchArgs {
     /// Generated frames per packet-rate measurement; default 200000, quick 5000.
     #[arg(long)]
     frames: Option<u32>,
+    /// Frame sizes of the packet rate, bytes (Ethernet header included);
+    /// default 64,512,1450, quick 64. The smallest is used for the no-drop rate.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// UDP flows (source ports) the generator cycles through; default 64, quick 4.
+    #[arg(long)]
+    flows: Option<u32>,
+    /// Offered rate of the packet-rate table, Mpps (paced generator);
+    /// default: as fast as the generator's CPU can send.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Connects measured for cluster convergence; default 10, quick 2.
     #[arg(long)]
     convergence_rounds: Option<usize>,
@@ -148,6 +159,29 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         .samples
         .unwrap_or(if args.quick { 500 } else { 50_000 });
     let runs = |part| args.only.is_empty() || args.only.contains(&part);
+    // Packet-rate options are checked before anything runs.
+    let mut rate_opts = if args.quick {
+        RateOptions::QUICK
+    } else {
+        RateOptions::FULL
+    };
+    if let Some(frames) = args.frames {
+        rate_opts.frames = frames.max(1);
+    }
+    if !args.sizes.is_empty() {
+        rate_opts.sizes = args.sizes.clone().into();
+    }
+    if let Some(flows) = args.flows {
+        rate_opts.flows = flows;
+    }
+    if let Some(mpps) = args.rate {
+        rate_opts.rate_pps = Some(mpps * 1e6);
+    }
+    if let Some(rounds) = args.rounds {
+        rate_opts.rounds = rounds.max(1);
+    }
+    rate_opts.validate().context("packet-rate options")?;
+
     let prog_run = if runs(Part::ProgRun) {
         eprintln!("[1/5] BPF_PROG_RUN cost: {samples} single runs per path");
         cost_rows(&bench::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?)
@@ -189,18 +223,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         Vec::new()
     };
     let packet_rate = if runs(Part::PacketRate) {
-        let mut opts = if args.quick {
-            RateOptions::QUICK
-        } else {
-            RateOptions::FULL
-        };
-        if let Some(frames) = args.frames {
-            opts.frames = frames.max(1);
-        }
-        if let Some(rounds) = args.rounds {
-            opts.rounds = rounds.max(1);
-        }
-        pktrate::run(&PathKind::ALL, opts, |step| {
+        pktrate::run(&PathKind::ALL, &rate_opts, |step| {
             eprintln!("[4/5] packet rate: {step}")
         })
         .context("packet-rate benchmark")?
@@ -365,11 +388,12 @@ fn tables(r: &Results) -> String {
     if !r.packet_rate.no_drop.is_empty() {
         let _ = writeln!(
             out,
-            "\nNo-drop rate, 64 B: the highest paced rate that one forwarding CPU carries with at \
+            "\nNo-drop rate, {} B: the highest paced rate that one forwarding CPU carries with at \
              most {:.1}% loss, the generator on another CPU (RPS steers its frames over; medians \
              over rounds; \">=\": the path carried all the generator sent)\n\
              | path | direction | Mpps | loss | vs kernel (same underlay) | vs limit (a) |\n\
              |---|---|---|---|---|---|",
+            r.packet_rate.no_drop.first().map_or(64, |x| x.size),
             pktrate::LOSS_LIMIT * 100.0
         );
         for x in &r.packet_rate.no_drop {

@@ -62,7 +62,7 @@ fn packet_rate_benchmark_delivers_on_every_path() {
         pktrate::{self, Direction, RateOptions},
         traffic::PathKind,
     };
-    let run = pktrate::run(&PathKind::ALL, RateOptions::QUICK, |_| {}).expect("benchmark runs");
+    let run = pktrate::run(&PathKind::ALL, &RateOptions::QUICK, |_| {}).expect("benchmark runs");
     let results = &run.rates;
     for path in PathKind::ALL {
         let dirs: Vec<Direction> = results

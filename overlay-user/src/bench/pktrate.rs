@@ -19,6 +19,7 @@
 //! between paths, not an absolute cost.
 
 use std::{
+    borrow::Cow,
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
@@ -51,7 +52,7 @@ pub enum Direction {
 }
 
 /// Sizes of a run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RateOptions {
     pub rounds: usize,
     /// Frames per measurement.
@@ -59,19 +60,28 @@ pub struct RateOptions {
     /// UDP source ports the generator cycles through.
     pub flows: u32,
     /// Frame sizes (Ethernet header included, FCS not) of the inner frame.
-    pub sizes: &'static [usize],
+    pub sizes: Cow<'static, [usize]>,
+    /// Offered rate of the packet-rate table, frames/s; `None`: flat out.
+    pub rate_pps: Option<f64>,
     /// Steps of the no-drop rate search (0: no search).
     pub search_steps: u32,
     /// Length of one trial of the search.
     pub trial: Duration,
 }
 
+/// Frame sizes the generator accepts: a minimal Ethernet frame up to what
+/// the overlay MTU (1450) carries, Ethernet header included.
+pub const FRAME_SIZES: std::ops::RangeInclusive<usize> = 60..=1464;
+/// Flows the generator can make (source ports from `GEN_PORT_BASE` up).
+pub const MAX_FLOWS: u32 = 65535 - GEN_PORT_BASE as u32;
+
 impl RateOptions {
     pub const FULL: Self = Self {
         rounds: 3,
         frames: 200_000,
         flows: 64,
-        sizes: &[64, 512, 1450],
+        sizes: Cow::Borrowed(&[64, 512, 1450]),
+        rate_pps: None,
         search_steps: 8,
         trial: Duration::from_millis(150),
     };
@@ -79,10 +89,41 @@ impl RateOptions {
         rounds: 1,
         frames: 5_000,
         flows: 4,
-        sizes: &[64],
+        sizes: Cow::Borrowed(&[64]),
+        rate_pps: None,
         search_steps: 2,
         trial: Duration::from_millis(20),
     };
+
+    /// Checks sizes, flows and rate, so a bad option fails before any
+    /// topology is built.
+    pub fn validate(&self) -> Result<(), BenchError> {
+        if self.sizes.is_empty() {
+            return Err(BenchError::Tool("no frame size given".into()));
+        }
+        if let Some(bad) = self.sizes.iter().find(|s| !FRAME_SIZES.contains(s)) {
+            return Err(BenchError::Tool(format!(
+                "frame size {bad} B is outside {}..={} B",
+                FRAME_SIZES.start(),
+                FRAME_SIZES.end()
+            )));
+        }
+        if self.flows == 0 || self.flows > MAX_FLOWS {
+            return Err(BenchError::Tool(format!(
+                "flows must be 1..={MAX_FLOWS}, not {}",
+                self.flows
+            )));
+        }
+        if let Some(pps) = self.rate_pps
+            && !(pps.is_finite() && pps >= 1000.0)
+        {
+            return Err(BenchError::Tool(format!(
+                "rate must be at least 0.001 Mpps, not {}",
+                pps / 1e6
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Medians over the rounds for one path, direction and size.
@@ -124,6 +165,8 @@ pub struct NoDropResult {
     pub path: PathKind,
     pub name: &'static str,
     pub direction: Direction,
+    /// Frame size, bytes (the smallest of the run's sizes).
+    pub size: usize,
     /// Millions of frames per second offered (and delivered).
     pub mpps: f64,
     /// Loss at that rate.
@@ -443,20 +486,30 @@ fn measure(
     gen_: &mut Generator,
     inj: &Injection<'_>,
     frames: u32,
+    paced: Option<(f64, f64)>,
 ) -> Result<(f64, f64, f64), BenchError> {
     let ifindex = inj.ns.ifindex("eth0").map_err(SimError::from)?;
-    gen_.pace(GenPace {
-        interval_ns: 0,
-        budget: u64::from(frames),
-    })?;
+    // Paced: (frames/s, ns per idle generator iteration).
+    let (pace, iterations) = match paced {
+        None => (
+            GenPace {
+                interval_ns: 0,
+                budget: u64::from(frames),
+            },
+            frames,
+        ),
+        Some((pps, iteration_ns)) => paced_run(pps, f64::from(frames), iteration_ns),
+    };
+    gen_.pace(pace)?;
     // Frames of the previous measurement may still be in flight.
     let before = settled(gen_)?;
     let cpu0 = cpu_busy();
     let t0 = Instant::now();
     inj.ns
-        .run(|| gen_.send(ifindex, &inj.frame, frames))
+        .run(|| gen_.send(ifindex, &inj.frame, iterations))
         .map_err(SimError::from)??;
-    let elapsed = t0.elapsed().as_secs_f64();
+    let wall = t0.elapsed().as_secs_f64();
+    let progress = gen_.progress()?;
     let got = settled(gen_)?.saturating_sub(before);
     let cpu = cpu_busy().saturating_sub(cpu0);
     if got == 0 {
@@ -464,13 +517,36 @@ fn measure(
             "no generated frame reached the sink in the server container".into(),
         ));
     }
+    // A paced run's frames span the generator's own timestamps; the
+    // iterations after its last frame only idle.
+    let elapsed = if pace.interval_ns == 0 || progress.sent < 2 {
+        wall
+    } else {
+        progress.last_ns.saturating_sub(progress.first_ns).max(1) as f64 / 1e9
+    };
     // USER_HZ is 100: a jiffy is 10 ms.
     let cpu_ns = cpu as f64 * 1e7 / got as f64;
     Ok((
         got as f64 / elapsed / 1e6,
-        got as f64 / f64::from(frames),
+        got as f64 / progress.sent.max(1) as f64,
         cpu_ns,
     ))
+}
+
+/// Pacing and iteration count for `frames` frames at `pps`: enough
+/// iterations to span the frames' time with a margin; the ones past the
+/// budget only cost a drop each.
+fn paced_run(pps: f64, frames: f64, iteration_ns: f64) -> (GenPace, u32) {
+    let frames = frames.max(1000.0);
+    let interval = 1e9 / pps;
+    let iterations = frames * interval / iteration_ns * 1.25 + frames;
+    (
+        GenPace {
+            interval_ns: interval as u64,
+            budget: frames as u64,
+        },
+        iterations.min(f64::from(u32::MAX)) as u32,
+    )
 }
 
 /// Wall time of one generator iteration that sends nothing (a paced run's
@@ -512,20 +588,7 @@ fn trial(
             },
             FLAT_OUT_FRAMES,
         ),
-        Some(pps) => {
-            let frames = (pps * duration.as_secs_f64()).max(1000.0);
-            let interval = 1e9 / pps;
-            // Enough iterations to span the frames' time with a margin;
-            // the ones past the budget only cost a drop each.
-            let iterations = frames * interval / iteration_ns * 1.25 + frames;
-            (
-                GenPace {
-                    interval_ns: interval as u64,
-                    budget: frames as u64,
-                },
-                iterations.min(f64::from(u32::MAX)) as u32,
-            )
-        }
+        Some(pps) => paced_run(pps, pps * duration.as_secs_f64(), iteration_ns),
     };
     gen_.pace(pace)?;
     let before = settled(gen_)?;
@@ -595,7 +658,7 @@ fn no_drop_rate(
 /// size, then the no-drop search at the smallest size.
 pub fn run(
     paths: &[PathKind],
-    opts: RateOptions,
+    opts: &RateOptions,
     mut progress: impl FnMut(&str),
 ) -> Result<RateRun, BenchError> {
     progress("building topologies");
@@ -608,7 +671,7 @@ pub fn run(
     let mut keys = Vec::new();
     for (path, _) in &tops {
         for dir in [Direction::Encap, Direction::Decap] {
-            for size in opts.sizes {
+            for size in opts.sizes.iter() {
                 keys.push((*path, dir, *size));
             }
         }
@@ -635,7 +698,17 @@ pub fn run(
                 let Some(inj) = injection(*path, top, *dir, *size)? else {
                     continue;
                 };
-                samples[i].push(measure(&mut generator, &inj, opts.frames)?);
+                let paced = match opts.rate_pps {
+                    None => None,
+                    Some(pps) => Some((
+                        pps,
+                        match iteration {
+                            Some(ns) => ns,
+                            None => *iteration.insert(iteration_ns(&mut generator, &inj)?),
+                        },
+                    )),
+                };
+                samples[i].push(measure(&mut generator, &inj, opts.frames, paced)?);
             }
             if !search {
                 continue;
@@ -662,7 +735,7 @@ pub fn run(
                     no_drop_samples[i].push(no_drop_rate(
                         &mut generator,
                         &inj,
-                        &opts,
+                        opts,
                         per_iteration,
                     )?);
                 }
@@ -678,10 +751,11 @@ pub fn run(
         .iter()
         .zip(&no_drop_samples)
         .filter(|(_, s)| !s.is_empty())
-        .map(|((path, direction, _), s)| NoDropResult {
+        .map(|((path, direction, size), s)| NoDropResult {
             path: *path,
             name: path.name(),
             direction: *direction,
+            size: *size,
             mpps: median(&mut s.iter().map(|x| x.0).collect::<Vec<_>>()),
             loss: median(&mut s.iter().map(|x| x.1).collect::<Vec<_>>()),
             generator_bound: s.iter().all(|x| x.2),
@@ -733,7 +807,7 @@ fn profile(
                 continue;
             };
             let before = lab.program_run_stats()?;
-            let (_, share, cpu_ns) = measure(generator, &inj, frames)?;
+            let (_, share, cpu_ns) = measure(generator, &inj, frames, None)?;
             let after = lab.program_run_stats()?;
             let delivered = share * f64::from(frames);
             let programs: Vec<(String, f64, f64)> = after
@@ -760,4 +834,45 @@ fn profile(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generator_options_are_checked() {
+        let with = |f: fn(&mut RateOptions)| {
+            let mut o = RateOptions::FULL;
+            f(&mut o);
+            o.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(|_| {}).is_ok(), "defaults");
+        assert!(with(|o| o.sizes = vec![60, 1464].into()).is_ok(), "bounds");
+        assert!(with(|o| o.rate_pps = Some(250_000.0)).is_ok(), "paced");
+        for (what, f, want) in [
+            (
+                "no size",
+                (|o| o.sizes = vec![].into()) as fn(&mut RateOptions),
+                "no frame size",
+            ),
+            ("tiny", |o| o.sizes = vec![64, 59].into(), "frame size 59 B"),
+            (
+                "jumbo",
+                |o| o.sizes = vec![1465].into(),
+                "frame size 1465 B",
+            ),
+            ("no flows", |o| o.flows = 0, "flows must be"),
+            (
+                "too many flows",
+                |o| o.flows = MAX_FLOWS + 1,
+                "flows must be",
+            ),
+            ("zero rate", |o| o.rate_pps = Some(0.0), "rate must be"),
+            ("NaN rate", |o| o.rate_pps = Some(f64::NAN), "rate must be"),
+        ] {
+            let err = with(f).expect_err(what);
+            assert!(err.contains(want), "{what}: {err}");
+        }
+    }
 }
