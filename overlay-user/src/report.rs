@@ -623,70 +623,56 @@ fn panel(top: f64, title: &str, rows: &[(&str, f64, f64)]) -> (String, f64) {
 
 /// Packet rates (64 B frames) and TCP throughput, one panel each.
 fn svg(r: &Results) -> String {
-    let mut body = String::new();
-    let mut top = 0.0;
-    let pps: Vec<(&str, f64, f64)> = r
-        .traffic_paths()
-        .into_iter()
-        .filter_map(|(path, name)| {
-            let rate = |dir| {
-                r.packet_rate
-                    .rates
-                    .iter()
-                    .find(|x| x.path == path && x.direction == dir && x.size == 64)
-                    .map(|x| x.mpps)
-            };
-            let encap = rate(Direction::Encap)?;
-            Some((name, encap, rate(Direction::Decap).unwrap_or(0.0)))
-        })
-        .collect();
-    if !pps.is_empty() {
-        let (p, h) = panel(
-            top,
-            "Packet rate, 64 B UDP frames, Mpps delivered (dark: encap direction, light: decap)",
-            &pps,
-        );
-        body.push_str(&p);
-        top += h;
-    }
-    let no_drop: Vec<(&str, f64, f64)> = r
-        .traffic_paths()
-        .into_iter()
-        .filter_map(|(path, name)| {
-            let rate = |dir| {
-                r.packet_rate
-                    .no_drop
-                    .iter()
-                    .find(|x| x.path == path && x.direction == dir)
-                    .map(|x| x.mpps)
-            };
-            Some((
-                name,
-                rate(Direction::Encap)?,
-                rate(Direction::Decap).unwrap_or(0.0),
-            ))
-        })
-        .collect();
-    if !no_drop.is_empty() {
-        let (p, h) = panel(
-            top,
-            "No-drop rate of one forwarding CPU, 64 B, Mpps (dark: encap, light: decap)",
-            &no_drop,
-        );
-        body.push_str(&p);
-        top += h;
-    }
+    // One row per path that has an encap rate: (name, encap, decap).
+    let by_direction =
+        |rate: &dyn Fn(PathKind, Direction) -> Option<f64>| -> Vec<(&str, f64, f64)> {
+            r.traffic_paths()
+                .into_iter()
+                .filter_map(|(path, name)| {
+                    let encap = rate(path, Direction::Encap)?;
+                    Some((name, encap, rate(path, Direction::Decap).unwrap_or(0.0)))
+                })
+                .collect()
+        };
+    let pps = by_direction(&|path, dir| {
+        r.packet_rate
+            .rates
+            .iter()
+            .find(|x| x.path == path && x.direction == dir && x.size == 64)
+            .map(|x| x.mpps)
+    });
+    let no_drop = by_direction(&|path, dir| {
+        r.packet_rate
+            .no_drop
+            .iter()
+            .find(|x| x.path == path && x.direction == dir)
+            .map(|x| x.mpps)
+    });
     let tcp: Vec<(&str, f64, f64)> = r
         .traffic
         .iter()
         .map(|t| (t.name, t.tcp1_gbps, t.tcp4_gbps))
         .collect();
-    if !tcp.is_empty() {
-        let (p, h) = panel(
-            top,
+    let mut body = String::new();
+    let mut top = 0.0;
+    for (title, rows) in [
+        (
+            "Packet rate, 64 B UDP frames, Mpps delivered (dark: encap direction, light: decap)",
+            &pps,
+        ),
+        (
+            "No-drop rate of one forwarding CPU, 64 B, Mpps (dark: encap, light: decap)",
+            &no_drop,
+        ),
+        (
             "TCP throughput, Gbit/s (dark: 1 stream, light: 4 streams)",
             &tcp,
-        );
+        ),
+    ] {
+        if rows.is_empty() {
+            continue;
+        }
+        let (p, h) = panel(top, title, rows);
         body.push_str(&p);
         top += h;
     }

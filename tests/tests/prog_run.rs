@@ -944,19 +944,7 @@ fn encap_source_port_follows_the_flow() {
         f
     };
     let outer_sport = |dp: &mut Dataplane, frame: &[u8]| -> u16 {
-        let mut out = vec![0u8; frame.len() + 64];
-        let ctx = env.host.skb_ctx("ep1");
-        let r = dp
-            .tc_program(overlay_common::programs::ENDPOINT_INGRESS)
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run");
-        assert_eq!(r.return_value, TC_ACT_REDIRECT, "encap");
+        let out = encap_from_a(dp, &env, frame);
         u16::from_be_bytes([out[34], out[35]])
     };
     env.host
@@ -1001,24 +989,33 @@ fn encap_source_port_follows_the_flow() {
         .expect("enter netns");
 }
 
-/// Runs the endpoint program on a frame from A to C (remote host
-/// 10.99.0.2) and returns the outer destination MAC of the encapsulation.
-fn encap_to_c(dp: &mut Dataplane, env: &Env) -> [u8; 6] {
-    let frame = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.2"), ip("10.0.1.4"), 5555);
+/// Runs the endpoint program on `frame` sent by A (`ep1`), checks that it
+/// was encapsulated and redirected, and returns the output frame.
+fn encap_from_a(dp: &mut Dataplane, env: &Env, frame: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8; frame.len() + 64];
     let ctx = env.host.skb_ctx("ep1");
     let r = dp
         .tc_program(overlay_common::programs::ENDPOINT_INGRESS)
         .expect("program")
         .test_run(TestRunOptions {
-            data_in: Some(&frame),
+            data_in: Some(frame),
             data_out: Some(&mut out),
             ctx_in: Some(&ctx),
             ..TestRunOptions::default()
         })
         .expect("test_run");
-    assert_eq!(r.return_value, TC_ACT_REDIRECT, "encap to C");
-    out[0..6].try_into().expect("6 bytes")
+    assert_eq!(r.return_value, TC_ACT_REDIRECT, "encap");
+    out.truncate(r.data_size_out as usize);
+    out
+}
+
+/// Encapsulates a frame from A to C (remote host 10.99.0.2) and returns the
+/// outer destination MAC.
+fn encap_to_c(dp: &mut Dataplane, env: &Env) -> [u8; 6] {
+    let frame = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.2"), ip("10.0.1.4"), 5555);
+    encap_from_a(dp, env, &frame)[0..6]
+        .try_into()
+        .expect("6 bytes")
 }
 
 /// The encap path caches the next hop per remote host: a neighbour change
@@ -1056,19 +1053,7 @@ fn next_hop_cache_follows_neighbour_changes() {
         // D's host has a route but no neighbour: encapsulated for
         // redirect_neigh, and not cached.
         let frame = ipv4_udp_frame(MAC_D, MAC_A, ip("10.0.1.2"), ip("10.0.1.5"), 5555);
-        let mut out = vec![0u8; frame.len() + 64];
-        let ctx = env.host.skb_ctx("ep1");
-        let r = dp
-            .tc_program(overlay_common::programs::ENDPOINT_INGRESS)
-            .expect("program")
-            .test_run(TestRunOptions {
-                data_in: Some(&frame),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                ..TestRunOptions::default()
-            })
-            .expect("test_run");
-        assert_eq!(r.return_value, TC_ACT_REDIRECT);
+        encap_from_a(&mut dp, &env, &frame);
         assert_eq!(
             dp.next_hops().expect("cache").len(),
             1,

@@ -235,14 +235,24 @@ impl Generator {
         Ok(())
     }
 
+    /// The benchkit map `name`.
+    fn map(&self, name: &'static str) -> Result<&aya::maps::Map, BenchError> {
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| BenchError::Tool(format!("{name} missing")))
+    }
+
+    /// The benchkit map `name`, writable.
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, BenchError> {
+        self.ebpf
+            .map_mut(name)
+            .ok_or_else(|| BenchError::Tool(format!("{name} missing")))
+    }
+
     /// Frames every sink has counted so far.
     fn sunk(&self) -> Result<u64, BenchError> {
-        let map: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(
-            self.ebpf
-                .map(SINK_COUNT)
-                .ok_or_else(|| BenchError::Tool("SINK_COUNT missing".into()))?,
-        )
-        .map_err(tool("SINK_COUNT"))?;
+        let map: aya::maps::PerCpuArray<_, u64> =
+            aya::maps::PerCpuArray::try_from(self.map(SINK_COUNT)?).map_err(tool("SINK_COUNT"))?;
         Ok(map
             .get(&0, 0)
             .map_err(tool("reading SINK_COUNT"))?
@@ -252,19 +262,12 @@ impl Generator {
 
     /// Sets the next run's pacing and zeroes the generator's progress.
     fn pace(&mut self, pace: GenPace) -> Result<(), BenchError> {
-        let mut map: aya::maps::Array<_, GenPace> = aya::maps::Array::try_from(
-            self.ebpf
-                .map_mut(GEN_PACE)
-                .ok_or_else(|| BenchError::Tool("GEN_PACE missing".into()))?,
-        )
-        .map_err(tool("GEN_PACE"))?;
+        let mut map: aya::maps::Array<_, GenPace> =
+            aya::maps::Array::try_from(self.map_mut(GEN_PACE)?).map_err(tool("GEN_PACE"))?;
         map.set(0, &pace, 0).map_err(tool("writing GEN_PACE"))?;
-        let mut state: aya::maps::PerCpuArray<_, GenState> = aya::maps::PerCpuArray::try_from(
-            self.ebpf
-                .map_mut(GEN_STATE)
-                .ok_or_else(|| BenchError::Tool("GEN_STATE missing".into()))?,
-        )
-        .map_err(tool("GEN_STATE"))?;
+        let mut state: aya::maps::PerCpuArray<_, GenState> =
+            aya::maps::PerCpuArray::try_from(self.map_mut(GEN_STATE)?)
+                .map_err(tool("GEN_STATE"))?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| BenchError::Tool(format!("CPUs: {e}")))?;
         let zero =
             aya::maps::PerCpuValues::try_from(vec![GenState::default(); cpus.get() as usize])
@@ -275,12 +278,8 @@ impl Generator {
     /// The generator's progress in the last run, summed over CPUs (one CPU
     /// sends in practice; times are those of the CPU that sent).
     fn progress(&self) -> Result<GenState, BenchError> {
-        let state: aya::maps::PerCpuArray<_, GenState> = aya::maps::PerCpuArray::try_from(
-            self.ebpf
-                .map(GEN_STATE)
-                .ok_or_else(|| BenchError::Tool("GEN_STATE missing".into()))?,
-        )
-        .map_err(tool("GEN_STATE"))?;
+        let state: aya::maps::PerCpuArray<_, GenState> =
+            aya::maps::PerCpuArray::try_from(self.map(GEN_STATE)?).map_err(tool("GEN_STATE"))?;
         let values = state.get(&0, 0).map_err(tool("reading GEN_STATE"))?;
         let mut sum = GenState::default();
         for v in values.iter().filter(|v| v.sent > 0) {
@@ -481,54 +480,93 @@ fn settled(gen_: &Generator) -> Result<u64, BenchError> {
     Ok(last)
 }
 
+/// What one generator run sent and what reached the sink.
+struct Sample {
+    sent: u64,
+    got: u64,
+    /// How long the sending took: the wall time of a flat-out run; for a
+    /// paced one, `sent` intervals by the generator's own timestamps (the
+    /// iterations after its last frame only idle).
+    seconds: f64,
+    /// Busy jiffies of all CPUs meanwhile.
+    cpu_jiffies: u64,
+}
+
+/// Runs the generator with `pace` for `iterations` out of the injection
+/// device, on CPU `pin` if given, and counts what arrived once queues have
+/// drained.
+fn sample(
+    gen_: &mut Generator,
+    inj: &Injection<'_>,
+    (pace, iterations): (GenPace, u32),
+    pin: Option<usize>,
+) -> Result<Sample, BenchError> {
+    let ifindex = inj.ns.ifindex("eth0").map_err(SimError::from)?;
+    gen_.pace(pace)?;
+    // Frames of the previous run may still be in flight.
+    let before = settled(gen_)?;
+    let cpu0 = cpu_busy();
+    let t0 = Instant::now();
+    inj.ns
+        .run(|| {
+            if let Some(cpu) = pin {
+                pin_to_cpu(cpu);
+            }
+            gen_.send(ifindex, &inj.frame, iterations)
+        })
+        .map_err(SimError::from)??;
+    let wall = t0.elapsed().as_secs_f64();
+    let progress = gen_.progress()?;
+    let got = settled(gen_)?.saturating_sub(before);
+    let cpu_jiffies = cpu_busy().saturating_sub(cpu0);
+    let seconds = if pace.interval_ns == 0 || progress.sent < 2 {
+        wall
+    } else {
+        let span = progress.last_ns.saturating_sub(progress.first_ns).max(1) as f64 / 1e9;
+        span * progress.sent as f64 / (progress.sent - 1) as f64
+    };
+    Ok(Sample {
+        sent: progress.sent,
+        got,
+        seconds,
+        cpu_jiffies,
+    })
+}
+
+/// Flat out: pacing for `frames` frames, all sent.
+fn flat_out(frames: u32) -> (GenPace, u32) {
+    (
+        GenPace {
+            interval_ns: 0,
+            budget: u64::from(frames),
+        },
+        frames,
+    )
+}
+
 /// One measurement: (Mpps delivered, share delivered, CPU ns per packet).
+/// `paced`: (frames/s, ns per idle generator iteration).
 fn measure(
     gen_: &mut Generator,
     inj: &Injection<'_>,
     frames: u32,
     paced: Option<(f64, f64)>,
 ) -> Result<(f64, f64, f64), BenchError> {
-    let ifindex = inj.ns.ifindex("eth0").map_err(SimError::from)?;
-    // Paced: (frames/s, ns per idle generator iteration).
-    let (pace, iterations) = match paced {
-        None => (
-            GenPace {
-                interval_ns: 0,
-                budget: u64::from(frames),
-            },
-            frames,
-        ),
+    let run = match paced {
+        None => flat_out(frames),
         Some((pps, iteration_ns)) => paced_run(pps, f64::from(frames), iteration_ns),
     };
-    gen_.pace(pace)?;
-    // Frames of the previous measurement may still be in flight.
-    let before = settled(gen_)?;
-    let cpu0 = cpu_busy();
-    let t0 = Instant::now();
-    inj.ns
-        .run(|| gen_.send(ifindex, &inj.frame, iterations))
-        .map_err(SimError::from)??;
-    let wall = t0.elapsed().as_secs_f64();
-    let progress = gen_.progress()?;
-    let got = settled(gen_)?.saturating_sub(before);
-    let cpu = cpu_busy().saturating_sub(cpu0);
-    if got == 0 {
+    let s = sample(gen_, inj, run, None)?;
+    if s.got == 0 {
         return Err(BenchError::Tool(
             "no generated frame reached the sink in the server container".into(),
         ));
     }
-    // A paced run's frames span the generator's own timestamps; the
-    // iterations after its last frame only idle.
-    let elapsed = if pace.interval_ns == 0 || progress.sent < 2 {
-        wall
-    } else {
-        progress.last_ns.saturating_sub(progress.first_ns).max(1) as f64 / 1e9
-    };
     // USER_HZ is 100: a jiffy is 10 ms.
-    let cpu_ns = cpu as f64 * 1e7 / got as f64;
+    let cpu_ns = s.cpu_jiffies as f64 * 1e7 / s.got as f64;
     Ok((
-        got as f64 / elapsed / 1e6,
-        got as f64 / progress.sent.max(1) as f64,
+        s.got as f64 / s.seconds / 1e6,
+        s.got as f64 / s.sent.max(1) as f64,
         cpu_ns,
     ))
 }
@@ -579,40 +617,16 @@ fn trial(
     iteration_ns: f64,
 ) -> Result<(f64, f64), BenchError> {
     const FLAT_OUT_FRAMES: u32 = 100_000;
-    let ifindex = inj.ns.ifindex("eth0").map_err(SimError::from)?;
-    let (pace, iterations) = match pps {
-        None => (
-            GenPace {
-                interval_ns: 0,
-                budget: u64::from(FLAT_OUT_FRAMES),
-            },
-            FLAT_OUT_FRAMES,
-        ),
+    let run = match pps {
+        None => flat_out(FLAT_OUT_FRAMES),
         Some(pps) => paced_run(pps, pps * duration.as_secs_f64(), iteration_ns),
     };
-    gen_.pace(pace)?;
-    let before = settled(gen_)?;
-    let t0 = Instant::now();
-    inj.ns
-        .run(|| {
-            pin_to_cpu(GENERATOR_CPU);
-            gen_.send(ifindex, &inj.frame, iterations)
-        })
-        .map_err(SimError::from)??;
-    let wall = t0.elapsed();
-    let progress = gen_.progress()?;
-    let got = settled(gen_)?.saturating_sub(before);
-    if progress.sent < 2 {
+    let s = sample(gen_, inj, run, Some(GENERATOR_CPU))?;
+    if s.sent < 2 {
         return Err(BenchError::Tool("the paced generator sent nothing".into()));
     }
-    let offered = if pace.interval_ns == 0 {
-        progress.sent as f64 / wall.as_secs_f64()
-    } else {
-        let span = progress.last_ns.saturating_sub(progress.first_ns).max(1);
-        (progress.sent - 1) as f64 * 1e9 / span as f64
-    };
-    let loss = (1.0 - got as f64 / progress.sent as f64).max(0.0);
-    Ok((offered, loss))
+    let loss = (1.0 - s.got as f64 / s.sent as f64).max(0.0);
+    Ok((s.sent as f64 / s.seconds, loss))
 }
 
 /// The highest rate the path carries with at most `LOSS_LIMIT` loss:
