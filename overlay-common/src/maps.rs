@@ -74,21 +74,6 @@ pub struct NextHop {
 }
 const _: () = assert!(core::mem::size_of::<NextHop>() == 24);
 
-/// Where the benchmark's minimal redirect program (limit (a)) sends a frame
-/// that arrived on the key's device.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RedirectTarget {
-    /// Target device (host order).
-    pub ifindex: u32,
-    /// `REDIRECT_PEER`: into the target veth's peer (`bpf_redirect_peer`);
-    /// otherwise out of the target (`bpf_redirect`).
-    pub flags: u32,
-}
-const _: () = assert!(core::mem::size_of::<RedirectTarget>() == 8);
-/// [`RedirectTarget::flags`]: redirect into the peer's namespace.
-pub const REDIRECT_PEER: u32 = 1;
-
 /// A container endpoint on this host, keyed by the ifindex of its host-side
 /// veth (where the endpoint program runs).
 #[repr(C)]
@@ -229,10 +214,7 @@ mod pod {
     unsafe impl aya::Pod for super::NetworkInfo {}
     unsafe impl aya::Pod for super::SubnetKey {}
     unsafe impl aya::Pod for super::Config {}
-    unsafe impl aya::Pod for super::RedirectTarget {}
     unsafe impl aya::Pod for super::NextHop {}
-    unsafe impl aya::Pod for crate::benchkit::GenPace {}
-    unsafe impl aya::Pod for crate::benchkit::GenState {}
     unsafe impl aya::Pod for crate::CounterValue {}
     unsafe impl aya::Pod for crate::NetCounters {}
 }

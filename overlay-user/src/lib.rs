@@ -1,31 +1,24 @@
-//! Userspace side of the overlay dataplane: load and pin the kernel programs,
-//! attach them, and program networks, endpoints and peers through a typed,
-//! validating [`Dataplane`].
+//! Userspace of the overlay dataplane, in layers (each uses only those
+//! listed before it):
+//!
+//! - [`model`]: records, the host's state, every input rule, IPAM, IDs.
+//! - [`dataplane`]: load, attach and pin the kernel programs; typed,
+//!   validating access to their maps.
+//! - [`host`]: the host's network through rtnetlink and nftables, named
+//!   namespaces, container processes.
+//! - [`store`] (this host's state, redb) and [`cluster`] (shared state,
+//!   etcd).
+//! - [`engine`]: commands as transactions over store, dataplane and host.
+//! - [`api`]: the typed requests the CLI sends and the daemon serves.
+//! - [`daemon`]: socket server, reconcile loop, cluster agent.
+//! - [`cli`]: the `overlay` command line.
 
-pub mod agent;
-pub mod bench;
-pub mod bpffs;
+pub mod api;
+pub mod cli;
 pub mod cluster;
+pub mod daemon;
 pub mod dataplane;
 pub mod engine;
-pub mod error;
-pub mod features;
-pub mod gateway;
-pub mod ipam;
-pub mod mac;
-pub mod netns;
-pub mod packet;
-pub mod sim;
-pub mod sim_cli;
-pub mod sim_etcd;
+pub mod host;
+pub mod model;
 pub mod store;
-
-pub use dataplane::{
-    AttachedMode, Counters, Dataplane, DecapMode, LocalEndpoint, Network, RemoteEndpoint, State,
-    Underlay,
-};
-pub use error::DataplaneError;
-pub use mac::MacAddr;
-
-/// Default directory for pinned maps and links.
-pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/overlay";

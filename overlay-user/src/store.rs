@@ -4,17 +4,15 @@
 //! [`Snapshot`], changes it, and writes the difference in one transaction.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    collections::BTreeMap,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
-use ipnet::Ipv4Net;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::MacAddr;
+use crate::model::Snapshot;
 
 /// key -> JSON record. Keys: `network/<id>`, `container/<name>`,
 /// `remote/<vni>/<ip>`, `peer/<ip>/<vni>`, `host`, `meta/schema`, and in
@@ -60,150 +58,11 @@ pub enum StoreError {
     },
 }
 
-/// Network driver.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Driver {
-    /// Host-local (scope `local`).
-    Bridge,
-    /// Spans hosts over VXLAN (scope `global`).
-    Overlay,
-}
+/// The store's key layout: one JSON object per record.
+mod layout {
+    use super::*;
 
-impl Driver {
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Bridge => "bridge",
-            Self::Overlay => "overlay",
-        }
-    }
-
-    pub const fn scope(self) -> &'static str {
-        match self {
-            Self::Bridge => "local",
-            Self::Overlay => "global",
-        }
-    }
-}
-
-/// A network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetworkRecord {
-    pub id: String,
-    pub name: String,
-    pub driver: Driver,
-    pub subnet: Ipv4Net,
-    pub gateway: Ipv4Addr,
-    pub ip_range: Option<Ipv4Net>,
-    /// VXLAN network identifier (overlay), or the host-local one (bridge).
-    pub vni: u32,
-    pub internal: bool,
-    pub mtu: u32,
-    pub labels: BTreeMap<String, String>,
-    /// RFC 3339.
-    pub created: String,
-}
-
-/// A container's interface on one network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EndpointRecord {
-    pub id: String,
-    pub network_id: String,
-    pub ip: Ipv4Addr,
-    pub mac: MacAddr,
-    /// Name inside the container (`eth0`, ...).
-    pub ifname: String,
-    /// Host-side veth name.
-    pub host_ifname: String,
-}
-
-/// A container: a network namespace, maybe running a process.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerRecord {
-    pub id: String,
-    pub name: String,
-    /// `ip netns` name of its namespace.
-    pub netns: String,
-    /// The namespace was created by `overlay run` (and is deleted by `rm`).
-    pub owned_netns: bool,
-    /// The `ip netns` name was attached by adopting a PID (and is detached
-    /// by `rm`; the namespace itself belongs to the process).
-    #[serde(default)]
-    pub attached_netns: bool,
-    pub command: Vec<String>,
-    pub pid: Option<u32>,
-    pub created: String,
-    pub endpoints: Vec<EndpointRecord>,
-}
-
-/// A static endpoint on another host (`overlay endpoint add --remote`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteRecord {
-    pub network_id: String,
-    pub ip: Ipv4Addr,
-    pub mac: MacAddr,
-    pub host: Ipv4Addr,
-}
-
-/// How this host is bound to its underlay (`overlay attach`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostRecord {
-    pub iface: String,
-    pub underlay_ip: Ipv4Addr,
-    pub decap: String,
-}
-
-/// How this host reaches the cluster store (`overlay daemon --store`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterRecord {
-    /// etcd client endpoints, `host:port`.
-    pub endpoints: Vec<String>,
-    /// Underlay address other hosts send this host's VXLAN traffic to.
-    pub advertise_ip: Option<Ipv4Addr>,
-    /// This host's etcd lease (0 until the daemon registered).
-    pub lease: i64,
-    /// Lease time to live, seconds.
-    pub lease_ttl: i64,
-    /// TLS: CA bundle, client certificate and key (PEM files).
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// etcd user; its password is read from `password_file`.
-    pub user: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-/// An endpoint on another host, learned from the cluster store: its
-/// address claim, as that host wrote it.
-pub type LearnedEndpoint = crate::cluster::Claim;
-
-/// Everything the store holds.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub networks: BTreeMap<String, NetworkRecord>,
-    pub containers: BTreeMap<String, ContainerRecord>,
-    /// key `vni/ip`.
-    pub remotes: BTreeMap<String, RemoteRecord>,
-    /// (host underlay IP, network id).
-    pub peers: BTreeSet<(Ipv4Addr, String)>,
-    pub host: Option<HostRecord>,
-    /// Set in cluster mode: overlay networks then live in etcd.
-    pub cluster: Option<ClusterRecord>,
-    /// Other hosts' endpoints on global networks, key `<network id>/<ip>`.
-    pub learned: BTreeMap<String, LearnedEndpoint>,
-    /// Live cluster hosts: underlay address -> host name.
-    pub cluster_hosts: BTreeMap<Ipv4Addr, String>,
-}
-
-impl Snapshot {
-    /// True when `net` lives in the cluster store rather than only here.
-    pub fn is_global(&self, net: &NetworkRecord) -> bool {
-        self.cluster.is_some() && net.driver == Driver::Overlay
-    }
-}
-
-impl Snapshot {
-    fn to_objects(&self) -> Result<BTreeMap<String, String>, StoreError> {
+    pub(super) fn to_objects(snap: &Snapshot) -> Result<BTreeMap<String, String>, StoreError> {
         fn json<T: Serialize>(key: &str, v: &T) -> Result<String, StoreError> {
             serde_json::to_string(v).map_err(|source| StoreError::Record {
                 key: key.to_owned(),
@@ -212,45 +71,45 @@ impl Snapshot {
         }
         let mut out = BTreeMap::new();
         out.insert("meta/schema".to_owned(), SCHEMA_VERSION.to_string());
-        for (id, n) in &self.networks {
+        for (id, n) in &snap.networks {
             let key = format!("network/{id}");
             out.insert(key.clone(), json(&key, n)?);
         }
-        for (name, c) in &self.containers {
+        for (name, c) in &snap.containers {
             let key = format!("container/{name}");
             out.insert(key.clone(), json(&key, c)?);
         }
-        for (k, r) in &self.remotes {
+        for (k, r) in &snap.remotes {
             let key = format!("remote/{k}");
             out.insert(key.clone(), json(&key, r)?);
         }
-        for (ip, net) in &self.peers {
+        for (ip, net) in &snap.peers {
             out.insert(format!("peer/{ip}/{net}"), String::new());
         }
-        if let Some(h) = &self.host {
+        if let Some(h) = &snap.host {
             out.insert("host".to_owned(), json("host", h)?);
         }
-        if let Some(c) = &self.cluster {
+        if let Some(c) = &snap.cluster {
             out.insert("cluster".to_owned(), json("cluster", c)?);
         }
-        for (k, e) in &self.learned {
+        for (k, e) in &snap.learned {
             let key = format!("learned/{k}");
             out.insert(key.clone(), json(&key, e)?);
         }
-        for (ip, name) in &self.cluster_hosts {
+        for (ip, name) in &snap.cluster_hosts {
             out.insert(format!("cluster-host/{ip}"), name.clone());
         }
         Ok(out)
     }
 
-    fn from_objects(objects: &BTreeMap<String, String>) -> Result<Self, StoreError> {
+    pub(super) fn from_objects(objects: &BTreeMap<String, String>) -> Result<Snapshot, StoreError> {
         fn parse<T: for<'de> Deserialize<'de>>(key: &str, v: &str) -> Result<T, StoreError> {
             serde_json::from_str(v).map_err(|source| StoreError::Record {
                 key: key.to_owned(),
                 source,
             })
         }
-        let mut snap = Self::default();
+        let mut snap = Snapshot::default();
         for (key, value) in objects {
             if key == "meta/schema" {
                 if value != &SCHEMA_VERSION.to_string() {
@@ -327,14 +186,14 @@ impl Store {
             let (k, v) = entry?;
             objects.insert(k.value().to_owned(), v.value().to_owned());
         }
-        Snapshot::from_objects(&objects)
+        layout::from_objects(&objects)
     }
 
     /// Writes the difference between `before` and `after` in one durable
     /// transaction: all of it lands, or none.
     pub fn save(&self, before: &Snapshot, after: &Snapshot) -> Result<(), StoreError> {
-        let old = before.to_objects()?;
-        let new = after.to_objects()?;
+        let old = layout::to_objects(before)?;
+        let new = layout::to_objects(after)?;
         let txn = self.db.begin_write()?;
         {
             let mut table = txn.open_table(OBJECTS)?;
@@ -354,7 +213,12 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
+    use crate::model::{
+        AttachedMode, ClusterRecord, Driver, HostRecord, LearnedEndpoint, MacAddr, NetworkRecord,
+    };
 
     fn sample() -> Snapshot {
         let mut snap = Snapshot::default();
@@ -394,12 +258,17 @@ mod tests {
         );
         snap.cluster_hosts
             .insert("192.0.2.3".parse().expect("ip"), "h3".into());
+        snap.host = Some(HostRecord {
+            iface: "eth0".into(),
+            underlay_ip: Ipv4Addr::new(192, 0, 2, 1),
+            decap: AttachedMode::Tcx,
+        });
         snap
     }
 
     #[test]
     fn round_trips_and_deletes() {
-        let dir = std::env::temp_dir().join(format!("ovl-store-{}", crate::ipam::new_id()));
+        let dir = std::env::temp_dir().join(format!("ovl-store-{}", crate::model::ids::new_id()));
         {
             let store = Store::open(&dir, Duration::ZERO).expect("open");
             assert_eq!(store.load().expect("load"), Snapshot::default());
@@ -414,7 +283,7 @@ mod tests {
 
     #[test]
     fn second_open_is_refused_while_held() {
-        let dir = std::env::temp_dir().join(format!("ovl-store-{}", crate::ipam::new_id()));
+        let dir = std::env::temp_dir().join(format!("ovl-store-{}", crate::model::ids::new_id()));
         let first = Store::open(&dir, Duration::ZERO).expect("open");
         let second = Store::open(&dir, Duration::from_millis(50));
         assert!(

@@ -6,7 +6,7 @@ mod common;
 use std::{os::unix::process::CommandExt as _, process::Command};
 
 use common::{Switch, host, require_root};
-use overlay_user::netns::NetNs;
+use overlay_testkit::NetNs;
 
 #[test]
 fn docker_network_tutorial_walkthrough() {
@@ -415,7 +415,7 @@ fn external_access_is_masqueraded_and_internal_networks_stay_inside() {
     // "The internet": a namespace behind the host's uplink that knows no
     // route to any container subnet, so only masqueraded traffic returns.
     let ext = NetNs::new(&h.name("ext")).expect("ext namespace");
-    overlay_user::netns::ip(&[
+    overlay_testkit::netns::ip(&[
         "link",
         "add",
         "up0",
@@ -535,7 +535,8 @@ fn daemon_repairs_drift() {
 
     // Drift 1: b's map entries vanish behind the agent's back.
     {
-        let mut dp = overlay_user::Dataplane::load(h.root.join("bpf")).expect("open pinned maps");
+        let mut dp =
+            overlay_user::dataplane::Dataplane::load(h.root.join("bpf")).expect("open pinned maps");
         let (ifindex, _) = dp
             .state()
             .expect("state")
@@ -580,7 +581,7 @@ fn daemon_repairs_drift() {
     };
     let c_proc = c_pids(&c);
     assert_eq!(c_proc.len(), 1, "c runs one process: {c_proc:?}");
-    overlay_user::netns::ip(&["netns", "del", &c]).expect("delete c's namespace");
+    overlay_testkit::netns::ip(&["netns", "del", &c]).expect("delete c's namespace");
 
     let out = h.run(&["daemon", "--once"]);
     let log = String::from_utf8_lossy(&out.stderr);
@@ -1045,7 +1046,7 @@ fn the_daemon_restores_a_host_after_a_reboot() {
             // SAFETY: kill(2) with a plain pid and signal.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        overlay_user::netns::ip(&["netns", "del", c["Name"].as_str().expect("name")])
+        overlay_testkit::netns::ip(&["netns", "del", c["Name"].as_str().expect("name")])
             .expect("namespace gone");
     }
     h.ok(&["destroy"]);

@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::{Host, SWITCH_IP, Switch, eventually, host, require_root};
-use overlay_user::{netns::NetNs, sim_etcd::Etcd};
+use overlay_testkit::{NetNs, etcd::Etcd};
 
 /// Lease time to live of the test agents, seconds: short, so expiry is quick.
 const TTL: &str = "4";
@@ -34,8 +34,8 @@ impl Cluster {
         for (h, decap) in hosts.iter().zip(decaps) {
             switch.plug(h);
             // A real wire: the sender finishes checksums and segments (see
-            // overlay_user::sim on veth underlays).
-            h.ns.run(|| overlay_user::netns::disable_tx_checksum_offload("eth0"))
+            // overlay_testkit::lab on veth underlays).
+            h.ns.run(|| overlay_user::host::ethtool::disable_tx_checksum_offload("eth0"))
                 .expect("host namespace")
                 .expect("tx checksum offload off");
             h.ok(&["attach", "--iface", "eth0", "--decap", decap]);
@@ -431,10 +431,8 @@ fn convergence_benchmark_measures_connects() {
     if !require_root("convergence_benchmark_measures_connects") {
         return;
     }
-    let c = overlay_user::bench::cluster::convergence(
-        std::path::Path::new(env!("CARGO_BIN_EXE_overlay")),
-        2,
-    );
+    let c =
+        overlay_bench::cluster::convergence(std::path::Path::new(env!("CARGO_BIN_EXE_overlay")), 2);
     assert_eq!(c.rounds, 2);
     assert!(
         c.median_ms > 0.0 && c.max_ms >= c.median_ms && c.connect_median_ms > 0.0,

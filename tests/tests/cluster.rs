@@ -7,12 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use overlay_testkit::etcd::{Etcd, EtcdTls};
 use overlay_user::{
-    MacAddr,
-    cluster::{Claim, ClusterError, ClusterOptions, ClusterStore, HostInfo},
-    ipam,
-    sim_etcd::{Etcd, EtcdTls},
-    store::{ClusterRecord, Driver, NetworkRecord},
+    cluster::{ClusterError, ClusterOptions, ClusterStore},
+    model::{Claim, ClusterRecord, Driver, HostInfo, MacAddr, NetworkRecord, ids, ipam},
 };
 
 fn free_port() -> u16 {
@@ -42,7 +40,7 @@ fn host(store: &mut ClusterStore, ip: Ipv4Addr, ttl: i64) {
 fn network(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
     let subnet: ipnet::Ipv4Net = subnet.parse().expect("subnet");
     NetworkRecord {
-        id: ipam::new_id(),
+        id: ids::new_id(),
         name: name.into(),
         driver: Driver::Overlay,
         subnet,
@@ -67,7 +65,7 @@ fn claim<'a>(
         mac: MacAddr::from_ipv4(ip),
         host,
         container: container.into(),
-        endpoint_id: ipam::new_id(),
+        endpoint_id: ids::new_id(),
     }
 }
 
@@ -261,7 +259,7 @@ struct TempDir(std::path::PathBuf);
 
 impl TempDir {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("ovl-test-{}", ipam::new_id()));
+        let dir = std::env::temp_dir().join(format!("ovl-test-{}", ids::new_id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         Self(dir)
     }

@@ -5,11 +5,12 @@
 use std::{net::Ipv4Addr, process::Stdio, time::Duration};
 
 use overlay_common::Counter;
-use overlay_tests::{require_root, topology::tcp_transfer};
-use overlay_user::{
-    DecapMode,
-    sim::{HostKind, Lab},
+use overlay_testkit::{
+    lab::{HostKind, Lab},
+    require_root,
+    traffic::tcp_transfer,
 };
+use overlay_user::model::DecapMode;
 
 const VNI: u32 = 4242;
 

@@ -9,11 +9,15 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use overlay_common::{Counter, DropReason, VXLAN_PORT};
-use overlay_tests::{PinDir, assert_no_failures, require_root};
-use overlay_user::{
-    Dataplane, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay,
+use overlay_testkit::{
+    PinDir, assert_no_failures,
     packet::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, arp, eth, ipv4_udp_frame, udp, vxlan_frame},
-    sim::ProgRunHost,
+    prog_run::ProgRunHost,
+    require_root,
+};
+use overlay_user::{
+    dataplane::{Dataplane, LocalEndpoint, Network, RemoteEndpoint, Underlay},
+    model::MacAddr,
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -184,7 +188,7 @@ fn cases(env: &Env) -> Vec<Case> {
         f
     };
     let outer_custom = |hdr: Ipv4, dport: u16| {
-        let mut payload = overlay_user::packet::vxlan(0x08, 100);
+        let mut payload = overlay_testkit::packet::vxlan(0x08, 100);
         payload.extend_from_slice(&inner_to_a);
         let mut f = eth([2, 0, 0, 0, 0x99, 1], NEIGH_MAC, ETH_P_IP);
         f.extend(hdr.build(&udp(40000, dport, &payload)));
@@ -730,7 +734,7 @@ fn check_encap(
     expect("ip dst", &ip_hdr[16..20], &remote.octets());
     expect(
         "ip checksum verifies",
-        &overlay_user::packet::csum(ip_hdr).to_be_bytes(),
+        &overlay_testkit::packet::csum(ip_hdr).to_be_bytes(),
         &[0, 0],
     );
     let sport = u16::from_be_bytes([out[34], out[35]]);

@@ -4,11 +4,12 @@
 use std::net::Ipv4Addr;
 
 use overlay_common::{Counter, DropReason};
-use overlay_tests::{
+use overlay_testkit::{
+    lab::Lab,
     require_root,
-    topology::{tcp_transfer, udp_burst},
+    traffic::{tcp_transfer, udp_burst},
 };
-use overlay_user::{DecapMode, sim::Lab};
+use overlay_user::model::DecapMode;
 
 const NET_A: u32 = 100;
 const NET_B: u32 = 200;

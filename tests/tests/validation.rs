@@ -3,9 +3,10 @@
 
 use std::net::Ipv4Addr;
 
-use overlay_tests::{PinDir, assert_no_failures, require_root};
+use overlay_testkit::{PinDir, assert_no_failures, require_root};
 use overlay_user::{
-    Dataplane, DataplaneError, LocalEndpoint, MacAddr, Network, RemoteEndpoint, Underlay,
+    dataplane::{Dataplane, DataplaneError, LocalEndpoint, Network, RemoteEndpoint, Underlay},
+    model::{MacAddr, RuleError},
 };
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -64,37 +65,47 @@ fn bad_input_is_rejected_and_changes_nothing() {
         (
             "vni 0",
             Box::new(|dp| dp.add_network(&net(0, "10.0.9.0/24", None))),
-            |e| matches!(e, DataplaneError::InvalidVni(0)),
+            |e| matches!(e, DataplaneError::Rule(RuleError::InvalidVni(0))),
         ),
         (
             "vni over 24 bits",
             Box::new(|dp| dp.add_network(&net(1 << 24, "10.0.9.0/24", None))),
-            |e| matches!(e, DataplaneError::InvalidVni(_)),
+            |e| matches!(e, DataplaneError::Rule(RuleError::InvalidVni(_))),
         ),
         (
             "subnet /31",
             Box::new(|dp| dp.add_network(&net(9, "10.0.9.0/31", None))),
-            |e| matches!(e, DataplaneError::InvalidSubnet { .. }),
+            |e| {
+                matches!(
+                    e,
+                    DataplaneError::Rule(RuleError::HostBits(..) | RuleError::SubnetTooSmall(_))
+                )
+            },
         ),
         (
             "subnet with host bits",
             Box::new(|dp| dp.add_network(&net(9, "10.0.9.5/24", None))),
-            |e| matches!(e, DataplaneError::InvalidSubnet { .. }),
+            |e| {
+                matches!(
+                    e,
+                    DataplaneError::Rule(RuleError::HostBits(..) | RuleError::SubnetTooSmall(_))
+                )
+            },
         ),
         (
             "gateway outside subnet",
             Box::new(|dp| dp.add_network(&net(9, "10.0.9.0/24", Some("10.0.8.1")))),
-            |e| matches!(e, DataplaneError::GatewayOutsideSubnet { .. }),
+            |e| matches!(e, DataplaneError::Rule(RuleError::GatewayOutside(..))),
         ),
         (
             "gateway is the network address",
             Box::new(|dp| dp.add_network(&net(9, "10.0.9.0/24", Some("10.0.9.0")))),
-            |e| matches!(e, DataplaneError::GatewayOutsideSubnet { .. }),
+            |e| matches!(e, DataplaneError::Rule(RuleError::GatewayOutside(..))),
         ),
         (
             "gateway is the broadcast address",
             Box::new(|dp| dp.add_network(&net(9, "10.0.9.0/24", Some("10.0.9.255")))),
-            |e| matches!(e, DataplaneError::GatewayOutsideSubnet { .. }),
+            |e| matches!(e, DataplaneError::Rule(RuleError::GatewayOutside(..))),
         ),
         (
             "duplicate vni",
@@ -119,17 +130,17 @@ fn bad_input_is_rejected_and_changes_nothing() {
         (
             "endpoint outside subnet",
             Box::new(|dp| dp.add_local_endpoint(&local(100, "10.0.2.9", 8))),
-            |e| matches!(e, DataplaneError::AddressOutsideSubnet { .. }),
+            |e| matches!(e, DataplaneError::Rule(RuleError::AddressOutside(..))),
         ),
         (
             "endpoint on the gateway address",
             Box::new(|dp| dp.add_local_endpoint(&local(100, "10.0.1.1", 8))),
-            |e| matches!(e, DataplaneError::AddressOutsideSubnet { .. }),
+            |e| matches!(e, DataplaneError::Rule(RuleError::AddressOutside(..))),
         ),
         (
             "endpoint on the broadcast address",
             Box::new(|dp| dp.add_local_endpoint(&local(100, "10.0.1.255", 8))),
-            |e| matches!(e, DataplaneError::AddressOutsideSubnet { .. }),
+            |e| matches!(e, DataplaneError::Rule(RuleError::AddressOutside(..))),
         ),
         (
             "endpoint address taken (local)",
@@ -159,7 +170,7 @@ fn bad_input_is_rejected_and_changes_nothing() {
                     ..local(100, "10.0.1.9", 8)
                 })
             }),
-            |e| matches!(e, DataplaneError::InvalidMac(_)),
+            |e| matches!(e, DataplaneError::Rule(RuleError::InvalidMac(_))),
         ),
         (
             "zero host mac",
@@ -169,7 +180,7 @@ fn bad_input_is_rejected_and_changes_nothing() {
                     ..local(100, "10.0.1.9", 8)
                 })
             }),
-            |e| matches!(e, DataplaneError::InvalidMac(_)),
+            |e| matches!(e, DataplaneError::Rule(RuleError::InvalidMac(_))),
         ),
         (
             "remote on a local address",
@@ -179,12 +190,12 @@ fn bad_input_is_rejected_and_changes_nothing() {
         (
             "remote host 0.0.0.0",
             Box::new(|dp| dp.add_remote_endpoint(&remote(100, "10.0.1.9", "0.0.0.0"))),
-            |e| matches!(e, DataplaneError::InvalidHostAddress(_)),
+            |e| matches!(e, DataplaneError::Rule(RuleError::InvalidHostAddress(_))),
         ),
         (
             "remote host multicast",
             Box::new(|dp| dp.add_remote_endpoint(&remote(100, "10.0.1.9", "239.1.1.1"))),
-            |e| matches!(e, DataplaneError::InvalidHostAddress(_)),
+            |e| matches!(e, DataplaneError::Rule(RuleError::InvalidHostAddress(_))),
         ),
         (
             "peer for unknown network",
@@ -194,7 +205,7 @@ fn bad_input_is_rejected_and_changes_nothing() {
         (
             "peer on loopback",
             Box::new(|dp| dp.add_peer(ip("127.0.0.1"), 100)),
-            |e| matches!(e, DataplaneError::InvalidHostAddress(_)),
+            |e| matches!(e, DataplaneError::Rule(RuleError::InvalidHostAddress(_))),
         ),
         (
             "remove network in use",
@@ -224,7 +235,7 @@ fn bad_input_is_rejected_and_changes_nothing() {
         (
             "underlay address 0.0.0.0",
             Box::new(|dp| dp.set_underlay(&Underlay::new(1, ip("0.0.0.0")))),
-            |e| matches!(e, DataplaneError::InvalidHostAddress(_)),
+            |e| matches!(e, DataplaneError::Rule(RuleError::InvalidHostAddress(_))),
         ),
         (
             "vxlan port 0",

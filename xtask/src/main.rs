@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 
 /// Nightly that builds the eBPF crate: rustc 1.98 with LLVM 22, which the
 /// bpf-linker below can read (see shared/PLATFORM.md). Keep in sync with
-/// overlay-user/build.rs.
+/// overlay-user/build.rs and overlay-bench/build.rs.
 const EBPF_TOOLCHAIN: &str = "nightly-2026-06-20";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -52,7 +52,8 @@ struct Cli {
 enum Cmd {
     /// Install apt packages, the eBPF nightly and bpf-linker (idempotent).
     Setup,
-    /// Build the eBPF object and the `overlay` binary (release).
+    /// Build the eBPF objects and the `overlay`, `overlay-bench` and
+    /// `overlay-demo` binaries (release).
     Build,
     /// Build, then run `overlay ARGS` as root.
     Run {
@@ -61,7 +62,7 @@ enum Cmd {
     },
     /// The main job: the two-host demo.
     Demo,
-    /// Benchmarks (`overlay bench`): BPF_PROG_RUN cost per program path and
+    /// Benchmarks (`overlay-bench`): BPF_PROG_RUN cost per program path and
     /// traffic per forwarding path; writes BENCHMARKS.md unless --quick.
     Bench {
         /// Fewer samples: a smoke run.
@@ -100,14 +101,13 @@ fn main() -> anyhow::Result<()> {
             setup()?;
             build()?;
             require_root()?;
-            run(Command::new(root.join("target/release/overlay")).arg("demo"))
+            run(&mut Command::new(root.join("target/release/overlay-demo")))
         }
         Cmd::Bench { quick } => {
             setup()?;
             build()?;
             require_root()?;
-            let mut cmd = Command::new(root.join("target/release/overlay"));
-            cmd.arg("bench");
+            let mut cmd = Command::new(root.join("target/release/overlay-bench"));
             if quick {
                 cmd.arg("--quick");
             } else {
@@ -240,7 +240,14 @@ fn sysroot_has_rust_src() -> anyhow::Result<bool> {
 }
 
 fn build() -> anyhow::Result<()> {
-    run(cargo().args(["build", "--release", "--package", "overlay-user"]))
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "overlay-user",
+        "--package",
+        "overlay-bench",
+    ]))
 }
 
 fn lint() -> anyhow::Result<()> {
@@ -250,24 +257,29 @@ fn lint() -> anyhow::Result<()> {
         "--workspace",
         "--exclude",
         "overlay-ebpf",
+        "--exclude",
+        "overlay-bench-ebpf",
         "--all-targets",
         "--",
         "-D",
         "warnings",
     ]))?;
-    // The kernel crate, for the target it is built for.
-    run(Command::new("cargo").current_dir("overlay-ebpf").args([
-        &format!("+{EBPF_TOOLCHAIN}"),
-        "clippy",
-        "--release",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    // The kernel crates, for the target they are built for.
+    for dir in ["overlay-ebpf", "overlay-bench-ebpf"] {
+        run(Command::new("cargo").current_dir(dir).args([
+            &format!("+{EBPF_TOOLCHAIN}"),
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    Ok(())
 }
 
 /// Lab namespaces are named `ovl<pid><n>-*` and pins `/sys/fs/bpf/ovl*`;
@@ -302,8 +314,15 @@ fn test_with_summary() -> anyhow::Result<()> {
     use std::io::{BufRead as _, BufReader};
 
     let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--exclude", "overlay-ebpf"])
-        .stdout(std::process::Stdio::piped());
+    cmd.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "overlay-ebpf",
+        "--exclude",
+        "overlay-bench-ebpf",
+    ])
+    .stdout(std::process::Stdio::piped());
     eprintln!("xtask: {cmd:?}");
     let mut child = cmd.spawn().context("spawning cargo test")?;
     let stdout = child.stdout.take().context("cargo test stdout")?;

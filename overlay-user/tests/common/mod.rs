@@ -2,7 +2,7 @@
 
 #![allow(dead_code, unused_imports)] // each test file uses a different part
 
-pub use overlay_user::sim_cli::{Host, SWITCH_IP, Switch, eventually};
+pub use overlay_testkit::cli::{Host, SWITCH_IP, Switch, eventually};
 
 /// A simulated host driven by the binary under test.
 pub fn host() -> Host {

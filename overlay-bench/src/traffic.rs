@@ -1,0 +1,365 @@
+//! TCP throughput, retransmits and request/response latency between two
+//! containers on different hosts, for each forwarding path, measured in the
+//! same run with the paths alternating round by round (the machine is
+//! noisy: compare ratios, not absolute numbers across runs).
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use overlay_testkit::{
+    NetNs,
+    lab::{CONTAINER_MTU, HostKind, Lab, UnderlayKind},
+    unique_name,
+};
+use overlay_user::{
+    host::{link::VethEnd, netlink::Netlink},
+    model::DecapMode,
+};
+use serde::Serialize;
+
+use crate::{BenchError, limit::Redirects};
+
+/// One way of connecting the two containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PathKind {
+    /// This dataplane, XDP decap, on a wire-like underlay.
+    EbpfXdp,
+    /// This dataplane, TC decap, veth offloads on.
+    EbpfTc,
+    /// Kernel vxlan + bridge (Docker's overlay driver) on a wire-like underlay.
+    KernelWire,
+    /// Kernel vxlan + bridge, veth offloads on.
+    KernelOffload,
+    /// Limit (a): the same hosts and veths, a minimal program redirecting
+    /// by ingress device, no encapsulation (offload underlay).
+    Redirect,
+    /// Limit (b): the two containers on one plain veth pair: no hosts.
+    PlainVeth,
+}
+
+impl PathKind {
+    pub const ALL: [Self; 6] = [
+        Self::EbpfXdp,
+        Self::EbpfTc,
+        Self::KernelWire,
+        Self::KernelOffload,
+        Self::Redirect,
+        Self::PlainVeth,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::EbpfXdp => "ebpf-xdp (wire)",
+            Self::EbpfTc => "ebpf-tc (offload)",
+            Self::KernelWire => "kernel vxlan (wire)",
+            Self::KernelOffload => "kernel vxlan (offload)",
+            Self::Redirect => "redirect (limit a)",
+            Self::PlainVeth => "plain veth (limit b)",
+        }
+    }
+
+    /// The kernel path on the same underlay kind, for the ratio.
+    pub const fn kernel_peer(self) -> Option<Self> {
+        match self {
+            Self::EbpfXdp => Some(Self::KernelWire),
+            Self::EbpfTc => Some(Self::KernelOffload),
+            _ => None,
+        }
+    }
+}
+
+/// Sizes of a run.
+#[derive(Clone, Copy, Debug)]
+pub struct TrafficOptions {
+    pub rounds: usize,
+    /// iperf3 duration per measurement.
+    pub seconds: u32,
+    /// Request/response round trips per measurement.
+    pub rr_iterations: usize,
+}
+
+impl TrafficOptions {
+    pub const FULL: Self = Self {
+        rounds: 3,
+        seconds: 5,
+        rr_iterations: 5_000,
+    };
+    pub const QUICK: Self = Self {
+        rounds: 1,
+        seconds: 1,
+        rr_iterations: 500,
+    };
+}
+
+/// Medians over the rounds for one path.
+#[derive(Clone, Debug, Serialize)]
+pub struct PathResult {
+    pub path: PathKind,
+    pub name: &'static str,
+    pub tcp1_gbps: f64,
+    pub tcp4_gbps: f64,
+    /// Retransmitted segments in the 1-stream test.
+    pub tcp1_retransmits: u64,
+    pub rr_median_us: f64,
+    pub rr_p99_us: f64,
+}
+
+pub(crate) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 3);
+pub(crate) const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 2);
+
+/// A built topology: two container namespaces (client, server).
+pub(crate) enum Topology {
+    Lab {
+        lab: Box<Lab>,
+        /// Limit (a)'s programs, on a lab of bare hosts.
+        redirects: Option<Redirects>,
+    },
+    Pair(NetNs, NetNs),
+}
+
+impl Topology {
+    pub(crate) fn build(path: PathKind) -> Result<Self, BenchError> {
+        let (kinds, underlay) = match path {
+            PathKind::EbpfXdp => ([HostKind::Ebpf(DecapMode::Xdp); 2], UnderlayKind::Wire),
+            PathKind::EbpfTc => ([HostKind::Ebpf(DecapMode::Tc); 2], UnderlayKind::Offload),
+            PathKind::KernelWire => ([HostKind::Kernel; 2], UnderlayKind::Wire),
+            PathKind::KernelOffload => ([HostKind::Kernel; 2], UnderlayKind::Offload),
+            PathKind::Redirect => ([HostKind::Bare; 2], UnderlayKind::Offload),
+            PathKind::PlainVeth => return Self::pair(),
+        };
+        let mut lab = Lab::with_underlay(&kinds, underlay)?;
+        lab.add_network(100, "10.10.0.0/24")?;
+        lab.add_container(0, "client", &[(100, CLIENT_IP)])?;
+        lab.add_container(1, "server", &[(100, SERVER_IP)])?;
+        let redirects = (path == PathKind::Redirect)
+            .then(|| Redirects::attach(&lab))
+            .transpose()?;
+        Ok(Self::Lab {
+            lab: Box::new(lab),
+            redirects,
+        })
+    }
+
+    /// The simulated hosts, unless this is the plain veth pair.
+    pub(crate) fn lab(&self) -> Option<&Lab> {
+        match self {
+            Self::Lab { lab, .. } => Some(lab),
+            Self::Pair(..) => None,
+        }
+    }
+
+    /// (program, runs, time) of every program the hosts run: the
+    /// dataplane's and limit (a)'s.
+    pub(crate) fn program_run_stats(&self) -> Result<Vec<(String, u64, Duration)>, BenchError> {
+        match self {
+            Self::Lab { lab, redirects } => {
+                let mut stats = lab.program_run_stats()?;
+                if let Some(r) = redirects {
+                    stats.extend(r.run_stats()?);
+                }
+                Ok(stats)
+            }
+            Self::Pair(..) => Ok(Vec::new()),
+        }
+    }
+
+    fn pair() -> Result<Self, BenchError> {
+        let tag = unique_name("ovlb");
+        let a = NetNs::new(&format!("{tag}-a"))?;
+        let b = NetNs::new(&format!("{tag}-b"))?;
+        Netlink::open()?.add_veth(
+            VethEnd {
+                name: "eth0",
+                netns: Some(a.name()),
+                mtu: Some(CONTAINER_MTU),
+            },
+            VethEnd {
+                name: "eth0",
+                netns: Some(b.name()),
+                mtu: Some(CONTAINER_MTU),
+            },
+        )?;
+        for (ns, ip) in [(&a, CLIENT_IP), (&b, SERVER_IP)] {
+            ns.sh(&format!("ip addr add {ip}/24 dev eth0"))?;
+            ns.sh("ip link set eth0 up")?;
+        }
+        Ok(Self::Pair(a, b))
+    }
+
+    pub(crate) fn client(&self) -> &NetNs {
+        match self {
+            Self::Lab { lab, .. } => &lab.containers[0].ns,
+            Self::Pair(a, _) => a,
+        }
+    }
+
+    pub(crate) fn server(&self) -> &NetNs {
+        match self {
+            Self::Lab { lab, .. } => &lab.containers[1].ns,
+            Self::Pair(_, b) => b,
+        }
+    }
+}
+
+fn tool_error(what: &str, detail: impl std::fmt::Display) -> BenchError {
+    BenchError::Tool(format!("{what}: {detail}"))
+}
+
+/// One iperf3 run: (Gbit/s received, retransmits).
+fn iperf(top: &Topology, streams: u32, seconds: u32, port: u16) -> Result<(f64, u64), BenchError> {
+    let mut server = top
+        .server()
+        .command("iperf3")
+        .args(["-s", "-1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| tool_error("iperf3 server (apt package iperf3)", e))?;
+    // iperf3 3.12 exits 0 with -J even when it could not connect, so an
+    // attempt counts only when its JSON has no error and a result.
+    let mut last_error = serde_json::Value::Null;
+    let mut result = None;
+    for _ in 0..50 {
+        let out = top
+            .client()
+            .command("iperf3")
+            .args(["-c", &SERVER_IP.to_string(), "-p", &port.to_string(), "-J"])
+            .args(["-t", &seconds.to_string(), "-P", &streams.to_string()])
+            .output()
+            .map_err(|e| tool_error("iperf3 client", e))?;
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let bps = json["end"]["sum_received"]["bits_per_second"].as_f64();
+        match bps {
+            Some(bps) if json["error"].is_null() && bps > 0.0 => {
+                let retrans = json["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+                result = Some((bps / 1e9, retrans));
+                break;
+            }
+            _ => last_error = json["error"].clone(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    result.ok_or_else(|| tool_error("iperf3 gave no result", last_error))
+}
+
+/// TCP request/response with 64-byte messages: (median, p99) in µs.
+fn ping_pong(top: &Topology, iterations: usize, port: u16) -> Result<(f64, f64), BenchError> {
+    let listener = top
+        .server()
+        .run(|| TcpListener::bind((SERVER_IP, port)))?
+        .map_err(|e| tool_error("ping-pong bind", e))?;
+    std::thread::scope(|s| {
+        let server = s.spawn(move || -> std::io::Result<()> {
+            let (mut conn, _) = listener.accept()?;
+            conn.set_nodelay(true)?;
+            let mut buf = [0u8; 64];
+            loop {
+                if conn.read_exact(&mut buf).is_err() {
+                    return Ok(());
+                }
+                conn.write_all(&buf)?;
+            }
+        });
+        let addr = SocketAddr::from((SERVER_IP, port));
+        let mut conn = top
+            .client()
+            .run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))?
+            .map_err(|e| tool_error("ping-pong connect", e))?;
+        conn.set_nodelay(true)
+            .map_err(|e| tool_error("nodelay", e))?;
+        conn.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| tool_error("timeout", e))?;
+        let mut buf = [0x42u8; 64];
+        let mut rtts = Vec::with_capacity(iterations);
+        for i in 0..iterations + iterations / 10 {
+            let t = Instant::now();
+            conn.write_all(&buf)
+                .map_err(|e| tool_error("ping-pong write", e))?;
+            conn.read_exact(&mut buf)
+                .map_err(|e| tool_error("ping-pong read", e))?;
+            // The first tenth warms caches and neighbour entries.
+            if i >= iterations / 10 {
+                rtts.push(t.elapsed());
+            }
+        }
+        drop(conn);
+        let _ = server.join();
+        rtts.sort_unstable();
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        Ok((us(rtts[rtts.len() / 2]), us(rtts[rtts.len() * 99 / 100])))
+    })
+}
+
+pub(crate) fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Every path's topology, built before any is measured.
+pub(crate) fn build_all(paths: &[PathKind]) -> Result<Vec<(PathKind, Topology)>, BenchError> {
+    paths
+        .iter()
+        .map(|p| Topology::build(*p).map(|t| (*p, t)))
+        .collect()
+}
+
+/// Builds every path, then measures them round by round.
+pub fn run(
+    paths: &[PathKind],
+    opts: TrafficOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<PathResult>, BenchError> {
+    progress("building topologies");
+    let tops = build_all(paths)?;
+    let mut samples: Vec<[Vec<f64>; 5]> = vec![Default::default(); tops.len()];
+    let mut port = 15_000;
+    for round in 0..opts.rounds.max(1) {
+        // Rotate the order so no path always runs first (or last).
+        for k in 0..tops.len() {
+            let i = (k + round) % tops.len();
+            let (path, top) = &tops[i];
+            progress(&format!(
+                "round {}/{}: {}",
+                round + 1,
+                opts.rounds,
+                path.name()
+            ));
+            port += 1;
+            let (g1, r1) = iperf(top, 1, opts.seconds, port)?;
+            port += 1;
+            let (g4, _) = iperf(top, 4, opts.seconds, port)?;
+            port += 1;
+            let (med, p99) = ping_pong(top, opts.rr_iterations, port)?;
+            for (slot, v) in samples[i].iter_mut().zip([g1, g4, r1 as f64, med, p99]) {
+                slot.push(v);
+            }
+        }
+    }
+    Ok(tops
+        .iter()
+        .zip(samples.iter_mut())
+        .map(|((path, _), s)| PathResult {
+            path: *path,
+            name: path.name(),
+            tcp1_gbps: median(&mut s[0]),
+            tcp4_gbps: median(&mut s[1]),
+            tcp1_retransmits: median(&mut s[2]) as u64,
+            rr_median_us: median(&mut s[3]),
+            rr_p99_us: median(&mut s[4]),
+        })
+        .collect())
+}
+
+/// Is iperf3 installed (`cargo xtask setup` installs it)?
+pub fn have_iperf3() -> bool {
+    Command::new("iperf3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}

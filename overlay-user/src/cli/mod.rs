@@ -1,0 +1,241 @@
+//! `overlay`: the command line. It parses the arguments ([`args`]), turns
+//! a command into an API request, sends it to the daemon when one answers
+//! on the socket or runs it here otherwise (the same handler, the same
+//! transaction), and prints the response ([`output`]). `run` and `exec`
+//! start processes and always run here ([`container`]).
+
+pub mod args;
+mod container;
+mod output;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::Parser as _;
+
+use self::{
+    args::{Cli, Command, EndpointCmd, Format, NetworkCmd, PeerCmd},
+    output::Display,
+};
+use crate::{
+    api::{self, Request, Target},
+    daemon,
+    dataplane::Dataplane,
+    engine::{Paths, transaction},
+    host,
+    model::{RuleError, rules},
+};
+
+/// Runs the command line; the exit code to end with.
+pub fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("overlay: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn paths(cli: &Cli) -> (Paths, PathBuf) {
+    match &cli.root {
+        Some(root) => (Paths::under(root), root.join("overlay.sock")),
+        None => (
+            Paths {
+                state_dir: cli.state_dir.clone(),
+                pin_dir: cli.pin_dir.clone(),
+            },
+            cli.socket.clone(),
+        ),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("must run as root (loads eBPF programs and changes network namespaces)");
+    }
+    if let Some(ns) = &cli.netns {
+        // Still one thread: the whole process moves.
+        host::netns::enter(ns)?;
+    }
+    let (paths, socket) = paths(&cli);
+    let (command, display) = match cli.command {
+        Command::Destroy => {
+            Dataplane::destroy(&paths.pin_dir)
+                .with_context(|| format!("removing {}", paths.pin_dir.display()))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Run(args) => return container::run(&paths, &args),
+        Command::Exec { container, command } => {
+            return container::exec(&paths, &container, &command);
+        }
+        Command::Daemon(args) => {
+            let options = daemon::Options {
+                once: args.once,
+                config: args.config.clone(),
+                default_config: cli.root.is_none(),
+                flags: args.settings(),
+            };
+            daemon::run(&paths, &socket, options)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => request(other)?,
+    };
+    let reply = match api::client::call(
+        &socket,
+        &Request {
+            target: Target {
+                paths: paths.clone(),
+                netns: host::netns::current_id()?,
+            },
+            command: command.clone(),
+        },
+    )? {
+        Some(reply) => reply,
+        None => transaction(&paths, |engine| api::handler::execute(engine, command))
+            .map_err(|e| api::error_chain(&e)),
+    };
+    match reply {
+        Ok(response) => {
+            let text = output::render(&response, display)?;
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(message) => {
+            eprintln!("overlay: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The API command for a CLI command, with how to show its answer.
+/// Argument-level rules (labels, options) are checked here, before
+/// anything is sent.
+fn request(command: Command) -> Result<(api::Command, Display), RuleError> {
+    let plain = Display::default();
+    Ok(match command {
+        Command::Network(cmd) => network(cmd)?,
+        Command::Ps { all, format } => (
+            api::Command::Ps { all },
+            Display {
+                json: format == Format::Json,
+                ..plain
+            },
+        ),
+        Command::Stop { containers } => (api::Command::Stop { containers }, plain),
+        Command::Rm { force, containers } => (api::Command::Rm { containers, force }, plain),
+        Command::Attach {
+            iface,
+            underlay_ip,
+            decap,
+        } => (
+            api::Command::Attach {
+                iface,
+                underlay_ip,
+                decap: decap.into(),
+            },
+            plain,
+        ),
+        Command::Detach => (api::Command::Detach, plain),
+        Command::Status => (api::Command::Status, plain),
+        Command::Stats { network } => (api::Command::Stats { network }, plain),
+        Command::Peer(PeerCmd::Add { remote, network }) => {
+            (api::Command::PeerAdd { remote, network }, plain)
+        }
+        Command::Peer(PeerCmd::Rm { remote, network }) => {
+            (api::Command::PeerRm { remote, network }, plain)
+        }
+        Command::Peer(PeerCmd::Ls) => (api::Command::PeerLs, plain),
+        Command::Endpoint(EndpointCmd::Add {
+            remote,
+            network,
+            ip,
+            mac,
+        }) => (
+            api::Command::EndpointAdd {
+                remote,
+                network,
+                ip,
+                mac,
+            },
+            plain,
+        ),
+        Command::Endpoint(EndpointCmd::Rm { network, ip }) => {
+            (api::Command::EndpointRm { network, ip }, plain)
+        }
+        Command::Run(_) | Command::Exec { .. } | Command::Daemon(_) | Command::Destroy => {
+            unreachable!("handled before a request is built")
+        }
+    })
+}
+
+fn network(cmd: NetworkCmd) -> Result<(api::Command, Display), RuleError> {
+    let plain = Display::default();
+    Ok(match cmd {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            ip_range,
+            vni,
+            internal,
+            opts,
+            label,
+            name,
+        } => (
+            api::Command::NetworkCreate(crate::engine::CreateNetwork {
+                mtu: rules::parse_driver_options(&opts)?,
+                labels: rules::parse_labels(&label)?,
+                name,
+                driver: driver.map(Into::into),
+                subnets: subnet,
+                gateway,
+                ip_range,
+                vni,
+                internal,
+            }),
+            plain,
+        ),
+        NetworkCmd::Ls {
+            quiet,
+            filter,
+            format,
+        } => (
+            api::Command::NetworkLs {
+                filters: filter
+                    .iter()
+                    .map(|f| {
+                        f.split_once('=')
+                            .map_or((f.clone(), String::new()), |(k, v)| (k.into(), v.into()))
+                    })
+                    .collect(),
+            },
+            Display {
+                quiet,
+                json: format == Format::Json,
+            },
+        ),
+        NetworkCmd::Inspect { networks } => (api::Command::NetworkInspect { networks }, plain),
+        NetworkCmd::Rm { networks } => (api::Command::NetworkRm { networks }, plain),
+        NetworkCmd::Prune { force: _ } => (api::Command::NetworkPrune, plain),
+        NetworkCmd::Connect {
+            ip,
+            network,
+            container,
+        } => (
+            api::Command::NetworkConnect {
+                network,
+                container,
+                ip,
+            },
+            plain,
+        ),
+        NetworkCmd::Disconnect { network, container } => (
+            api::Command::NetworkDisconnect { network, container },
+            plain,
+        ),
+    })
+}

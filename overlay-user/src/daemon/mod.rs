@@ -1,0 +1,166 @@
+//! `overlay daemon`: the reconcile loop, the CLI socket ([`server`]) and,
+//! in cluster mode, the etcd agent ([`agent`]).
+
+pub mod agent;
+pub mod server;
+pub mod settings;
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    sync::atomic::AtomicBool,
+    time::Duration,
+};
+
+use self::settings::Settings;
+use crate::{
+    api::Target,
+    cluster::{ClusterError, ClusterOptions},
+    engine::{CLUSTER_TIMEOUT, EngineError, Paths, transaction},
+    host,
+    model::HostInfo,
+};
+
+/// Why the daemon cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("reading config file {path}")]
+    ConfigRead {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("config file {path} line {line}: {message}")]
+    Config {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("invalid --store {0:?}: expected etcd://HOST:PORT[,HOST:PORT...] or embedded")]
+    Store(String),
+    #[error("invalid etcd endpoint {0:?} in --store: expected HOST:PORT")]
+    EtcdEndpoint(String),
+    #[error("invalid --lease-ttl {0}: use 2-3600 seconds")]
+    LeaseTtl(i64),
+    #[error(
+        "cluster mode needs this host's underlay address: pass --advertise-addr or run `overlay attach` first"
+    )]
+    NoAdvertiseAddress,
+    #[error("another daemon serves {0}")]
+    AlreadyServed(PathBuf),
+    #[error("{op} socket {path}")]
+    Socket {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Host(#[from] host::HostError),
+}
+
+/// How the daemon runs.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Reconcile once and exit (no socket, no agent).
+    pub once: bool,
+    /// `--config`.
+    pub config: Option<PathBuf>,
+    /// Read the default config file when `--config` is not given.
+    pub default_config: bool,
+    /// Settings from flags (they win over the file's).
+    pub flags: Settings,
+}
+
+/// Records the cluster settings in the host's state (joining, re-joining
+/// with new settings, or leaving).
+fn configure_cluster(paths: &Paths, store: &str, s: &Settings) -> Result<(), DaemonError> {
+    if store == "embedded" {
+        return Ok(transaction(paths, |e| e.leave_cluster())?);
+    }
+    // Checked before the store is opened: bad settings change nothing.
+    let endpoints = settings::etcd_endpoints(store)?;
+    s.check()?;
+    Ok(transaction(paths, |e| {
+        let record = s.cluster_record(endpoints, e.state().cluster.as_ref());
+        e.join_cluster(record)
+    })?)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "unknown".into(), |h| h.trim().to_owned())
+}
+
+fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Runs the daemon for the host at `paths` (in the calling thread's network
+/// namespace), serving `socket`, until killed (or once).
+pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonError> {
+    init_logging();
+    let file = settings::load_file(options.config.as_deref(), options.default_config)?;
+    let s = options.flags.over(file);
+    if let Some(store) = &s.store {
+        configure_cluster(paths, store, &s)?;
+    }
+    let cluster = transaction(paths, |e| {
+        Ok(e.state()
+            .cluster
+            .clone()
+            .map(|c| (c, e.state().advertise_ip())))
+    })?;
+    tracing::info!(state = %paths.state_dir.display(), pins = %paths.pin_dir.display(),
+        cluster = ?cluster.as_ref().map(|(c, _)| c.endpoints.join(",")), "overlay daemon starting");
+    if !options.once {
+        let listener = server::bind(socket)?;
+        tracing::info!(socket = %socket.display(), "serving the CLI");
+        let target = Target {
+            paths: paths.clone(),
+            netns: host::netns::current_id()?,
+        };
+        std::thread::spawn(move || server::serve(&listener, &target));
+        if let Some((rec, advertise)) = cluster {
+            let cfg = agent::AgentConfig {
+                paths: paths.clone(),
+                host: HostInfo {
+                    underlay_ip: advertise.ok_or(DaemonError::NoAdvertiseAddress)?,
+                    name: s.host_name.clone().unwrap_or_else(hostname),
+                },
+                ttl: rec.lease_ttl,
+                options: ClusterOptions::from_record(&rec, CLUSTER_TIMEOUT)?,
+            };
+            std::thread::spawn(move || {
+                static STOP: AtomicBool = AtomicBool::new(false);
+                agent::run(&cfg, &STOP);
+            });
+        }
+    }
+    let interval = Duration::from_secs(s.interval.unwrap_or(settings::DEFAULT_INTERVAL).max(1));
+    loop {
+        // The store is held only for the pass, so CLI commands interleave.
+        match transaction(paths, |e| e.reconcile()) {
+            Ok(r) if r.is_empty() => tracing::debug!("in sync"),
+            Ok(r) => tracing::info!(repairs = ?r, "repaired drift"),
+            Err(e) => {
+                tracing::error!(error = %crate::api::error_chain(&e), "reconcile failed; retrying")
+            }
+        }
+        if options.once {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
+    }
+}

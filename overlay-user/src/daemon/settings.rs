@@ -1,0 +1,187 @@
+//! The daemon's settings: flags first, then a TOML file whose keys are the
+//! long flag names.
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use super::DaemonError;
+use crate::model::ClusterRecord;
+
+/// Read when `--config` is not given (and `--root` is not used).
+pub const DEFAULT_CONFIG: &str = "/etc/overlay/daemon.toml";
+pub const DEFAULT_INTERVAL: u64 = 5;
+pub const DEFAULT_LEASE_TTL: i64 = 15;
+/// Lease time to live a host may ask for, seconds.
+pub const LEASE_TTL_RANGE: std::ops::RangeInclusive<i64> = 2..=3600;
+
+/// Every setting, from flags or the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    pub interval: Option<u64>,
+    pub store: Option<String>,
+    pub advertise_addr: Option<Ipv4Addr>,
+    pub lease_ttl: Option<i64>,
+    pub etcd_cacert: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+    pub etcd_user: Option<String>,
+    pub etcd_password_file: Option<PathBuf>,
+    pub host_name: Option<String>,
+}
+
+impl Settings {
+    /// These settings (flags) over `file`'s.
+    pub fn over(self, file: Self) -> Self {
+        Self {
+            interval: self.interval.or(file.interval),
+            store: self.store.or(file.store),
+            advertise_addr: self.advertise_addr.or(file.advertise_addr),
+            lease_ttl: self.lease_ttl.or(file.lease_ttl),
+            etcd_cacert: self.etcd_cacert.or(file.etcd_cacert),
+            etcd_cert: self.etcd_cert.or(file.etcd_cert),
+            etcd_key: self.etcd_key.or(file.etcd_key),
+            etcd_user: self.etcd_user.or(file.etcd_user),
+            etcd_password_file: self.etcd_password_file.or(file.etcd_password_file),
+            host_name: self.host_name.or(file.host_name),
+        }
+    }
+
+    /// Checks the values no type rules out.
+    pub fn check(&self) -> Result<(), DaemonError> {
+        if let Some(ttl) = self.lease_ttl
+            && !LEASE_TTL_RANGE.contains(&ttl)
+        {
+            return Err(DaemonError::LeaseTtl(ttl));
+        }
+        Ok(())
+    }
+
+    /// The cluster record these settings ask for, keeping what `old` had
+    /// where they are silent (the same cluster keeps its lease, so a
+    /// restart has no gap).
+    pub fn cluster_record(
+        &self,
+        endpoints: Vec<String>,
+        old: Option<&ClusterRecord>,
+    ) -> ClusterRecord {
+        ClusterRecord {
+            lease: old
+                .filter(|o| o.endpoints == endpoints)
+                .map_or(0, |o| o.lease),
+            advertise_ip: self
+                .advertise_addr
+                .or_else(|| old.and_then(|o| o.advertise_ip)),
+            lease_ttl: self
+                .lease_ttl
+                .or_else(|| old.map(|o| o.lease_ttl))
+                .unwrap_or(DEFAULT_LEASE_TTL),
+            endpoints,
+            ca_file: self.etcd_cacert.clone(),
+            cert_file: self.etcd_cert.clone(),
+            key_file: self.etcd_key.clone(),
+            user: self.etcd_user.clone(),
+            password_file: self.etcd_password_file.clone(),
+        }
+    }
+}
+
+/// Reads the config file: `explicit`, else the default one if it exists
+/// and `use_default` (a simulated host under `--root` has none).
+pub fn load_file(explicit: Option<&Path>, use_default: bool) -> Result<Settings, DaemonError> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if use_default && Path::new(DEFAULT_CONFIG).exists() => PathBuf::from(DEFAULT_CONFIG),
+        None => return Ok(Settings::default()),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|source| DaemonError::ConfigRead {
+        path: path.clone(),
+        source,
+    })?;
+    // One line: toml's own rendering spans several.
+    toml::from_str(&text).map_err(|e| DaemonError::Config {
+        line: e
+            .span()
+            .map_or(0, |span| text[..span.start].matches('\n').count() + 1),
+        path,
+        message: e.message().trim().to_owned(),
+    })
+}
+
+/// `etcd://a:2379,b:2379` -> `["a:2379", "b:2379"]`.
+pub fn etcd_endpoints(url: &str) -> Result<Vec<String>, DaemonError> {
+    let Some(list) = url.strip_prefix("etcd://") else {
+        return Err(DaemonError::Store(url.to_owned()));
+    };
+    let endpoints: Vec<String> = list.split(',').map(str::to_owned).collect();
+    for e in &endpoints {
+        match e.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+            _ => return Err(DaemonError::EtcdEndpoint(e.clone())),
+        }
+    }
+    Ok(endpoints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(
+            etcd_endpoints("etcd://10.0.0.1:2379,h:1").expect("valid"),
+            ["10.0.0.1:2379", "h:1"]
+        );
+        for bad in [
+            "consul://x:1",
+            "etcd://10.0.0.1",
+            "etcd://:2379",
+            "etcd://h:99999",
+        ] {
+            assert!(etcd_endpoints(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let flags = Settings {
+            lease_ttl: Some(9),
+            ..Settings::default()
+        };
+        let file = Settings {
+            lease_ttl: Some(30),
+            host_name: Some("h1".into()),
+            ..Settings::default()
+        };
+        let merged = flags.over(file);
+        assert_eq!(merged.lease_ttl, Some(9));
+        assert_eq!(merged.host_name.as_deref(), Some("h1"));
+    }
+
+    #[test]
+    fn the_same_cluster_keeps_its_lease() {
+        let old = ClusterRecord {
+            endpoints: vec!["a:1".into()],
+            lease: 42,
+            lease_ttl: 20,
+            ..ClusterRecord::default()
+        };
+        let s = Settings::default();
+        let same = s.cluster_record(vec!["a:1".into()], Some(&old));
+        assert_eq!((same.lease, same.lease_ttl), (42, 20));
+        let other = s.cluster_record(vec!["b:1".into()], Some(&old));
+        assert_eq!(other.lease, 0);
+        let fresh = s.cluster_record(vec!["a:1".into()], None);
+        assert_eq!(fresh.lease_ttl, DEFAULT_LEASE_TTL);
+        let bad = Settings {
+            lease_ttl: Some(1),
+            ..Settings::default()
+        };
+        assert!(bad.check().is_err() && s.check().is_ok());
+    }
+}

@@ -1,0 +1,188 @@
+//! The typed, validating front of the kernel programs and maps: load and
+//! pin ([`Dataplane::load`]), attach ([`attach`]), and one module per map
+//! family ([`networks`], [`endpoints`] with routes and peers, [`underlay`]
+//! with the next-hop cache, [`counters`]). Every entry is checked against
+//! [`crate::model::rules`] before a map is touched.
+
+mod attach;
+pub mod bpffs;
+mod counters;
+mod endpoints;
+mod error;
+pub mod features;
+mod networks;
+mod types;
+mod underlay;
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader, include_bytes_aligned,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{SchedClassifier, Xdp},
+};
+use overlay_common::{
+    Config, CounterValue, EndpointInfo, NetworkInfo, NextHop, PeerKey, PeerValue, RouteKey,
+    RouteValue, maps::names, programs,
+};
+
+pub use self::{
+    error::DataplaneError,
+    types::{Counters, LocalEndpoint, Network, RemoteEndpoint, State, Underlay},
+};
+
+/// The eBPF object built by `build.rs` (aya-build) for this binary.
+pub static EBPF_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay"));
+
+/// Loaded programs plus typed handles on every (pinned) map.
+pub struct Dataplane {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    endpoints: HashMap<MapData, u32, EndpointInfo>,
+    routes: HashMap<MapData, RouteKey, RouteValue>,
+    peers: HashMap<MapData, PeerKey, PeerValue>,
+    networks: HashMap<MapData, u32, NetworkInfo>,
+    subnets: LpmTrie<MapData, u32, u32>,
+    config: Array<MapData, Config>,
+    counters: PerCpuArray<MapData, CounterValue>,
+    net_counters: PerCpuHashMap<MapData, u32, overlay_common::NetCounters>,
+    nexthops: HashMap<MapData, u32, NextHop>,
+}
+
+/// A lookup or delete of an absent key: aya reports lookups as
+/// `KeyNotFound` and deletes as the syscall's ENOENT.
+fn not_found(e: &aya::maps::MapError) -> bool {
+    match e {
+        aya::maps::MapError::KeyNotFound => true,
+        aya::maps::MapError::SyscallError(e) => e.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
+    ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
+}
+
+fn v4(ip: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from_be(ip))
+}
+
+fn be(ip: Ipv4Addr) -> u32 {
+    u32::from(ip).to_be()
+}
+
+impl Dataplane {
+    /// Loads the programs and opens the maps pinned under `pin_dir`
+    /// (creating them on first use). Pinned state from an earlier load is
+    /// reused, so this also reopens a running dataplane.
+    pub fn load(pin_dir: impl AsRef<Path>) -> Result<Self, DataplaneError> {
+        features::check_kernel()?;
+        let pin_dir = pin_dir.as_ref().to_path_buf();
+        let map_dir = pin_dir.join("maps");
+        bpffs::ensure_dir(&pin_dir)?;
+        bpffs::ensure_dir(&map_dir)?;
+        fs::create_dir_all(pin_dir.join("links")).map_err(|source| DataplaneError::Io {
+            op: "create",
+            path: pin_dir.join("links"),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&map_dir)
+            .load(EBPF_OBJECT)
+            .map_err(DataplaneError::Load)?;
+        for name in [programs::ENDPOINT_INGRESS, programs::UNDERLAY_TC] {
+            let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
+            prog.load().map_err(|source| DataplaneError::Program {
+                op: "loading",
+                name,
+                source,
+            })?;
+        }
+        let xdp: &mut Xdp = program(&mut ebpf, programs::UNDERLAY_XDP)?;
+        xdp.load().map_err(|source| DataplaneError::Program {
+            op: "loading",
+            name: programs::UNDERLAY_XDP,
+            source,
+        })?;
+
+        let conv = |name: &'static str| {
+            move |source| DataplaneError::Map {
+                op: format!("opening map {name}"),
+                source,
+            }
+        };
+        let endpoints = HashMap::try_from(take_map(&mut ebpf, names::ENDPOINTS)?)
+            .map_err(conv(names::ENDPOINTS))?;
+        let routes =
+            HashMap::try_from(take_map(&mut ebpf, names::ROUTES)?).map_err(conv(names::ROUTES))?;
+        let peers =
+            HashMap::try_from(take_map(&mut ebpf, names::PEERS)?).map_err(conv(names::PEERS))?;
+        let networks = HashMap::try_from(take_map(&mut ebpf, names::NETWORKS)?)
+            .map_err(conv(names::NETWORKS))?;
+        let subnets = LpmTrie::try_from(take_map(&mut ebpf, names::SUBNETS)?)
+            .map_err(conv(names::SUBNETS))?;
+        let config =
+            Array::try_from(take_map(&mut ebpf, names::CONFIG)?).map_err(conv(names::CONFIG))?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, names::COUNTERS)?)
+            .map_err(conv(names::COUNTERS))?;
+        let net_counters = PerCpuHashMap::try_from(take_map(&mut ebpf, names::NET_COUNTERS)?)
+            .map_err(conv(names::NET_COUNTERS))?;
+        let nexthops = HashMap::try_from(take_map(&mut ebpf, names::NEXTHOPS)?)
+            .map_err(conv(names::NEXTHOPS))?;
+        Ok(Self {
+            ebpf,
+            pin_dir,
+            endpoints,
+            routes,
+            peers,
+            networks,
+            subnets,
+            config,
+            counters,
+            net_counters,
+            nexthops,
+        })
+    }
+
+    /// Where maps (`maps/`) and links (`links/`) are pinned.
+    pub fn pin_dir(&self) -> &Path {
+        &self.pin_dir
+    }
+
+    /// Removes every pin under `pin_dir`: maps are freed and pinned links
+    /// detach once no process holds them any more.
+    pub fn destroy(pin_dir: impl AsRef<Path>) -> Result<(), DataplaneError> {
+        bpffs::remove_dir(pin_dir.as_ref())
+    }
+
+    /// The loaded program `name`, for attaching or BPF_PROG_RUN tests.
+    pub fn tc_program(
+        &mut self,
+        name: &'static str,
+    ) -> Result<&mut SchedClassifier, DataplaneError> {
+        program(&mut self.ebpf, name)
+    }
+
+    /// The loaded XDP program.
+    pub fn xdp_program(&mut self) -> Result<&mut Xdp, DataplaneError> {
+        program(&mut self.ebpf, programs::UNDERLAY_XDP)
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, DataplaneError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or(DataplaneError::MissingProgram(name))?;
+    prog.try_into().map_err(|source| DataplaneError::Program {
+        op: "typing",
+        name,
+        source,
+    })
+}

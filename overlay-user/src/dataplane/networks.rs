@@ -1,0 +1,162 @@
+//! Networks: the VNI -> network entry, its subnet in the LPM map that
+//! tells isolation drops from the gateway path, and its counters.
+
+use aya::{
+    maps::{PerCpuValues, lpm_trie::Key},
+    util::nr_cpus,
+};
+use ipnet::Ipv4Net;
+use overlay_common::{
+    NETWORK_FLAG_INTERNAL, NetworkInfo, PeerKey, ROUTE_LOCAL, RouteKey, RouteValue,
+};
+
+use super::{Dataplane, DataplaneError, Network, be, not_found, v4};
+use crate::model::{ipam, rules};
+
+impl Dataplane {
+    /// Adds a network. Fails without writing if the VNI is taken or the
+    /// subnet overlaps another network.
+    pub fn add_network(&mut self, net: &Network) -> Result<(), DataplaneError> {
+        rules::check_vni(net.vni)?;
+        let subnet = net.subnet;
+        rules::check_subnet(subnet)?;
+        if let Some(gw) = net.gateway {
+            rules::check_gateway(subnet, gw)?;
+        }
+        for (vni, other) in self.networks()? {
+            if vni == net.vni {
+                return Err(DataplaneError::NetworkExists(vni));
+            }
+            if ipam::overlaps(other.subnet, subnet) {
+                return Err(DataplaneError::SubnetOverlap {
+                    subnet,
+                    other: other.subnet,
+                    other_vni: vni,
+                });
+            }
+        }
+        let info = NetworkInfo {
+            subnet: be(subnet.network()),
+            mask: be(subnet.netmask()),
+            gateway: net.gateway.map_or(0, be),
+            flags: if net.internal {
+                NETWORK_FLAG_INTERNAL
+            } else {
+                0
+            },
+        };
+        let key = Key::new(u32::from(subnet.prefix_len()), be(subnet.network()));
+        self.subnets
+            .insert(&key, &net.vni, 0)
+            .map_err(DataplaneError::map(format!("adding subnet {subnet}")))?;
+        if let Err(e) = self.networks.insert(&net.vni, &info, 0) {
+            // Keep the two maps consistent: undo the subnet.
+            let _ = self.subnets.remove(&key);
+            return Err(DataplaneError::map(format!("adding network {}", net.vni))(
+                e,
+            ));
+        }
+        // Counting for this network starts from zero.
+        let cpus = nr_cpus().map_err(|(_, source)| DataplaneError::Io {
+            op: "count CPUs",
+            path: "/sys/devices/system/cpu/possible".into(),
+            source,
+        })?;
+        let zero = PerCpuValues::try_from(vec![
+            overlay_common::NetCounters::default();
+            cpus.get() as usize
+        ])
+        .map_err(|source| DataplaneError::Io {
+            op: "size per-CPU counters",
+            path: "/sys/devices/system/cpu/possible".into(),
+            source,
+        })?;
+        self.net_counters
+            .insert(&net.vni, zero, 0)
+            .map_err(DataplaneError::map(format!(
+                "adding counters of network {}",
+                net.vni
+            )))
+    }
+
+    /// Removes a network with its remote routes and peers. Refused while
+    /// local endpoints are attached to it.
+    pub fn remove_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
+        let net = self.network(vni)?;
+        let routes: Vec<(RouteKey, RouteValue)> = self
+            .routes
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(k, _)| k.vni == vni)
+            .collect();
+        if routes.iter().any(|(_, v)| v.kind == ROUTE_LOCAL) {
+            return Err(DataplaneError::NetworkInUse(vni));
+        }
+        for (key, _) in routes {
+            self.routes
+                .remove(&key)
+                .map_err(DataplaneError::map("removing a route"))?;
+        }
+        let peers: Vec<PeerKey> = self
+            .peers
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.vni == vni)
+            .collect();
+        for key in peers {
+            self.peers
+                .remove(&key)
+                .map_err(DataplaneError::map("removing a peer"))?;
+        }
+        self.networks
+            .remove(&vni)
+            .map_err(DataplaneError::map(format!("removing network {vni}")))?;
+        match self.net_counters.remove(&vni) {
+            Ok(()) => {}
+            // Pins from before per-network counters have no entry.
+            Err(e) if not_found(&e) => {}
+            Err(e) => {
+                return Err(DataplaneError::map(format!("removing counters of {vni}"))(
+                    e,
+                ));
+            }
+        }
+        let key = Key::new(u32::from(net.subnet.prefix_len()), be(net.subnet.network()));
+        self.subnets
+            .remove(&key)
+            .map_err(DataplaneError::map(format!(
+                "removing subnet {}",
+                net.subnet
+            )))
+    }
+
+    /// One network by VNI.
+    pub fn network(&self, vni: u32) -> Result<Network, DataplaneError> {
+        match self.networks.get(&vni, 0) {
+            Ok(info) => Ok(network_from(vni, &info)),
+            Err(e) if not_found(&e) => Err(DataplaneError::UnknownNetwork(vni)),
+            Err(e) => Err(DataplaneError::map(format!("reading network {vni}"))(e)),
+        }
+    }
+
+    /// All networks, by VNI.
+    pub fn networks(&self) -> Result<Vec<(u32, Network)>, DataplaneError> {
+        self.networks
+            .iter()
+            .map(|r| {
+                r.map(|(vni, info)| (vni, network_from(vni, &info)))
+                    .map_err(DataplaneError::map("listing networks"))
+            })
+            .collect()
+    }
+}
+
+fn network_from(vni: u32, info: &NetworkInfo) -> Network {
+    let prefix = u32::from_be(info.mask).leading_ones() as u8;
+    Network {
+        vni,
+        subnet: Ipv4Net::new(v4(info.subnet), prefix).unwrap_or_default(),
+        gateway: (info.gateway != 0).then(|| v4(info.gateway)),
+        internal: info.flags & NETWORK_FLAG_INTERNAL != 0,
+    }
+}

@@ -1,0 +1,137 @@
+//! Containers: a named network namespace (ours, or one adopted by its
+//! `ip netns` name or its process's PID), maybe running a process.
+
+use std::net::Ipv4Addr;
+
+use super::{Engine, EngineError, undo::Undo};
+use crate::model::{
+    ContainerRecord, ids,
+    rules::{self, DEFAULT_NETWORK},
+};
+
+impl Engine {
+    /// `run` without the process: a new namespace on `networks`, each at
+    /// the address given with it or the next free one.
+    pub fn create_container(
+        &mut self,
+        name: Option<&str>,
+        networks: &[(String, Option<Ipv4Addr>)],
+        command: &[String],
+    ) -> Result<ContainerRecord, EngineError> {
+        let id = ids::new_id();
+        let name = name.map_or_else(|| format!("c{}", &id[..12]), str::to_owned);
+        rules::check_name(&name)?;
+        if self.state.containers.contains_key(&name) || self.host.netns_exists(&name) {
+            return Err(EngineError::DuplicateContainer(name));
+        }
+        let networks = if networks.is_empty() {
+            vec![(DEFAULT_NETWORK.to_owned(), None)]
+        } else {
+            networks.to_vec()
+        };
+        for (n, _) in &networks {
+            self.network(n)?;
+        }
+        self.host.create_netns(&name)?;
+        self.undo.push(Undo::Netns(name.clone()));
+        self.state.containers.insert(
+            name.clone(),
+            ContainerRecord {
+                id,
+                name: name.clone(),
+                netns: name.clone(),
+                owned_netns: true,
+                attached_netns: false,
+                command: command.to_vec(),
+                pid: None,
+                created: ids::now_rfc3339(),
+                endpoints: Vec::new(),
+            },
+        );
+        for (n, ip) in &networks {
+            self.connect(n, &name, *ip)?;
+        }
+        Ok(self.state.containers[&name].clone())
+    }
+
+    /// A known container, or a namespace adopted as one: an `ip netns`
+    /// name, or a PID whose namespace is then named `pid<PID>`.
+    pub(super) fn container_or_adopt(&mut self, key: &str) -> Result<String, EngineError> {
+        if let Ok(c) = self.container(key) {
+            return Ok(c.name.clone());
+        }
+        let mut attached = false;
+        let netns = if rules::check_name(key).is_ok() && self.host.netns_exists(key) {
+            key.to_owned()
+        } else if let Ok(pid) = key.parse::<u32>()
+            && self.host.pid_has_netns(pid)
+        {
+            let name = format!("pid{pid}");
+            if !self.host.netns_exists(&name) {
+                self.host.attach_netns(&name, pid)?;
+                self.undo.push(Undo::Netns(name.clone()));
+                attached = true;
+            }
+            name
+        } else {
+            return Err(EngineError::NoSuchContainer(key.to_owned()));
+        };
+        self.state.containers.insert(
+            netns.clone(),
+            ContainerRecord {
+                id: ids::new_id(),
+                name: netns.clone(),
+                netns: netns.clone(),
+                owned_netns: false,
+                attached_netns: attached,
+                command: Vec::new(),
+                pid: None,
+                created: ids::now_rfc3339(),
+                endpoints: Vec::new(),
+            },
+        );
+        Ok(netns)
+    }
+
+    /// Records the container's main process.
+    pub fn set_pid(&mut self, name: &str, pid: Option<u32>) {
+        if let Some(c) = self.state.containers.get_mut(name) {
+            c.pid = pid;
+        }
+    }
+
+    /// `stop`: ends the container's process; returns its name.
+    pub fn stop_container(&mut self, key: &str) -> Result<String, EngineError> {
+        let c = self.container(key)?.clone();
+        self.host.stop(c.pid);
+        self.set_pid(&c.name, None);
+        Ok(c.name)
+    }
+
+    /// `rm`: removes interfaces, addresses and the namespace it created,
+    /// and (with `force`) stops its process. What cannot be undone (veths,
+    /// the namespace, the process) goes last.
+    pub fn remove_container(&mut self, key: &str, force: bool) -> Result<String, EngineError> {
+        let c = self.container(key)?.clone();
+        let running = self.host.is_running(c.pid);
+        if running && !force {
+            return Err(EngineError::Running(c.name));
+        }
+        for ep in &c.endpoints {
+            self.release_claim(&c.name, ep)?;
+            self.unprogram_endpoint(ep)?;
+        }
+        for ep in &c.endpoints {
+            self.host.delete_link(&ep.host_ifname)?;
+        }
+        if c.owned_netns || c.attached_netns {
+            // For an adopted PID this only detaches the name.
+            self.host.delete_netns(&c.netns)?;
+        }
+        if running {
+            self.host.stop(c.pid);
+        }
+        self.state.containers.remove(&c.name);
+        Ok(c.name)
+    }
+}

@@ -1,0 +1,211 @@
+//! Connecting containers to networks: the one path that makes an endpoint
+//! (address, veth pair, container interface, program, maps, host route),
+//! used by `run`, `network connect`, repairs and the test lab alike.
+
+use std::net::Ipv4Addr;
+
+use super::{ContainerIface, Engine, EngineError, undo::Undo};
+use crate::{
+    cluster::ClusterError,
+    dataplane::{DataplaneError, LocalEndpoint},
+    model::{Claim, EndpointRecord, MacAddr, ids, ipam, rules},
+};
+
+impl Engine {
+    /// `network connect`: a veth into the container, an address, the
+    /// dataplane programmed. Returns the endpoint.
+    pub fn connect(
+        &mut self,
+        network: &str,
+        container: &str,
+        ip: Option<Ipv4Addr>,
+    ) -> Result<EndpointRecord, EngineError> {
+        let net = self.network(network)?.clone();
+        let name = self.container_or_adopt(container)?;
+        let c = self.state.containers[&name].clone();
+        if c.endpoints.iter().any(|e| e.network_id == net.id) {
+            return Err(EngineError::AlreadyConnected(c.name, net.name));
+        }
+        let used = self.state.used_addresses(&net.id);
+        let want = ip;
+        let mut ip = match ip {
+            Some(ip) => {
+                rules::check_endpoint_address(net.subnet, Some(net.gateway), ip)?;
+                if used.contains(&ip) {
+                    return Err(EngineError::AddressInUse(ip, net.name));
+                }
+                ip
+            }
+            None => ipam::allocate(net.subnet, net.ip_range, net.gateway, &used)
+                .ok_or_else(|| EngineError::AddressesExhausted(net.name.clone()))?,
+        };
+        let id = ids::new_id();
+        if self.state.is_global(&net) {
+            // The cluster store decides: its claims cover every host.
+            let host = self
+                .state
+                .advertise_ip()
+                .ok_or(EngineError::NoAdvertiseAddress)?;
+            let claim = |ip| Claim {
+                network_id: net.id.clone(),
+                ip,
+                mac: MacAddr::from_ipv4(ip),
+                host,
+                container: c.name.clone(),
+                endpoint_id: id.clone(),
+            };
+            ip = match self.cluster()?.claim_address(&net, want, &used, claim) {
+                Ok(ip) => ip,
+                Err(ClusterError::AddressTaken(ip)) => {
+                    return Err(EngineError::AddressInUse(ip, net.name));
+                }
+                Err(ClusterError::Exhausted(name)) => {
+                    return Err(EngineError::AddressesExhausted(name));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            self.undo.push(Undo::ClusterClaim(net.id.clone(), ip));
+        }
+        let ifname = (0..)
+            .map(|n| format!("eth{n}"))
+            .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
+            .expect("unbounded");
+        let host_ifname = format!("ovl{}", &id[..8]);
+        let mac = MacAddr::from_ipv4(ip);
+        self.host
+            .add_veth(&host_ifname, &ifname, &c.netns, net.mtu)?;
+        self.undo.push(Undo::Link(host_ifname.clone()));
+        // The container's first network carries its default route.
+        self.host.configure_container_iface(
+            &c.netns,
+            &ContainerIface {
+                ifname: ifname.clone(),
+                mac,
+                ip,
+                prefix_len: net.subnet.prefix_len(),
+                default_gateway: (c.endpoints.is_empty() && !net.internal).then_some(net.gateway),
+            },
+        )?;
+        let (host_ifindex, host_mac) = self.host.link_up(&host_ifname)?;
+        // The program goes on before the maps make the endpoint reachable:
+        // the container answers the first packet that reaches it (an ARP
+        // request, a reply), and meeting no program there would leave its
+        // ARP unanswered until the kernel's 1 s retry.
+        self.undo.push(Undo::Endpoint(host_ifindex));
+        self.dp.attach_endpoint(host_ifindex)?;
+        self.dp.add_local_endpoint(&LocalEndpoint {
+            vni: net.vni,
+            ip,
+            mac,
+            host_ifindex,
+            host_mac,
+        })?;
+        self.host.endpoint_route(ip, mac, &host_ifname)?;
+        let endpoint = EndpointRecord {
+            id,
+            network_id: net.id.clone(),
+            ip,
+            mac,
+            ifname,
+            host_ifname,
+        };
+        self.state
+            .containers
+            .get_mut(&name)
+            .expect("present")
+            .endpoints
+            .push(endpoint.clone());
+        Ok(endpoint)
+    }
+
+    /// `network disconnect`: removes the interface and frees the address.
+    pub fn disconnect(&mut self, network: &str, container: &str) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        let name = self.container(container)?.name.clone();
+        let c = self.state.containers.get_mut(&name).expect("present");
+        let Some(pos) = c.endpoints.iter().position(|e| e.network_id == net.id) else {
+            return Err(EngineError::NotConnected(name, net.name));
+        };
+        let ep = c.endpoints.remove(pos);
+        self.release_claim(&name, &ep)?;
+        self.release_endpoint(&ep)?;
+        Ok(())
+    }
+
+    /// Gives an endpoint's address back to the cluster store (global
+    /// networks only).
+    pub(super) fn release_claim(
+        &mut self,
+        container: &str,
+        ep: &EndpointRecord,
+    ) -> Result<(), EngineError> {
+        let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
+            return Ok(());
+        };
+        if !self.state.is_global(&net) {
+            return Ok(());
+        }
+        let host = self
+            .state
+            .advertise_ip()
+            .ok_or(EngineError::NoAdvertiseAddress)?;
+        self.cluster()?.release_address(&net.id, ep.ip)?;
+        self.undo.push(Undo::ClusterReleased(Claim {
+            network_id: net.id,
+            ip: ep.ip,
+            mac: ep.mac,
+            host,
+            container: container.to_owned(),
+            endpoint_id: ep.id.clone(),
+        }));
+        Ok(())
+    }
+
+    /// Takes an endpoint out of the dataplane (undoably) and deletes its
+    /// veth (which cannot be undone, so it comes last).
+    pub(super) fn release_endpoint(&mut self, ep: &EndpointRecord) -> Result<(), EngineError> {
+        self.unprogram_endpoint(ep)?;
+        self.host.delete_link(&ep.host_ifname)?;
+        Ok(())
+    }
+
+    /// Detaches an endpoint's program and removes its map entries,
+    /// recording how to put them back. The veth may be gone already (its
+    /// namespace deleted behind our back).
+    pub(super) fn unprogram_endpoint(&mut self, ep: &EndpointRecord) -> Result<(), EngineError> {
+        let Some((ifindex, host_mac)) = self.host.link(&ep.host_ifname)? else {
+            return Ok(());
+        };
+        let vni = self
+            .state
+            .networks
+            .get(&ep.network_id)
+            .map(|n| n.vni)
+            .unwrap_or_default();
+        let linked = self.dp.endpoint_linked(ifindex);
+        self.dp.detach_endpoint(ifindex)?;
+        match self.dp.remove_local_endpoint(ifindex) {
+            Ok(()) => self.undo.push(Undo::RemovedEndpoint {
+                ep: LocalEndpoint {
+                    vni,
+                    ip: ep.ip,
+                    mac: ep.mac,
+                    host_ifindex: ifindex,
+                    host_mac,
+                },
+                linked,
+            }),
+            Err(DataplaneError::UnknownEndpoint(_)) if linked => {
+                self.undo.push(Undo::Detached(ifindex));
+            }
+            Err(DataplaneError::UnknownEndpoint(_)) => {}
+            Err(e) => {
+                if linked {
+                    let _ = self.dp.attach_endpoint(ifindex);
+                }
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+}

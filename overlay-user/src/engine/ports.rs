@@ -1,0 +1,366 @@
+//! The engine's two seams: what it needs of the dataplane ([`Datapath`])
+//! and of the host's network ([`HostNet`]). The real implementations are
+//! [`Dataplane`] and [`System`]; the engine's unit tests put fakes here.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+
+use overlay_common::{EndpointInfo, NextHop};
+
+use crate::{
+    dataplane::{
+        Counters, Dataplane, DataplaneError, LocalEndpoint, Network, RemoteEndpoint, Underlay,
+    },
+    host::{self, HostError, link::VethEnd, nat::Masquerade, netlink::Netlink},
+    model::{AttachedMode, DecapMode, MacAddr},
+};
+
+/// The kernel programs and maps, as the engine uses them.
+pub trait Datapath {
+    fn add_network(&mut self, net: &Network) -> Result<(), DataplaneError>;
+    /// Removes a network with its remote routes and peers.
+    fn remove_network(&mut self, vni: u32) -> Result<(), DataplaneError>;
+    /// VNIs of the programmed networks.
+    fn network_vnis(&self) -> Result<Vec<u32>, DataplaneError>;
+    /// Programmed local endpoints by host-side ifindex.
+    fn local_endpoints(&self) -> Result<BTreeMap<u32, EndpointInfo>, DataplaneError>;
+    fn add_local_endpoint(&mut self, ep: &LocalEndpoint) -> Result<(), DataplaneError>;
+    fn remove_local_endpoint(&mut self, host_ifindex: u32) -> Result<(), DataplaneError>;
+    fn add_remote_endpoint(&mut self, ep: &RemoteEndpoint) -> Result<(), DataplaneError>;
+    fn remove_remote_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError>;
+    /// Removes whatever route `(vni, ip)` has; absent is fine.
+    fn remove_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError>;
+    fn add_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError>;
+    fn remove_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError>;
+    fn attach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError>;
+    /// Detaches the endpoint program; absent is fine.
+    fn detach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError>;
+    fn endpoint_linked(&self, ifindex: u32) -> bool;
+    fn set_underlay(&mut self, underlay: &Underlay) -> Result<(), DataplaneError>;
+    fn attach_underlay(
+        &mut self,
+        ifindex: u32,
+        mode: DecapMode,
+    ) -> Result<AttachedMode, DataplaneError>;
+    fn detach_underlay(&mut self, ifindex: u32) -> Result<(), DataplaneError>;
+    fn underlay_linked(&self, ifindex: u32) -> bool;
+    // Read-only views for `status` and `stats`.
+    fn pin_dir(&self) -> &Path;
+    fn links(&self) -> Vec<String>;
+    fn counters(&self) -> Result<Counters, DataplaneError>;
+    fn network_counters(&self, vni: u32) -> Result<Counters, DataplaneError>;
+    fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError>;
+}
+
+impl Datapath for Dataplane {
+    fn add_network(&mut self, net: &Network) -> Result<(), DataplaneError> {
+        Dataplane::add_network(self, net)
+    }
+    fn remove_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
+        Dataplane::remove_network(self, vni)
+    }
+    fn network_vnis(&self) -> Result<Vec<u32>, DataplaneError> {
+        Ok(self.networks()?.into_iter().map(|(vni, _)| vni).collect())
+    }
+    fn local_endpoints(&self) -> Result<BTreeMap<u32, EndpointInfo>, DataplaneError> {
+        Ok(self.state()?.endpoints.into_iter().collect())
+    }
+    fn add_local_endpoint(&mut self, ep: &LocalEndpoint) -> Result<(), DataplaneError> {
+        Dataplane::add_local_endpoint(self, ep)
+    }
+    fn remove_local_endpoint(&mut self, host_ifindex: u32) -> Result<(), DataplaneError> {
+        Dataplane::remove_local_endpoint(self, host_ifindex)
+    }
+    fn add_remote_endpoint(&mut self, ep: &RemoteEndpoint) -> Result<(), DataplaneError> {
+        Dataplane::add_remote_endpoint(self, ep)
+    }
+    fn remove_remote_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        Dataplane::remove_remote_endpoint(self, vni, ip)
+    }
+    fn remove_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        Dataplane::remove_route(self, vni, ip)
+    }
+    fn add_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError> {
+        Dataplane::add_peer(self, host, vni)
+    }
+    fn remove_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError> {
+        Dataplane::remove_peer(self, host, vni)
+    }
+    fn attach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        Dataplane::attach_endpoint(self, ifindex)
+    }
+    fn detach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        Dataplane::detach_endpoint(self, ifindex)
+    }
+    fn endpoint_linked(&self, ifindex: u32) -> bool {
+        Dataplane::endpoint_linked(self, ifindex)
+    }
+    fn set_underlay(&mut self, underlay: &Underlay) -> Result<(), DataplaneError> {
+        Dataplane::set_underlay(self, underlay)
+    }
+    fn attach_underlay(
+        &mut self,
+        ifindex: u32,
+        mode: DecapMode,
+    ) -> Result<AttachedMode, DataplaneError> {
+        Dataplane::attach_underlay(self, ifindex, mode)
+    }
+    fn detach_underlay(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        Dataplane::detach_underlay(self, ifindex)
+    }
+    fn underlay_linked(&self, ifindex: u32) -> bool {
+        Dataplane::underlay_linked(self, ifindex)
+    }
+    fn pin_dir(&self) -> &Path {
+        Dataplane::pin_dir(self)
+    }
+    fn links(&self) -> Vec<String> {
+        Dataplane::links(self)
+    }
+    fn counters(&self) -> Result<Counters, DataplaneError> {
+        Dataplane::counters(self)
+    }
+    fn network_counters(&self, vni: u32) -> Result<Counters, DataplaneError> {
+        Dataplane::network_counters(self, vni)
+    }
+    fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError> {
+        Dataplane::next_hops(self)
+    }
+}
+
+/// A container's interface as the engine sets it up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerIface {
+    /// Name inside the container (`eth0`, ...).
+    pub ifname: String,
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Set for the container's first routable network.
+    pub default_gateway: Option<Ipv4Addr>,
+}
+
+/// The host's network, as the engine changes it. Host-side operations act
+/// in the namespace the implementation was opened in; container-side ones
+/// name their namespace.
+pub trait HostNet {
+    fn netns_exists(&self, name: &str) -> bool;
+    /// Creates a named namespace with loopback up.
+    fn create_netns(&mut self, name: &str) -> Result<(), HostError>;
+    /// Removes a namespace's name (absent is fine).
+    fn delete_netns(&mut self, name: &str) -> Result<(), HostError>;
+    /// Names the namespace of process `pid`.
+    fn attach_netns(&mut self, name: &str, pid: u32) -> Result<(), HostError>;
+    fn pid_has_netns(&self, pid: u32) -> bool;
+    /// ifindex and MAC of a host-side interface, `None` when absent.
+    fn link(&mut self, name: &str) -> Result<Option<(u32, MacAddr)>, HostError>;
+    /// The first IPv4 address of a host-side interface.
+    fn first_ipv4(&mut self, name: &str) -> Result<Option<Ipv4Addr>, HostError>;
+    /// Host-side veths this program made (`ovl` + 8 hex digits).
+    fn endpoint_veths(&mut self) -> Result<Vec<String>, HostError>;
+    /// Deletes a host-side interface (absent is fine).
+    fn delete_link(&mut self, name: &str) -> Result<(), HostError>;
+    /// A veth pair: `host_end` here, `container_end` in `netns`.
+    fn add_veth(
+        &mut self,
+        host_end: &str,
+        container_end: &str,
+        netns: &str,
+        mtu: u32,
+    ) -> Result<(), HostError>;
+    /// Address, MAC, state and routes of a container's interface.
+    fn configure_container_iface(
+        &mut self,
+        netns: &str,
+        iface: &ContainerIface,
+    ) -> Result<(), HostError>;
+    /// Brings a host-side interface up; its ifindex and MAC.
+    fn link_up(&mut self, name: &str) -> Result<(u32, MacAddr), HostError>;
+    /// Adds a gateway address (a /32 on `lo`); false when present.
+    fn add_gateway_address(&mut self, ip: Ipv4Addr) -> Result<bool, HostError>;
+    /// Removes a gateway address (absent is fine).
+    fn remove_gateway_address(&mut self, ip: Ipv4Addr) -> Result<(), HostError>;
+    fn enable_ip_forward(&mut self) -> Result<(), HostError>;
+    /// The /32 route and permanent neighbour that carry replies back to
+    /// an endpoint through its host-side veth.
+    fn endpoint_route(
+        &mut self,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        host_ifname: &str,
+    ) -> Result<(), HostError>;
+    /// Replaces the NAT table.
+    fn sync_nat(&mut self, masquerade: &[Masquerade]) -> Result<(), HostError>;
+    fn is_running(&self, pid: Option<u32>) -> bool;
+    /// Stops a process (SIGTERM, then SIGKILL).
+    fn stop(&mut self, pid: Option<u32>);
+}
+
+/// The host itself: a netlink socket in the namespace it was opened in.
+pub struct System {
+    nl: Netlink,
+}
+
+impl System {
+    /// The host network of the calling thread's namespace.
+    pub fn open() -> Result<Self, HostError> {
+        Ok(Self {
+            nl: Netlink::open()?,
+        })
+    }
+}
+
+/// `ovl` + 8 hex digits: the host-side veths this program names.
+pub fn is_endpoint_veth(name: &str) -> bool {
+    name.len() == 11 && name.starts_with("ovl") && name[3..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
+impl HostNet for System {
+    fn netns_exists(&self, name: &str) -> bool {
+        host::netns::exists(name)
+    }
+
+    fn create_netns(&mut self, name: &str) -> Result<(), HostError> {
+        host::netns::create(name)?;
+        let up = host::netns::run_in(name, || -> Result<(), HostError> {
+            let mut nl = Netlink::open()?;
+            let lo = nl.require_link("lo")?;
+            nl.set_up(lo.index)
+        });
+        match up {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) | Err(e) => {
+                let _ = host::netns::delete(name);
+                Err(e)
+            }
+        }
+    }
+
+    fn delete_netns(&mut self, name: &str) -> Result<(), HostError> {
+        host::netns::delete(name).map(drop)
+    }
+
+    fn attach_netns(&mut self, name: &str, pid: u32) -> Result<(), HostError> {
+        host::netns::attach(name, pid)
+    }
+
+    fn pid_has_netns(&self, pid: u32) -> bool {
+        host::netns::pid_has_netns(pid)
+    }
+
+    fn link(&mut self, name: &str) -> Result<Option<(u32, MacAddr)>, HostError> {
+        Ok(self
+            .nl
+            .link(name)?
+            .map(|l| (l.index, l.mac.unwrap_or_default())))
+    }
+
+    fn first_ipv4(&mut self, name: &str) -> Result<Option<Ipv4Addr>, HostError> {
+        let Some(link) = self.nl.link(name)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .nl
+            .addresses()?
+            .into_iter()
+            .find(|a| a.index == link.index)
+            .map(|a| a.ip))
+    }
+
+    fn endpoint_veths(&mut self) -> Result<Vec<String>, HostError> {
+        Ok(self
+            .nl
+            .links()?
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|n| is_endpoint_veth(n))
+            .collect())
+    }
+
+    fn delete_link(&mut self, name: &str) -> Result<(), HostError> {
+        self.nl.delete_link(name).map(drop)
+    }
+
+    fn add_veth(
+        &mut self,
+        host_end: &str,
+        container_end: &str,
+        netns: &str,
+        mtu: u32,
+    ) -> Result<(), HostError> {
+        self.nl.add_veth(
+            VethEnd {
+                name: host_end,
+                netns: None,
+                mtu: Some(mtu),
+            },
+            VethEnd {
+                name: container_end,
+                netns: Some(netns),
+                mtu: Some(mtu),
+            },
+        )
+    }
+
+    fn configure_container_iface(
+        &mut self,
+        netns: &str,
+        iface: &ContainerIface,
+    ) -> Result<(), HostError> {
+        host::netns::run_in(netns, || -> Result<(), HostError> {
+            let mut nl = Netlink::open()?;
+            host::sysctl::disable_ipv6(&iface.ifname)?;
+            let link = nl.require_link(&iface.ifname)?;
+            nl.set_mac(link.index, iface.mac)?;
+            nl.add_address(link.index, iface.ip, iface.prefix_len)?;
+            nl.set_up(link.index)?;
+            if let Some(gw) = iface.default_gateway {
+                nl.add_default_route(gw, link.index)?;
+            }
+            // XDP-redirected frames reach a veth only when its peer has GRO.
+            host::ethtool::enable_gro(&iface.ifname)
+        })?
+    }
+
+    fn link_up(&mut self, name: &str) -> Result<(u32, MacAddr), HostError> {
+        let link = self.nl.require_link(name)?;
+        self.nl.set_up(link.index)?;
+        Ok((link.index, link.mac.unwrap_or_default()))
+    }
+
+    fn add_gateway_address(&mut self, ip: Ipv4Addr) -> Result<bool, HostError> {
+        let lo = self.nl.require_link("lo")?;
+        self.nl.add_address(lo.index, ip, 32)
+    }
+
+    fn remove_gateway_address(&mut self, ip: Ipv4Addr) -> Result<(), HostError> {
+        let lo = self.nl.require_link("lo")?;
+        self.nl.delete_address(lo.index, ip, 32).map(drop)
+    }
+
+    fn enable_ip_forward(&mut self) -> Result<(), HostError> {
+        host::sysctl::enable_ip_forward()
+    }
+
+    fn endpoint_route(
+        &mut self,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        host_ifname: &str,
+    ) -> Result<(), HostError> {
+        let link = self.nl.require_link(host_ifname)?;
+        self.nl.replace_host_route(ip, link.index)?;
+        self.nl.replace_neighbour(link.index, ip, mac)
+    }
+
+    fn sync_nat(&mut self, masquerade: &[Masquerade]) -> Result<(), HostError> {
+        host::nat::apply(masquerade)
+    }
+
+    fn is_running(&self, pid: Option<u32>) -> bool {
+        host::process::is_running(pid)
+    }
+
+    fn stop(&mut self, pid: Option<u32>) {
+        host::process::stop(pid);
+    }
+}

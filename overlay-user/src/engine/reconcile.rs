@@ -1,0 +1,183 @@
+//! Repairing drift: making the kernel match the store after a reboot, a
+//! crash, or changes made behind this program's back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use overlay_common::EndpointInfo;
+
+use super::{Engine, EngineError};
+use crate::{
+    dataplane::{LocalEndpoint, Underlay},
+    model::EndpointRecord,
+};
+
+/// What a reconcile pass repaired.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// Containers whose namespace vanished: records and addresses released.
+    pub containers_gone: Vec<String>,
+    /// Endpoints whose veth vanished while the namespace stayed: recreated.
+    pub endpoints_recreated: Vec<String>,
+    /// Endpoints whose map entry or program link was missing or wrong.
+    pub endpoints_reprogrammed: Vec<String>,
+    /// Map entries for interfaces no endpoint owns any more.
+    pub stale_entries: usize,
+    /// Host-side veths no endpoint owns.
+    pub stale_veths: Vec<String>,
+    /// Networks in the maps that the store does not know.
+    pub stale_networks: usize,
+    /// The underlay program was re-attached.
+    pub underlay_reattached: bool,
+}
+
+impl Repairs {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl Engine {
+    /// Makes the kernel match the store: the repair a restart (or the
+    /// daemon's periodic pass) performs. Safe to run at any time.
+    pub fn reconcile(&mut self) -> Result<Repairs, EngineError> {
+        let mut repairs = Repairs::default();
+        self.remove_stale_networks(&mut repairs)?;
+        self.release_vanished_containers(&mut repairs)?;
+        let owned = self.repair_endpoints(&mut repairs)?;
+        // Map entries and links of interfaces nobody owns.
+        for (ifindex, _) in self.dp.local_endpoints()? {
+            if !owned.contains(&ifindex) {
+                let _ = self.dp.detach_endpoint(ifindex);
+                self.dp.remove_local_endpoint(ifindex)?;
+                repairs.stale_entries += 1;
+            }
+        }
+        let owned_names: BTreeSet<String> = self
+            .state
+            .endpoints()
+            .map(|(_, e)| e.host_ifname.clone())
+            .collect();
+        for name in self.host.endpoint_veths()? {
+            if !owned_names.contains(&name) {
+                self.host.delete_link(&name)?;
+                repairs.stale_veths.push(name);
+            }
+        }
+        self.program_static_entries(None)?;
+        // The underlay program, if this host was attached.
+        if let Some(h) = self.state.host.clone()
+            && let Some((ifindex, _)) = self.host.link(&h.iface)?
+            && !self.dp.underlay_linked(ifindex)
+        {
+            self.dp
+                .set_underlay(&Underlay::new(ifindex, h.underlay_ip))?;
+            self.dp.attach_underlay(ifindex, h.decap.reattach())?;
+            repairs.underlay_reattached = true;
+        }
+        self.host.sync_nat(&super::masquerade(&self.state))?;
+        Ok(repairs)
+    }
+
+    /// Networks in the maps that the store does not know, with their
+    /// endpoint entries.
+    fn remove_stale_networks(&mut self, repairs: &mut Repairs) -> Result<(), EngineError> {
+        let known: BTreeSet<u32> = self.state.networks.values().map(|n| n.vni).collect();
+        for vni in self.dp.network_vnis()? {
+            if known.contains(&vni) {
+                continue;
+            }
+            // Endpoints of it go first, or removal is refused.
+            for (ifindex, info) in self.dp.local_endpoints()? {
+                if info.vni == vni {
+                    let _ = self.dp.detach_endpoint(ifindex);
+                    self.dp.remove_local_endpoint(ifindex)?;
+                }
+            }
+            self.dp.remove_network(vni)?;
+            repairs.stale_networks += 1;
+        }
+        Ok(())
+    }
+
+    /// Containers whose namespace is gone: their process stopped, their
+    /// endpoints released, their record dropped.
+    fn release_vanished_containers(&mut self, repairs: &mut Repairs) -> Result<(), EngineError> {
+        let gone: Vec<String> = self
+            .state
+            .containers
+            .values()
+            .filter(|c| !self.host.netns_exists(&c.netns))
+            .map(|c| c.name.clone())
+            .collect();
+        for name in gone {
+            let c = self.state.containers.remove(&name).expect("listed above");
+            // Its process would otherwise outlive the container it belonged to.
+            if c.owned_netns {
+                self.host.stop(c.pid);
+            }
+            for ep in &c.endpoints {
+                self.release_endpoint(ep)?;
+            }
+            repairs.containers_gone.push(name);
+        }
+        Ok(())
+    }
+
+    /// Recreates lost veths and re-programs lost or wrong entries; returns
+    /// the host-side ifindexes the endpoints own.
+    fn repair_endpoints(&mut self, repairs: &mut Repairs) -> Result<BTreeSet<u32>, EngineError> {
+        let endpoints: Vec<(String, EndpointRecord)> = self
+            .state
+            .endpoints()
+            .map(|(c, e)| (c.to_owned(), e.clone()))
+            .collect();
+        let programmed: BTreeMap<u32, EndpointInfo> = self.dp.local_endpoints()?;
+        let mut owned = BTreeSet::new();
+        for (container, ep) in endpoints {
+            let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
+                continue;
+            };
+            let Some((ifindex, host_mac)) = self.host.link(&ep.host_ifname)? else {
+                let c = self.state.containers.get_mut(&container).expect("present");
+                c.endpoints.retain(|e| e.id != ep.id);
+                let new = self.connect(&net.id, &container, Some(ep.ip))?;
+                if let Some((ifindex, _)) = self.host.link(&new.host_ifname)? {
+                    owned.insert(ifindex);
+                }
+                repairs
+                    .endpoints_recreated
+                    .push(format!("{container}/{}", ep.ifname));
+                continue;
+            };
+            owned.insert(ifindex);
+            let want = EndpointInfo {
+                vni: net.vni,
+                ip: u32::from(ep.ip).to_be(),
+                mac: ep.mac.0,
+                host_mac: host_mac.0,
+                flags: 0,
+            };
+            if programmed.get(&ifindex) != Some(&want) || !self.dp.endpoint_linked(ifindex) {
+                if programmed.contains_key(&ifindex) {
+                    self.dp.remove_local_endpoint(ifindex)?;
+                }
+                // A route for the address may survive its endpoint entry.
+                self.dp.remove_route(net.vni, ep.ip)?;
+                // Program first, then the maps (as in connect).
+                self.dp.attach_endpoint(ifindex)?;
+                self.dp.add_local_endpoint(&LocalEndpoint {
+                    vni: net.vni,
+                    ip: ep.ip,
+                    mac: ep.mac,
+                    host_ifindex: ifindex,
+                    host_mac,
+                })?;
+                repairs
+                    .endpoints_reprogrammed
+                    .push(format!("{container}/{}", ep.ifname));
+            }
+            self.host.endpoint_route(ep.ip, ep.mac, &ep.host_ifname)?;
+        }
+        Ok(owned)
+    }
+}

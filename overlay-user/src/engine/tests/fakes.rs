@@ -1,0 +1,520 @@
+//! In-memory stand-ins for the dataplane and the host: they keep what a
+//! kernel would hold, log every call, and can fail the Nth change, so the
+//! engine's logic (validation, undo, cluster sync) is tested without root.
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+    io,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    rc::Rc,
+};
+
+use overlay_common::{EndpointInfo, NextHop};
+
+use crate::{
+    dataplane::{Counters, DataplaneError, LocalEndpoint, Network, RemoteEndpoint, Underlay},
+    engine::{ContainerIface, Datapath, HostNet},
+    host::{HostError, nat::Masquerade},
+    model::{AttachedMode, DecapMode, MacAddr},
+};
+
+/// What a kernel would hold: compared before and after a failed command.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kernel {
+    pub networks: BTreeMap<u32, Network>,
+    pub endpoints: BTreeMap<u32, LocalEndpoint>,
+    pub remotes: BTreeMap<(u32, Ipv4Addr), RemoteEndpoint>,
+    pub peers: BTreeSet<(Ipv4Addr, u32)>,
+    pub endpoint_links: BTreeSet<u32>,
+    pub underlay: Option<Underlay>,
+    pub underlay_links: BTreeSet<u32>,
+    pub netns: BTreeSet<String>,
+    /// Host-side links: name -> (ifindex, MAC).
+    pub links: BTreeMap<String, (u32, MacAddr)>,
+    /// Container ends of veths: host-side name -> (netns, name).
+    pub container_links: BTreeMap<String, (String, String)>,
+    pub configured: BTreeMap<(String, String), ContainerIface>,
+    pub gateway_addrs: BTreeSet<Ipv4Addr>,
+    pub forwarding: bool,
+    pub nat: Vec<Masquerade>,
+    /// /32 routes to endpoints: address -> host-side veth.
+    pub host_routes: BTreeMap<Ipv4Addr, String>,
+    pub running: BTreeSet<u32>,
+}
+
+impl Kernel {
+    /// A veth pair goes as a whole, with the routes through it.
+    fn remove_link(&mut self, host_end: &str) -> bool {
+        let existed = self.links.remove(host_end).is_some();
+        if let Some((ns, name)) = self.container_links.remove(host_end) {
+            self.configured.remove(&(ns, name));
+        }
+        self.host_routes.retain(|_, dev| dev != host_end);
+        existed
+    }
+}
+
+/// Shared between the two fakes and the test.
+#[derive(Debug, Default)]
+pub struct World {
+    pub kernel: Kernel,
+    /// Every call, in order (`name(args)`).
+    pub calls: Vec<String>,
+    /// Changes made so far; the change numbered `fail_at` fails.
+    pub changes: usize,
+    pub fail_at: Option<usize>,
+    /// A change that cannot be undone (a deleted veth or namespace, a
+    /// stopped process) has happened.
+    pub irreversible: bool,
+    /// `irreversible` as it was when the injected failure struck.
+    pub irreversible_before_failure: bool,
+    next_ifindex: u32,
+}
+
+pub type Shared = Rc<RefCell<World>>;
+
+impl World {
+    pub fn new() -> Shared {
+        Rc::new(RefCell::new(Self {
+            next_ifindex: 100,
+            ..Self::default()
+        }))
+    }
+
+    /// Counts a change; fails it when it is the one to fail.
+    fn change(&mut self, call: String) -> Result<(), io::Error> {
+        self.calls.push(call);
+        self.changes += 1;
+        if self.fail_at == Some(self.changes) {
+            self.irreversible_before_failure = self.irreversible;
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, call: String) {
+        self.calls.push(call);
+    }
+}
+
+fn dp_err(e: io::Error) -> DataplaneError {
+    DataplaneError::Io {
+        op: "injected failure",
+        path: PathBuf::from("fake"),
+        source: e,
+    }
+}
+
+fn host_err(what: &str) -> impl FnOnce(io::Error) -> HostError + '_ {
+    move |source| HostError::Io {
+        op: "injected failure",
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// The dataplane fake.
+pub struct FakeDatapath(pub Shared);
+
+impl Datapath for FakeDatapath {
+    fn add_network(&mut self, net: &Network) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.add_network({})", net.vni))
+            .map_err(dp_err)?;
+        if w.kernel.networks.contains_key(&net.vni) {
+            return Err(DataplaneError::NetworkExists(net.vni));
+        }
+        w.kernel.networks.insert(net.vni, *net);
+        Ok(())
+    }
+
+    fn remove_network(&mut self, vni: u32) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.remove_network({vni})"))
+            .map_err(dp_err)?;
+        if w.kernel.endpoints.values().any(|e| e.vni == vni) {
+            return Err(DataplaneError::NetworkInUse(vni));
+        }
+        w.kernel
+            .networks
+            .remove(&vni)
+            .ok_or(DataplaneError::UnknownNetwork(vni))?;
+        w.kernel.remotes.retain(|(v, _), _| *v != vni);
+        w.kernel.peers.retain(|(_, v)| *v != vni);
+        Ok(())
+    }
+
+    fn network_vnis(&self) -> Result<Vec<u32>, DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.read("dp.network_vnis".into());
+        Ok(w.kernel.networks.keys().copied().collect())
+    }
+
+    fn local_endpoints(&self) -> Result<BTreeMap<u32, EndpointInfo>, DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.read("dp.local_endpoints".into());
+        Ok(w.kernel
+            .endpoints
+            .iter()
+            .map(|(i, e)| {
+                (
+                    *i,
+                    EndpointInfo {
+                        vni: e.vni,
+                        ip: u32::from(e.ip).to_be(),
+                        mac: e.mac.0,
+                        host_mac: e.host_mac.0,
+                        flags: 0,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn add_local_endpoint(&mut self, ep: &LocalEndpoint) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.add_local_endpoint({})", ep.ip))
+            .map_err(dp_err)?;
+        if !w.kernel.networks.contains_key(&ep.vni) {
+            return Err(DataplaneError::UnknownNetwork(ep.vni));
+        }
+        if w.kernel.endpoints.contains_key(&ep.host_ifindex) {
+            return Err(DataplaneError::EndpointExists(ep.host_ifindex));
+        }
+        w.kernel.endpoints.insert(ep.host_ifindex, *ep);
+        Ok(())
+    }
+
+    fn remove_local_endpoint(&mut self, host_ifindex: u32) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.remove_local_endpoint({host_ifindex})"))
+            .map_err(dp_err)?;
+        w.kernel
+            .endpoints
+            .remove(&host_ifindex)
+            .map(drop)
+            .ok_or(DataplaneError::UnknownEndpoint(host_ifindex))
+    }
+
+    fn add_remote_endpoint(&mut self, ep: &RemoteEndpoint) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.add_remote_endpoint({})", ep.ip))
+            .map_err(dp_err)?;
+        if !w.kernel.networks.contains_key(&ep.vni) {
+            return Err(DataplaneError::UnknownNetwork(ep.vni));
+        }
+        w.kernel.remotes.insert((ep.vni, ep.ip), *ep);
+        Ok(())
+    }
+
+    fn remove_remote_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.remove_remote_endpoint({ip})"))
+            .map_err(dp_err)?;
+        w.kernel
+            .remotes
+            .remove(&(vni, ip))
+            .map(drop)
+            .ok_or(DataplaneError::UnknownAddress { ip, vni })
+    }
+
+    fn remove_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.remove_route({ip})")).map_err(dp_err)?;
+        w.kernel.remotes.remove(&(vni, ip));
+        Ok(())
+    }
+
+    fn add_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.add_peer({host}, {vni})"))
+            .map_err(dp_err)?;
+        if !w.kernel.networks.contains_key(&vni) {
+            return Err(DataplaneError::UnknownNetwork(vni));
+        }
+        w.kernel.peers.insert((host, vni));
+        Ok(())
+    }
+
+    fn remove_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.remove_peer({host}, {vni})"))
+            .map_err(dp_err)?;
+        w.kernel.peers.remove(&(host, vni));
+        Ok(())
+    }
+
+    fn attach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.attach_endpoint({ifindex})"))
+            .map_err(dp_err)?;
+        w.kernel.endpoint_links.insert(ifindex);
+        Ok(())
+    }
+
+    fn detach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.detach_endpoint({ifindex})"))
+            .map_err(dp_err)?;
+        w.kernel.endpoint_links.remove(&ifindex);
+        Ok(())
+    }
+
+    fn endpoint_linked(&self, ifindex: u32) -> bool {
+        self.0.borrow().kernel.endpoint_links.contains(&ifindex)
+    }
+
+    fn set_underlay(&mut self, underlay: &Underlay) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.set_underlay({})", underlay.ip))
+            .map_err(dp_err)?;
+        w.kernel.underlay = Some(*underlay);
+        Ok(())
+    }
+
+    fn attach_underlay(
+        &mut self,
+        ifindex: u32,
+        mode: DecapMode,
+    ) -> Result<AttachedMode, DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.attach_underlay({ifindex})"))
+            .map_err(dp_err)?;
+        w.kernel.underlay_links.insert(ifindex);
+        Ok(match mode {
+            DecapMode::Tc => AttachedMode::Tcx,
+            DecapMode::XdpGeneric => AttachedMode::XdpGeneric,
+            DecapMode::Xdp | DecapMode::XdpNative => AttachedMode::XdpNative,
+        })
+    }
+
+    fn detach_underlay(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.detach_underlay({ifindex})"))
+            .map_err(dp_err)?;
+        w.kernel.underlay_links.remove(&ifindex);
+        w.kernel.underlay = None;
+        Ok(())
+    }
+
+    fn underlay_linked(&self, ifindex: u32) -> bool {
+        self.0.borrow().kernel.underlay_links.contains(&ifindex)
+    }
+
+    fn pin_dir(&self) -> &Path {
+        Path::new("/fake/pins")
+    }
+
+    fn links(&self) -> Vec<String> {
+        let k = &self.0.borrow().kernel;
+        k.endpoint_links
+            .iter()
+            .map(|i| format!("endpoint-{i}"))
+            .chain(k.underlay_links.iter().map(|i| format!("underlay-{i}")))
+            .collect()
+    }
+
+    fn counters(&self) -> Result<Counters, DataplaneError> {
+        Ok(Counters::default())
+    }
+
+    fn network_counters(&self, vni: u32) -> Result<Counters, DataplaneError> {
+        if self.0.borrow().kernel.networks.contains_key(&vni) {
+            Ok(Counters::default())
+        } else {
+            Err(DataplaneError::UnknownNetwork(vni))
+        }
+    }
+
+    fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError> {
+        Ok(Vec::new())
+    }
+}
+
+/// The host fake.
+pub struct FakeHost(pub Shared);
+
+impl HostNet for FakeHost {
+    fn netns_exists(&self, name: &str) -> bool {
+        self.0.borrow().kernel.netns.contains(name)
+    }
+
+    fn create_netns(&mut self, name: &str) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.create_netns({name})"))
+            .map_err(host_err(name))?;
+        w.kernel.netns.insert(name.to_owned());
+        Ok(())
+    }
+
+    fn delete_netns(&mut self, name: &str) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.delete_netns({name})"))
+            .map_err(host_err(name))?;
+        if w.kernel.netns.remove(name) {
+            w.irreversible = true;
+            // Its veths die with it, and so do their host ends.
+            let gone: Vec<String> = w
+                .kernel
+                .container_links
+                .iter()
+                .filter(|(_, (ns, _))| ns == name)
+                .map(|(host_end, _)| host_end.clone())
+                .collect();
+            for host_end in gone {
+                w.kernel.remove_link(&host_end);
+            }
+            w.kernel.configured.retain(|(ns, _), _| ns != name);
+        }
+        Ok(())
+    }
+
+    fn attach_netns(&mut self, name: &str, pid: u32) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.attach_netns({name}, {pid})"))
+            .map_err(host_err(name))?;
+        w.kernel.netns.insert(name.to_owned());
+        Ok(())
+    }
+
+    fn pid_has_netns(&self, pid: u32) -> bool {
+        self.0.borrow().kernel.running.contains(&pid)
+    }
+
+    fn link(&mut self, name: &str) -> Result<Option<(u32, MacAddr)>, HostError> {
+        let mut w = self.0.borrow_mut();
+        w.read(format!("host.link({name})"));
+        Ok(w.kernel.links.get(name).copied())
+    }
+
+    fn first_ipv4(&mut self, name: &str) -> Result<Option<Ipv4Addr>, HostError> {
+        Ok((name == "eth0").then(|| Ipv4Addr::new(192, 0, 2, 1)))
+    }
+
+    fn endpoint_veths(&mut self) -> Result<Vec<String>, HostError> {
+        Ok(self
+            .0
+            .borrow()
+            .kernel
+            .links
+            .keys()
+            .filter(|n| super::super::ports::is_endpoint_veth(n))
+            .cloned()
+            .collect())
+    }
+
+    fn delete_link(&mut self, name: &str) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.delete_link({name})"))
+            .map_err(host_err(name))?;
+        if w.kernel.remove_link(name) {
+            w.irreversible = true;
+        }
+        Ok(())
+    }
+
+    fn add_veth(
+        &mut self,
+        host_end: &str,
+        container_end: &str,
+        netns: &str,
+        _mtu: u32,
+    ) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.add_veth({host_end}, {container_end})"))
+            .map_err(host_err(host_end))?;
+        w.next_ifindex += 1;
+        let index = w.next_ifindex;
+        let mac = MacAddr([0x02, 0xee, 0, 0, (index >> 8) as u8, index as u8]);
+        w.kernel.links.insert(host_end.to_owned(), (index, mac));
+        w.kernel.container_links.insert(
+            host_end.to_owned(),
+            (netns.to_owned(), container_end.to_owned()),
+        );
+        Ok(())
+    }
+
+    fn configure_container_iface(
+        &mut self,
+        netns: &str,
+        iface: &ContainerIface,
+    ) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.configure({netns}, {})", iface.ifname))
+            .map_err(host_err(netns))?;
+        w.kernel
+            .configured
+            .insert((netns.to_owned(), iface.ifname.clone()), iface.clone());
+        Ok(())
+    }
+
+    fn link_up(&mut self, name: &str) -> Result<(u32, MacAddr), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.link_up({name})"))
+            .map_err(host_err(name))?;
+        w.kernel
+            .links
+            .get(name)
+            .copied()
+            .ok_or_else(|| HostError::NoSuchLink(name.to_owned()))
+    }
+
+    fn add_gateway_address(&mut self, ip: Ipv4Addr) -> Result<bool, HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.add_gateway_address({ip})"))
+            .map_err(host_err("lo"))?;
+        Ok(w.kernel.gateway_addrs.insert(ip))
+    }
+
+    fn remove_gateway_address(&mut self, ip: Ipv4Addr) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.remove_gateway_address({ip})"))
+            .map_err(host_err("lo"))?;
+        w.kernel.gateway_addrs.remove(&ip);
+        Ok(())
+    }
+
+    fn enable_ip_forward(&mut self) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change("host.enable_ip_forward".into())
+            .map_err(host_err("ip_forward"))?;
+        w.kernel.forwarding = true;
+        Ok(())
+    }
+
+    fn endpoint_route(
+        &mut self,
+        ip: Ipv4Addr,
+        _mac: MacAddr,
+        host_ifname: &str,
+    ) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.endpoint_route({ip})"))
+            .map_err(host_err(host_ifname))?;
+        w.kernel.host_routes.insert(ip, host_ifname.to_owned());
+        Ok(())
+    }
+
+    fn sync_nat(&mut self, masquerade: &[Masquerade]) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change("host.sync_nat".into()).map_err(host_err("nat"))?;
+        w.kernel.nat = masquerade.to_vec();
+        Ok(())
+    }
+
+    fn is_running(&self, pid: Option<u32>) -> bool {
+        pid.is_some_and(|p| self.0.borrow().kernel.running.contains(&p))
+    }
+
+    fn stop(&mut self, pid: Option<u32>) {
+        let mut w = self.0.borrow_mut();
+        w.calls.push(format!("host.stop({pid:?})"));
+        if let Some(p) = pid
+            && w.kernel.running.remove(&p)
+        {
+            w.irreversible = true;
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! The engine's logic without a kernel: every command undone at every
+//! failing step, input refused before anything changes, the cluster view
+//! applied and re-applied.
+
+mod fakes;
+
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+
+use self::fakes::{FakeDatapath, FakeHost, Kernel, Shared, World};
+use super::{CreateNetwork, Engine, EngineError};
+use crate::{
+    cluster::{ClusterView, StoredClaim},
+    model::{
+        Claim, ClusterRecord, DecapMode, Driver, HostInfo, MacAddr, NetworkRecord, RuleError,
+        Snapshot, ids,
+    },
+    store::Store,
+};
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().expect("test address")
+}
+
+/// A fake host with a store of its own in a temporary directory.
+struct Harness {
+    world: Shared,
+    dir: PathBuf,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("ovl-engine-{}", &ids::new_id()[..16]));
+        let h = Self {
+            world: World::new(),
+            dir,
+        };
+        h.run(|_| Ok(())).expect("first start");
+        h
+    }
+
+    fn engine(&self) -> Result<Engine, EngineError> {
+        let store = Store::open(&self.dir, Duration::ZERO)?;
+        Engine::with(
+            store,
+            Box::new(FakeDatapath(self.world.clone())),
+            Box::new(FakeHost(self.world.clone())),
+        )
+    }
+
+    /// One command, committed or rolled back.
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        self.engine()?.run(f)
+    }
+
+    fn kernel(&self) -> Kernel {
+        self.world.borrow().kernel.clone()
+    }
+
+    fn stored(&self) -> Snapshot {
+        Store::open(&self.dir, Duration::ZERO)
+            .and_then(|s| s.load())
+            .expect("store")
+    }
+
+    fn changes(&self) -> usize {
+        self.world.borrow().changes
+    }
+}
+
+type Command = fn(&mut Engine) -> Result<(), EngineError>;
+type Setup = fn(&Harness);
+
+fn bridge(name: &str, subnet: &str) -> CreateNetwork {
+    CreateNetwork {
+        name: name.into(),
+        subnets: vec![subnet.parse().expect("subnet")],
+        ..CreateNetwork::default()
+    }
+}
+
+fn overlay(name: &str, subnet: &str, vni: u32) -> CreateNetwork {
+    CreateNetwork {
+        driver: Some(Driver::Overlay),
+        vni: Some(vni),
+        ..bridge(name, subnet)
+    }
+}
+
+/// Two networks (`front` routed, `back` internal overlay with a static
+/// peer and remote endpoint), `c1` on front, `c2` on both with a live
+/// process, the host attached.
+fn populated(h: &Harness) {
+    h.world.borrow_mut().kernel.running.insert(4242);
+    h.world
+        .borrow_mut()
+        .kernel
+        .links
+        .insert("eth0".into(), (2, MacAddr([2, 0, 0, 0, 0, 2])));
+    h.run(|e| {
+        e.create_network(&bridge("front", "10.1.0.0/24"))?;
+        e.create_network(&CreateNetwork {
+            internal: true,
+            ..overlay("back", "10.2.0.0/24", 5000)
+        })?;
+        e.attach("eth0", None, DecapMode::Tc)?;
+        e.add_peer(ip("192.0.2.2"), "back")?;
+        e.add_remote("back", ip("10.2.0.200"), None, ip("192.0.2.2"))?;
+        e.create_container(Some("c1"), &[("front".into(), None)], &["sleep".into()])?;
+        e.create_container(
+            Some("c2"),
+            &[
+                ("front".into(), None),
+                ("back".into(), Some(ip("10.2.0.9"))),
+            ],
+            &["sleep".into()],
+        )?;
+        e.set_pid("c2", Some(4242));
+        Ok(())
+    })
+    .expect("setup");
+}
+
+fn empty(_: &Harness) {}
+
+/// Runs `command` after `setup`, failing its 1st, 2nd, ... change until it
+/// succeeds. Each failure must leave the store as it was and, unless a
+/// change that cannot be undone came first, the kernel as it was.
+fn undone_at_every_step(what: &str, setup: Setup, command: Command) {
+    let mut fully_checked = 0;
+    for k in 1.. {
+        let h = Harness::new();
+        setup(&h);
+        let (kernel, stored) = (h.kernel(), h.stored());
+        {
+            let mut w = h.world.borrow_mut();
+            w.fail_at = Some(w.changes + k);
+            w.irreversible = false;
+            w.irreversible_before_failure = false;
+            w.calls.clear();
+        }
+        let result = h.run(command);
+        let (calls, partial) = {
+            let mut w = h.world.borrow_mut();
+            w.fail_at = None;
+            (w.calls.clone(), w.irreversible_before_failure)
+        };
+        if result.is_ok() {
+            assert!(k > 1, "{what}: changed nothing");
+            assert!(
+                fully_checked > 0,
+                "{what}: no failure could be checked in full"
+            );
+            return;
+        }
+        assert_eq!(
+            h.stored(),
+            stored,
+            "{what}: failing change {k} wrote the store (calls {calls:?})"
+        );
+        if !partial {
+            assert_eq!(
+                h.kernel(),
+                kernel,
+                "{what}: failing change {k} was not undone (calls {calls:?})"
+            );
+            fully_checked += 1;
+        }
+    }
+}
+
+#[test]
+fn every_command_is_undone_at_every_failing_step() {
+    let cases: &[(&str, Setup, Command)] = &[
+        ("create a bridge network", empty, |e| {
+            e.create_network(&bridge("n1", "10.5.0.0/24")).map(drop)
+        }),
+        ("create an overlay network", populated, |e| {
+            e.create_network(&CreateNetwork {
+                mtu: Some(1400),
+                ..overlay("n2", "10.6.0.0/24", 7000)
+            })
+            .map(drop)
+        }),
+        ("run on two networks", populated, |e| {
+            e.create_container(
+                Some("c3"),
+                &[("front".into(), None), ("back".into(), None)],
+                &[],
+            )
+            .map(drop)
+        }),
+        ("connect", populated, |e| {
+            e.connect("back", "c1", None).map(drop)
+        }),
+        ("disconnect", populated, |e| e.disconnect("back", "c2")),
+        ("rm -f", populated, |e| {
+            e.remove_container("c2", true).map(drop)
+        }),
+        ("network rm", populated, |e| {
+            e.remove_container("c1", false)?;
+            e.remove_container("c2", true)?;
+            e.remove_networks(&["front".into(), "back".into()])
+                .map(drop)
+        }),
+        ("network prune", populated, |e| {
+            e.create_network(&bridge("spare", "10.7.0.0/24"))?;
+            e.prune_networks().map(drop)
+        }),
+        ("peers and remotes", populated, |e| {
+            e.remove_peer(ip("192.0.2.2"), "back")?;
+            e.remove_remote("back", ip("10.2.0.200"))?;
+            e.add_peer(ip("192.0.2.3"), "back")?;
+            e.add_remote("back", ip("10.2.0.201"), None, ip("192.0.2.3"))
+        }),
+        ("attach and detach", populated, |e| {
+            e.detach()?;
+            e.attach("eth0", Some(ip("192.0.2.7")), DecapMode::Xdp)
+                .map(drop)
+        }),
+    ];
+    for (what, setup, command) in cases {
+        undone_at_every_step(what, *setup, *command);
+    }
+}
+
+#[test]
+fn a_committed_command_leaves_kernel_and_store_in_step() {
+    let h = Harness::new();
+    populated(&h);
+    let k = h.kernel();
+    let s = h.stored();
+    let vnis: Vec<u32> = s.networks.values().map(|n| n.vni).collect();
+    assert_eq!(k.networks.keys().copied().collect::<Vec<_>>().len(), 3);
+    for vni in vnis {
+        assert!(k.networks.contains_key(&vni), "network {vni} programmed");
+    }
+    let endpoints: usize = s.containers.values().map(|c| c.endpoints.len()).sum();
+    assert_eq!(endpoints, 3);
+    assert_eq!(k.endpoints.len(), 3);
+    assert_eq!(k.endpoint_links.len(), 3, "each endpoint has its program");
+    assert_eq!(k.host_routes.len(), 3);
+    let c2 = &s.containers["c2"];
+    assert_eq!(c2.endpoints[1].ip, ip("10.2.0.9"), "the address asked for");
+    let eth0 = &k.configured[&("c2".to_owned(), "eth0".to_owned())];
+    let eth1 = &k.configured[&("c2".to_owned(), "eth1".to_owned())];
+    assert_eq!(eth0.default_gateway, Some(ip("10.1.0.1")));
+    assert_eq!(eth1.default_gateway, None, "only the first network routes");
+    assert!(k.peers.contains(&(ip("192.0.2.2"), 5000)));
+    assert!(k.remotes.contains_key(&(5000, ip("10.2.0.200"))));
+    let mut nat: Vec<&str> = k.nat.iter().map(|m| m.name.as_str()).collect();
+    nat.sort_unstable();
+    assert_eq!(nat, ["bridge", "front"], "no NAT for the internal network");
+    assert!(k.gateway_addrs.contains(&ip("10.2.0.1")));
+}
+
+#[test]
+fn bad_input_changes_nothing() {
+    let h = Harness::new();
+    populated(&h);
+    let net = |f: fn(&mut CreateNetwork)| {
+        let mut o = bridge("x", "10.8.0.0/24");
+        f(&mut o);
+        o
+    };
+    type Expect = fn(&EngineError) -> bool;
+    let cases: Vec<(&str, CreateNetwork, Expect)> = vec![
+        ("invalid name", net(|o| o.name = "bad/name".into()), |e| {
+            matches!(e, EngineError::Rule(RuleError::InvalidName(_)))
+        }),
+        (
+            "host bits",
+            net(|o| o.subnets = vec!["10.8.0.1/24".parse().expect("net")]),
+            |e| matches!(e, EngineError::Rule(RuleError::HostBits(..))),
+        ),
+        (
+            "too small",
+            net(|o| o.subnets = vec!["10.8.0.0/31".parse().expect("net")]),
+            |e| matches!(e, EngineError::Rule(RuleError::SubnetTooSmall(_))),
+        ),
+        (
+            "overlap",
+            net(|o| o.subnets = vec!["10.1.0.0/16".parse().expect("net")]),
+            |e| matches!(e, EngineError::Overlap(..)),
+        ),
+        (
+            "gateway outside",
+            net(|o| o.gateway = Some(ip("10.9.0.1"))),
+            |e| matches!(e, EngineError::Rule(RuleError::GatewayOutside(..))),
+        ),
+        (
+            "range outside",
+            net(|o| o.ip_range = Some("10.9.0.0/25".parse().expect("net"))),
+            |e| matches!(e, EngineError::Rule(RuleError::RangeOutside(..))),
+        ),
+        ("duplicate", net(|o| o.name = "front".into()), |e| {
+            matches!(e, EngineError::DuplicateNetwork(_))
+        }),
+        ("VNI on a bridge", net(|o| o.vni = Some(7)), |e| {
+            matches!(e, EngineError::Rule(RuleError::VniOnBridge))
+        }),
+        ("VNI in use", overlay("x", "10.8.0.0/24", 5000), |e| {
+            matches!(e, EngineError::VniInUse(5000, _))
+        }),
+        (
+            "VNI out of range",
+            overlay("x", "10.8.0.0/24", 0x00ff_ffff),
+            |e| matches!(e, EngineError::Rule(RuleError::VniRange(_))),
+        ),
+        ("mtu", net(|o| o.mtu = Some(100)), |e| {
+            matches!(e, EngineError::Rule(RuleError::Mtu(100)))
+        }),
+        (
+            "two subnets",
+            net(|o| o.subnets.push("10.9.0.0/24".parse().expect("net"))),
+            |e| matches!(e, EngineError::Rule(RuleError::OneSubnet)),
+        ),
+    ];
+    let (kernel, stored, changes) = (h.kernel(), h.stored(), h.changes());
+    for (what, opts, expect) in &cases {
+        let err = h.run(|e| e.create_network(opts)).expect_err(what);
+        assert!(expect(&err), "{what}: {err}");
+        assert_eq!(h.changes(), changes, "{what}: a change was attempted");
+    }
+    let connects: Vec<(&str, &str, Option<Ipv4Addr>, Expect)> = vec![
+        ("unknown network", "nope", None, |e| {
+            matches!(e, EngineError::NoSuchNetwork(_))
+        }),
+        ("address taken", "back", Some(ip("10.2.0.9")), |e| {
+            matches!(e, EngineError::AddressInUse(..))
+        }),
+        (
+            "static remote's address",
+            "back",
+            Some(ip("10.2.0.200")),
+            |e| matches!(e, EngineError::AddressInUse(..)),
+        ),
+        ("gateway address", "back", Some(ip("10.2.0.1")), |e| {
+            matches!(e, EngineError::Rule(RuleError::AddressOutside(..)))
+        }),
+        ("outside the subnet", "back", Some(ip("10.9.0.9")), |e| {
+            matches!(e, EngineError::Rule(RuleError::AddressOutside(..)))
+        }),
+        ("already connected", "front", None, |e| {
+            matches!(e, EngineError::AlreadyConnected(..))
+        }),
+    ];
+    for (what, network, addr, expect) in &connects {
+        let err = h.run(|e| e.connect(network, "c1", *addr)).expect_err(what);
+        assert!(expect(&err), "{what}: {err}");
+        assert_eq!(h.changes(), changes, "{what}: a change was attempted");
+    }
+    let err = h
+        .run(|e| e.remove_container("c2", false))
+        .expect_err("running");
+    assert!(matches!(err, EngineError::Running(_)), "{err}");
+    let err = h
+        .run(|e| e.remove_networks(&["front".into()]))
+        .expect_err("in use");
+    assert!(matches!(err, EngineError::NetworkInUse(..)), "{err}");
+    let err = h
+        .run(|e| e.remove_networks(&["bridge".into()]))
+        .expect_err("default");
+    assert!(matches!(err, EngineError::Predefined(_)), "{err}");
+    assert_eq!(h.changes(), changes);
+    assert_eq!(h.kernel(), kernel);
+    assert_eq!(h.stored(), stored);
+}
+
+fn global(id: &str, name: &str, subnet: &str, vni: u32) -> NetworkRecord {
+    NetworkRecord {
+        id: id.into(),
+        name: name.into(),
+        driver: Driver::Overlay,
+        subnet: subnet.parse().expect("subnet"),
+        gateway: subnet
+            .parse::<ipnet::Ipv4Net>()
+            .expect("subnet")
+            .hosts()
+            .next()
+            .expect("gateway"),
+        ip_range: None,
+        vni,
+        internal: false,
+        mtu: 1450,
+        labels: Default::default(),
+        created: String::new(),
+    }
+}
+
+fn claim(net: &str, addr: &str, host: &str, endpoint: &str) -> StoredClaim {
+    StoredClaim {
+        claim: Claim {
+            network_id: net.into(),
+            ip: ip(addr),
+            mac: MacAddr::from_ipv4(ip(addr)),
+            host: ip(host),
+            container: format!("c-{endpoint}"),
+            endpoint_id: endpoint.into(),
+        },
+        mod_revision: 7,
+        lease: 99,
+    }
+}
+
+#[test]
+fn the_cluster_view_is_applied_and_reapplied() {
+    let h = Harness::new();
+    h.run(|e| {
+        e.create_network(&bridge("front", "10.1.0.0/24"))?;
+        e.join_cluster(ClusterRecord {
+            endpoints: vec!["192.0.2.254:2379".into()],
+            advertise_ip: Some(ip("192.0.2.1")),
+            lease: 99,
+            lease_ttl: 15,
+            ..ClusterRecord::default()
+        })
+    })
+    .expect("join");
+    let view = ClusterView {
+        networks: vec![
+            global("g1", "green", "10.9.0.0/24", 6000),
+            // Clashes with the local bridge network `front`.
+            global("g2", "front", "10.10.0.0/24", 6001),
+        ],
+        claims: vec![
+            claim("g1", "10.9.0.5", "192.0.2.2", "e5"),
+            claim("g1", "10.9.0.6", "192.0.2.3", "e6"),
+            // This host's claim of an endpoint it no longer has.
+            claim("g1", "10.9.0.7", "192.0.2.1", "e7"),
+        ],
+        hosts: vec![HostInfo {
+            underlay_ip: ip("192.0.2.2"),
+            name: "h2".into(),
+        }],
+    };
+    let sync = h.run(|e| e.apply_cluster_view(&view)).expect("apply");
+    assert_eq!(sync.networks_added, ["green"]);
+    assert_eq!(sync.endpoints_added, 2);
+    assert_eq!(sync.conflicts.len(), 1, "{:?}", sync.conflicts);
+    assert!(sync.conflicts[0].contains("front"), "{:?}", sync.conflicts);
+    assert_eq!(sync.claims_stale.len(), 1);
+    assert_eq!(sync.claims_stale[0].claim.endpoint_id, "e7");
+    assert!(sync.claims_missing.is_empty());
+    let k = h.kernel();
+    assert!(k.networks.contains_key(&6000) && !k.networks.contains_key(&6001));
+    assert!(k.remotes.contains_key(&(6000, ip("10.9.0.5"))));
+    assert!(k.peers.contains(&(ip("192.0.2.2"), 6000)));
+    assert!(k.peers.contains(&(ip("192.0.2.3"), 6000)));
+    let stored = h.stored();
+    assert_eq!(stored.learned.len(), 2, "learned endpoints are cached");
+    assert_eq!(stored.cluster_hosts[&ip("192.0.2.2")], "h2");
+
+    // The same view again: nothing to do.
+    let again = h.run(|e| e.apply_cluster_view(&view)).expect("again");
+    assert!(!again.changed(), "{again:?}");
+    assert_eq!(h.kernel(), k);
+
+    // Host 3's endpoint leaves; then the network leaves the cluster.
+    let mut fewer = view.clone();
+    fewer.claims.retain(|c| c.claim.host != ip("192.0.2.3"));
+    let sync = h.run(|e| e.apply_cluster_view(&fewer)).expect("fewer");
+    assert_eq!((sync.endpoints_added, sync.endpoints_removed), (0, 1));
+    let k = h.kernel();
+    assert!(!k.remotes.contains_key(&(6000, ip("10.9.0.6"))));
+    assert!(
+        !k.peers.contains(&(ip("192.0.2.3"), 6000)),
+        "no endpoints, no peer"
+    );
+    assert!(k.peers.contains(&(ip("192.0.2.2"), 6000)));
+    let gone = ClusterView {
+        networks: vec![],
+        claims: vec![],
+        hosts: fewer.hosts.clone(),
+    };
+    let sync = h.run(|e| e.apply_cluster_view(&gone)).expect("gone");
+    assert_eq!(sync.networks_removed, ["green"]);
+    let k = h.kernel();
+    assert!(!k.networks.contains_key(&6000));
+    assert!(k.remotes.is_empty() && k.peers.is_empty());
+    assert!(h.stored().learned.is_empty());
+}
+
+#[test]
+fn leaving_a_cluster_forgets_its_networks_unless_in_use() {
+    let h = Harness::new();
+    h.run(|e| {
+        e.join_cluster(ClusterRecord {
+            endpoints: vec!["192.0.2.254:2379".into()],
+            advertise_ip: Some(ip("192.0.2.1")),
+            ..ClusterRecord::default()
+        })
+    })
+    .expect("join");
+    let view = ClusterView {
+        networks: vec![global("g1", "green", "10.9.0.0/24", 6000)],
+        claims: vec![claim("g1", "10.9.0.5", "192.0.2.2", "e5")],
+        hosts: vec![],
+    };
+    h.run(|e| e.apply_cluster_view(&view)).expect("apply");
+    h.run(|e| e.leave_cluster()).expect("leave");
+    let s = h.stored();
+    assert!(s.cluster.is_none() && s.learned.is_empty());
+    assert!(!s.networks.values().any(|n| n.name == "green"));
+    assert!(!h.kernel().networks.contains_key(&6000));
+}
+
+#[test]
+fn reconcile_repairs_what_vanished() {
+    let h = Harness::new();
+    populated(&h);
+    let healthy = h.kernel();
+    {
+        let mut w = h.world.borrow_mut();
+        // c1's map entry and program vanish; a stray veth appears; the
+        // underlay program is gone.
+        let ifindex = *w
+            .kernel
+            .endpoints
+            .iter()
+            .find(|(_, e)| e.ip == ip("10.1.0.2"))
+            .expect("c1")
+            .0;
+        w.kernel.endpoints.remove(&ifindex);
+        w.kernel.endpoint_links.remove(&ifindex);
+        w.kernel
+            .links
+            .insert("ovldeadbeef".into(), (999, MacAddr([2, 0, 0, 0, 9, 9])));
+        w.kernel.underlay_links.clear();
+    }
+    let repairs = h.run(|e| e.reconcile()).expect("reconcile");
+    assert_eq!(repairs.endpoints_reprogrammed, ["c1/eth0"]);
+    assert_eq!(repairs.stale_veths, ["ovldeadbeef"]);
+    assert!(repairs.underlay_reattached);
+    assert_eq!(h.kernel(), healthy, "back as it was");
+    let again = h.run(|e| e.reconcile()).expect("again");
+    assert!(again.is_empty(), "{again:?}");
+
+    // c2's namespace vanishes: it is released, its process stopped.
+    h.world.borrow_mut().kernel.netns.remove("c2");
+    let repairs = h.run(|e| e.reconcile()).expect("reconcile");
+    assert_eq!(repairs.containers_gone, ["c2"]);
+    assert!(!h.kernel().running.contains(&4242));
+    assert!(!h.stored().containers.contains_key("c2"));
+}

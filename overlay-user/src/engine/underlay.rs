@@ -1,0 +1,220 @@
+//! This host's place among hosts: its underlay NIC, static peers and
+//! remote endpoints (hosts without a cluster store, kernel-VXLAN hosts),
+//! and its membership in a cluster.
+
+use std::net::Ipv4Addr;
+
+use super::{Engine, EngineError, undo::Undo};
+use crate::{
+    dataplane::{RemoteEndpoint, Underlay},
+    model::{
+        AttachedMode, ClusterRecord, DecapMode, Driver, HostRecord, MacAddr, NetworkRecord,
+        RemoteRecord, rules, state::remote_key,
+    },
+};
+
+impl Engine {
+    /// `attach`: binds the host to its underlay NIC, at `underlay_ip` or
+    /// the NIC's first IPv4 address. Returns the address and the mode.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        underlay_ip: Option<Ipv4Addr>,
+        mode: DecapMode,
+    ) -> Result<(Ipv4Addr, AttachedMode), EngineError> {
+        let (ifindex, _) = self
+            .host
+            .link(iface)?
+            .ok_or_else(|| EngineError::Invalid(format!("no interface named {iface}")))?;
+        let underlay_ip = match underlay_ip {
+            Some(ip) => ip,
+            None => self.host.first_ipv4(iface)?.ok_or_else(|| {
+                EngineError::Invalid(format!("{iface} has no IPv4 address: pass --underlay-ip"))
+            })?,
+        };
+        // Validate before touching anything; the program goes in before the
+        // config, so a NIC that refuses it leaves the old config in place.
+        rules::check_host_address(underlay_ip)?;
+        // Attaching again replaces the link on that NIC: keep a way back.
+        if let Some(prev) = self.previous_underlay()?
+            && prev.0.ifindex == ifindex
+        {
+            self.undo.push(Undo::DetachedUnderlay {
+                underlay: prev.0,
+                mode: prev.1,
+            });
+        }
+        let attached = self.dp.attach_underlay(ifindex, mode)?;
+        self.undo.push(Undo::AttachedUnderlay(ifindex));
+        self.dp.set_underlay(&Underlay::new(ifindex, underlay_ip))?;
+        self.state.host = Some(HostRecord {
+            iface: iface.to_owned(),
+            underlay_ip,
+            decap: attached,
+        });
+        Ok((underlay_ip, attached))
+    }
+
+    /// `detach`: unbinds the host from its underlay NIC.
+    pub fn detach(&mut self) -> Result<String, EngineError> {
+        let host = self
+            .state
+            .host
+            .take()
+            .ok_or_else(|| EngineError::Invalid("this host is not attached".into()))?;
+        let ifindex = self.host.link(&host.iface)?.map_or(0, |(i, _)| i);
+        self.dp.detach_underlay(ifindex)?;
+        self.undo.push(Undo::DetachedUnderlay {
+            underlay: Underlay::new(ifindex, host.underlay_ip),
+            mode: host.decap,
+        });
+        Ok(host.iface)
+    }
+
+    /// The underlay this host is attached to now, with its mode.
+    fn previous_underlay(&mut self) -> Result<Option<(Underlay, AttachedMode)>, EngineError> {
+        let Some(h) = self.state.host.clone() else {
+            return Ok(None);
+        };
+        Ok(self
+            .host
+            .link(&h.iface)?
+            .map(|(ifindex, _)| (Underlay::new(ifindex, h.underlay_ip), h.decap)))
+    }
+
+    /// `peer add`: `host` may send `network`'s VNI.
+    pub fn add_peer(&mut self, host: Ipv4Addr, network: &str) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        self.dp.add_peer(host, net.vni)?;
+        self.undo.push(Undo::Peer(host, net.vni));
+        self.state.peers.insert((host, net.id));
+        Ok(())
+    }
+
+    /// `peer rm`.
+    pub fn remove_peer(&mut self, host: Ipv4Addr, network: &str) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        if !self.state.peers.remove(&(host, net.id.clone())) {
+            return Err(EngineError::Invalid(format!(
+                "{host} is not a peer of network {}",
+                net.name
+            )));
+        }
+        self.dp.remove_peer(host, net.vni)?;
+        self.undo.push(Undo::RemovedPeer(host, net.vni));
+        Ok(())
+    }
+
+    /// `endpoint add --remote`: a static endpoint on another host.
+    pub fn add_remote(
+        &mut self,
+        network: &str,
+        ip: Ipv4Addr,
+        mac: Option<MacAddr>,
+        host: Ipv4Addr,
+    ) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        let taken = self
+            .state
+            .endpoints()
+            .any(|(_, e)| e.network_id == net.id && e.ip == ip);
+        if taken || ip == net.gateway {
+            return Err(EngineError::AddressInUse(ip, net.name));
+        }
+        let mac = mac.unwrap_or_else(|| MacAddr::from_ipv4(ip));
+        self.dp.add_remote_endpoint(&RemoteEndpoint {
+            vni: net.vni,
+            ip,
+            mac,
+            host,
+        })?;
+        self.undo.push(Undo::Remote(net.vni, ip));
+        self.state.remotes.insert(
+            remote_key(net.vni, ip),
+            RemoteRecord {
+                network_id: net.id,
+                ip,
+                mac,
+                host,
+            },
+        );
+        Ok(())
+    }
+
+    /// `endpoint rm --remote`.
+    pub fn remove_remote(&mut self, network: &str, ip: Ipv4Addr) -> Result<(), EngineError> {
+        let net = self.network(network)?.clone();
+        let Some(old) = self.state.remotes.remove(&remote_key(net.vni, ip)) else {
+            return Err(EngineError::Invalid(format!(
+                "no remote endpoint {ip} on network {}",
+                net.name
+            )));
+        };
+        self.dp.remove_remote_endpoint(net.vni, ip)?;
+        self.undo.push(Undo::RemovedRemote(RemoteEndpoint {
+            vni: net.vni,
+            ip,
+            mac: old.mac,
+            host: old.host,
+        }));
+        Ok(())
+    }
+
+    /// Enters cluster mode (or changes its settings). Overlay networks
+    /// created while this host stood alone would clash with the cluster's,
+    /// so they must be gone first.
+    pub fn join_cluster(&mut self, record: ClusterRecord) -> Result<(), EngineError> {
+        if self.state.cluster.is_none() {
+            let local: Vec<&str> = self
+                .state
+                .networks
+                .values()
+                .filter(|n| n.driver == Driver::Overlay)
+                .map(|n| n.name.as_str())
+                .collect();
+            if !local.is_empty() {
+                return Err(EngineError::Invalid(format!(
+                    "overlay networks exist on this host ({}): remove them before joining a cluster",
+                    local.join(", ")
+                )));
+            }
+        }
+        if record.advertise_ip.is_none() && self.state.host.is_none() {
+            return Err(EngineError::NoAdvertiseAddress);
+        }
+        self.state.cluster = Some(record);
+        Ok(())
+    }
+
+    /// Records the lease this host's cluster registration lives on.
+    pub fn set_cluster_lease(&mut self, lease: i64) {
+        if let Some(c) = self.state.cluster.as_mut() {
+            c.lease = lease;
+        }
+    }
+
+    /// Leaves cluster mode: forgets the global networks (the cluster keeps
+    /// them) and everything learned about other hosts.
+    pub fn leave_cluster(&mut self) -> Result<(), EngineError> {
+        let global: Vec<NetworkRecord> = self
+            .state
+            .networks
+            .values()
+            .filter(|n| self.state.is_global(n))
+            .cloned()
+            .collect();
+        for n in &global {
+            let users = self.containers_on(&n.id);
+            if !users.is_empty() {
+                return Err(EngineError::NetworkInUse(n.name.clone(), users.join(", ")));
+            }
+        }
+        for n in global {
+            self.remove_network_here(&n)?;
+        }
+        self.state.learned.clear();
+        self.state.cluster_hosts.clear();
+        self.state.cluster = None;
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! What this host knows, as plain data: records, the state they form, the
+//! rules every input obeys, addresses (IPAM) and identifiers. No I/O; every
+//! other layer builds on it.
+
+pub mod ids;
+pub mod ipam;
+pub mod mac;
+pub mod records;
+pub mod rules;
+pub mod state;
+
+pub use mac::{MacAddr, ParseMacError};
+pub use records::{
+    AttachedMode, Claim, ClusterRecord, ContainerRecord, DecapMode, Driver, EndpointRecord,
+    HostInfo, HostRecord, LearnedEndpoint, NetworkRecord, RemoteRecord,
+};
+pub use rules::RuleError;
+pub use state::Snapshot;

@@ -1,0 +1,217 @@
+//! The records this host keeps (in the local store) and shares (in the
+//! cluster store). Plain data: the rules they obey are in [`super::rules`].
+
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use super::MacAddr;
+
+/// Network driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// Host-local (scope `local`).
+    Bridge,
+    /// Spans hosts over VXLAN (scope `global`).
+    Overlay,
+}
+
+impl Driver {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Bridge => "bridge",
+            Self::Overlay => "overlay",
+        }
+    }
+
+    pub const fn scope(self) -> &'static str {
+        match self {
+            Self::Bridge => "local",
+            Self::Overlay => "global",
+        }
+    }
+}
+
+/// A network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    pub driver: Driver,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub ip_range: Option<Ipv4Net>,
+    /// VXLAN network identifier (overlay), or the host-local one (bridge).
+    pub vni: u32,
+    pub internal: bool,
+    pub mtu: u32,
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub created: String,
+}
+
+/// A container's interface on one network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    pub id: String,
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// Name inside the container (`eth0`, ...).
+    pub ifname: String,
+    /// Host-side veth name.
+    pub host_ifname: String,
+}
+
+/// A container: a network namespace, maybe running a process.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// `ip netns` name of its namespace.
+    pub netns: String,
+    /// The namespace was created by `overlay run` (and is deleted by `rm`).
+    pub owned_netns: bool,
+    /// The `ip netns` name was attached by adopting a PID (and is detached
+    /// by `rm`; the namespace itself belongs to the process).
+    #[serde(default)]
+    pub attached_netns: bool,
+    pub command: Vec<String>,
+    pub pid: Option<u32>,
+    pub created: String,
+    pub endpoints: Vec<EndpointRecord>,
+}
+
+/// A static endpoint on another host (`overlay endpoint add --remote`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRecord {
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub host: Ipv4Addr,
+}
+
+/// How the underlay NIC should decapsulate (what `attach --decap` asks for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecapMode {
+    /// XDP, native if the driver has it, else generic (skb) mode.
+    Xdp,
+    /// XDP in native (driver) mode only: an error where the driver lacks it.
+    XdpNative,
+    /// XDP in generic (skb) mode only.
+    XdpGeneric,
+    /// TC (tcx ingress).
+    Tc,
+}
+
+/// What an attach ended up using.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AttachedMode {
+    // The aliases read stores written before the mode was typed.
+    #[serde(rename = "xdp-native", alias = "xdp (native)")]
+    XdpNative,
+    #[serde(rename = "xdp-generic", alias = "xdp (generic)")]
+    XdpGeneric,
+    #[serde(rename = "tcx", alias = "tc (tcx ingress)")]
+    Tcx,
+}
+
+impl AttachedMode {
+    /// The mode to ask for when attaching again (after a reboot): native
+    /// XDP falls back to generic should the driver have lost it.
+    pub const fn reattach(self) -> DecapMode {
+        match self {
+            Self::XdpNative => DecapMode::Xdp,
+            Self::XdpGeneric => DecapMode::XdpGeneric,
+            Self::Tcx => DecapMode::Tc,
+        }
+    }
+}
+
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::XdpNative => "xdp (native)",
+            Self::XdpGeneric => "xdp (generic)",
+            Self::Tcx => "tc (tcx ingress)",
+        })
+    }
+}
+
+/// How this host is bound to its underlay (`overlay attach`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRecord {
+    pub iface: String,
+    pub underlay_ip: Ipv4Addr,
+    pub decap: AttachedMode,
+}
+
+/// How this host reaches the cluster store (`overlay daemon --store`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    /// etcd client endpoints, `host:port`.
+    pub endpoints: Vec<String>,
+    /// Underlay address other hosts send this host's VXLAN traffic to.
+    pub advertise_ip: Option<Ipv4Addr>,
+    /// This host's etcd lease (0 until the daemon registered).
+    pub lease: i64,
+    /// Lease time to live, seconds.
+    pub lease_ttl: i64,
+    /// TLS: CA bundle, client certificate and key (PEM files).
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd user; its password is read from `password_file`.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// An address held by an endpoint on some host (in the cluster store;
+/// hosts cache other hosts' claims as the endpoints they learned).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// Underlay address of the host the endpoint lives on.
+    pub host: Ipv4Addr,
+    pub container: String,
+    pub endpoint_id: String,
+}
+
+/// An endpoint on another host, learned from the cluster store: its
+/// address claim, as that host wrote it.
+pub type LearnedEndpoint = Claim;
+
+/// A live host of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    pub underlay_ip: Ipv4Addr,
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attached_modes_read_old_and_new_spellings() {
+        for (text, mode) in [
+            ("\"xdp (native)\"", AttachedMode::XdpNative),
+            ("\"xdp (generic)\"", AttachedMode::XdpGeneric),
+            ("\"tc (tcx ingress)\"", AttachedMode::Tcx),
+            ("\"xdp-native\"", AttachedMode::XdpNative),
+            ("\"tcx\"", AttachedMode::Tcx),
+        ] {
+            let got: AttachedMode = serde_json::from_str(text).expect(text);
+            assert_eq!(got, mode, "{text}");
+            let again: AttachedMode =
+                serde_json::from_str(&serde_json::to_string(&got).expect("ser")).expect("de");
+            assert_eq!(again, mode);
+        }
+        assert!(serde_json::from_str::<AttachedMode>("\"xdp\"").is_err());
+    }
+}
