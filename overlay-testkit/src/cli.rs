@@ -39,6 +39,12 @@ impl Host {
         }
     }
 
+    /// The binary with no arguments: for commands that name their own
+    /// paths and namespace.
+    pub fn bare_cmd(&self) -> Command {
+        Command::new(&self.binary)
+    }
+
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--root")

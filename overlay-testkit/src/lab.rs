@@ -352,15 +352,8 @@ impl Lab {
             .map(|(vni, ip)| (net_name(*vni), Some(*ip)))
             .collect();
         let owned = name.to_owned();
-        let record = h.engine(move |e| e.create_container(Some(&owned), &wanted, &[]));
-        // Whatever the engine made of it is ours to remove.
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                drop(NetNs::adopt(name));
-                return Err(e);
-            }
-        };
+        // On failure the engine has undone what it made.
+        let record = h.engine(move |e| e.create_container(Some(&owned), &wanted, &[]))?;
         nets.iter()
             .zip(&record.endpoints)
             .map(|((vni, _), ep)| {

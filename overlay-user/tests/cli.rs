@@ -1191,3 +1191,99 @@ fn joining_and_leaving_a_cluster_is_recorded_and_guarded() {
     assert!(h.ok(&["status"]).contains("cluster: none"));
     assert!(h.ok(&["network", "ls"]).contains(" loc "));
 }
+
+/// `destroy` removes every pin; the next command puts the networks back in
+/// the maps (their gateway addresses are still on `lo`), with or without a
+/// daemon, and a reconcile pass re-programs the containers that were there.
+#[test]
+fn commands_work_after_destroy() {
+    if !require_root("commands_work_after_destroy") {
+        return;
+    }
+    let mut h = host();
+    h.ok(&["network", "create", "--subnet", "10.89.1.0/24", "n1"]);
+    let a = h.container("a", "n1");
+    h.ok(&["destroy"]);
+    let ls = h.ok(&["network", "ls"]);
+    assert!(ls.contains(" n1 ") && ls.contains(" bridge "), "{ls}");
+    h.ok(&["network", "create", "--subnet", "10.89.2.0/24", "n2"]);
+    let (b, c) = (h.container("b", "n1"), h.container("c", "n1"));
+    assert!(
+        h.pings(&b, &h.ip_of("n1", &c)),
+        "containers made after destroy reach each other"
+    );
+    h.ok(&["daemon", "--once"]);
+    assert!(
+        h.pings(&a, &h.ip_of("n1", &b)),
+        "the repair pass brings back a container from before"
+    );
+
+    // The same with a daemon serving the commands.
+    h.start_daemon(&["--interval", "1"]);
+    h.ok(&["destroy"]);
+    let ls = h.ok(&["network", "ls"]);
+    assert!(ls.contains(" n1 ") && ls.contains(" n2 "), "{ls}");
+    h.ok(&["network", "create", "--subnet", "10.89.3.0/24", "n3"]);
+    let d = h.container("d", "n3");
+    let e = h.container("e", "n3");
+    assert!(h.pings(&d, &h.ip_of("n3", &e)), "d reaches e");
+    assert!(
+        common::eventually(10, || h.pings(&a, &h.ip_of("n1", &c))).is_some(),
+        "the daemon re-programs the containers from before:\n{}",
+        h.log()
+    );
+    assert!(
+        h.log().contains("served"),
+        "the daemon served:\n{}",
+        h.log()
+    );
+}
+
+/// A daemon serves only the host it was started for: a command that names
+/// other paths or another network namespace is refused, not run against the
+/// daemon's host.
+#[test]
+fn a_daemon_refuses_commands_for_another_host() {
+    if !require_root("a_daemon_refuses_commands_for_another_host") {
+        return;
+    }
+    let mut h = host();
+    h.ok(&["network", "ls"]);
+    h.start_daemon(&["--interval", "60"]);
+    let before = h.observable();
+    let socket = h.root.join("overlay.sock");
+    let other = std::env::temp_dir().join(h.name("other"));
+    let other_pins = format!("/sys/fs/bpf/{}", h.name("op"));
+    let elsewhere = h
+        .bare_cmd()
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(&other)
+        .args(["--pin-dir", &other_pins, "--netns", h.ns.name()])
+        .args(["network", "create", "x"])
+        .output()
+        .expect("spawn overlay");
+    let stderr = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(!elsewhere.status.success(), "accepted: {stderr}");
+    assert!(
+        stderr.starts_with("overlay: this daemon serves state") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert!(!other.exists(), "nothing made at the other paths");
+    assert!(!std::path::Path::new(&other_pins).exists());
+    // Same paths, but the host's own namespace instead of the daemon's.
+    let host_netns = h
+        .bare_cmd()
+        .arg("--root")
+        .arg(&h.root)
+        .args(["network", "create", "y"])
+        .output()
+        .expect("spawn overlay");
+    let stderr = String::from_utf8_lossy(&host_netns.stderr);
+    assert!(
+        !host_netns.status.success() && stderr.contains("another network namespace"),
+        "{stderr}"
+    );
+    assert_eq!(h.observable(), before, "nothing changed");
+}

@@ -1,8 +1,8 @@
 //! `overlay`: the command line. It parses the arguments ([`args`]), turns
 //! a command into an API request, sends it to the daemon when one answers
 //! on the socket or runs it here otherwise (the same handler, the same
-//! transaction), and prints the response ([`output`]). `run` and `exec`
-//! start processes and always run here ([`container`]).
+//! transaction), and prints the response (`output.rs`). `run` and `exec`
+//! start processes and always run here (`container.rs`).
 
 pub mod args;
 mod container;

@@ -2,11 +2,11 @@
 //! networks, their address allocations, and which hosts are alive).
 //!
 //! Layout (prefix `/overlay/v1/`, versioned with the record formats):
-//! - `networks/<id>`            -> [`NetworkRecord`] JSON
+//! - `networks/<id>`            -> [`NetworkRecord`](crate::model::NetworkRecord) JSON
 //! - `names/<name>`             -> network id (one network per name)
 //! - `vnis/<vni>`               -> network id (one network per VNI)
 //! - `addresses/<id>/<ip>`      -> [`Claim`] JSON, on the owning host's lease
-//! - `hosts/<underlay ip>`      -> [`HostInfo`] JSON, on the host's lease
+//! - `hosts/<underlay ip>`      -> [`HostInfo`](crate::model::HostInfo) JSON, on the host's lease
 //!
 //! Uniqueness comes from etcd transactions that create a key only while it
 //! does not exist (`create_revision == 0`): of two hosts claiming the same

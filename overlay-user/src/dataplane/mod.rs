@@ -1,7 +1,7 @@
 //! The typed, validating front of the kernel programs and maps: load and
-//! pin ([`Dataplane::load`]), attach ([`attach`]), and one module per map
-//! family ([`networks`], [`endpoints`] with routes and peers, [`underlay`]
-//! with the next-hop cache, [`counters`]). Every entry is checked against
+//! pin ([`Dataplane::load`]), attach (`attach.rs`), and one module per map
+//! family (`networks.rs`, `endpoints.rs` with routes and peers, `underlay.rs`
+//! with the next-hop cache, `counters.rs`). Every entry is checked against
 //! [`crate::model::rules`] before a map is touched.
 
 mod attach;

@@ -3,13 +3,13 @@
 //!
 //! Commands run without a daemon: each one opens the store exclusively,
 //! checks its input against the loaded state before touching anything,
-//! makes its kernel changes while recording how to undo them ([`undo`]),
+//! makes its kernel changes while recording how to undo them (`undo.rs`),
 //! and commits the store last. Any failure undoes the kernel changes and
 //! writes nothing.
 //!
-//! By concern: [`networks`], [`containers`], [`endpoints`] (connect and
-//! disconnect), [`underlay`] (attach, static peers, cluster membership),
-//! [`cluster_sync`] (the cluster store's view applied here), [`reconcile`]
+//! By concern: `networks.rs`, `containers.rs`, `endpoints.rs` (connect and
+//! disconnect), `underlay.rs` (attach, static peers, cluster membership),
+//! `cluster_sync.rs` (the cluster store's view applied here), `reconcile.rs`
 //! (repairing drift). The dataplane and the host sit behind [`ports`].
 
 mod cluster_sync;
