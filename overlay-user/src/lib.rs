@@ -2,10 +2,10 @@
 //! listed before it):
 //!
 //! - [`model`]: records, the host's state, every input rule, IPAM, IDs.
-//! - [`dataplane`]: load, attach and pin the kernel programs; typed,
-//!   validating access to their maps.
 //! - [`host`]: the host's network through rtnetlink and nftables, named
 //!   namespaces, container processes.
+//! - [`dataplane`]: load, attach and pin the kernel programs; typed,
+//!   validating access to their maps.
 //! - [`store`] (this host's state, redb) and [`cluster`] (shared state,
 //!   etcd).
 //! - [`engine`]: commands as transactions over store, dataplane and host.
