@@ -104,6 +104,13 @@ pub enum DropReason {
     FibFailed = 17,
     /// A packet-rewriting helper failed (adjust_room, store, ...).
     HelperFailed = 18,
+    /// From a container, through its host, to a VXLAN port: a container
+    /// must never speak the tunnel protocol to any host (it could inject
+    /// frames into networks it is not on).
+    ToTunnelPort = 19,
+    /// From a container, through its host, to a service of the overlay
+    /// itself (the cluster store's client port).
+    ToGuarded = 20,
 }
 
 /// First counter slot used by drop reasons.
@@ -112,7 +119,7 @@ pub const DROP_BASE: u32 = 16;
 pub const COUNTER_SLOTS: u32 = 48;
 
 impl DropReason {
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 21] = [
         Self::Malformed,
         Self::Spoofed,
         Self::Isolation,
@@ -132,6 +139,8 @@ impl DropReason {
         Self::NotReady,
         Self::FibFailed,
         Self::HelperFailed,
+        Self::ToTunnelPort,
+        Self::ToGuarded,
     ];
 
     /// Slot in the counters map.
@@ -160,6 +169,8 @@ impl DropReason {
             Self::NotReady => "drop_not_ready",
             Self::FibFailed => "drop_fib_failed",
             Self::HelperFailed => "drop_helper_failed",
+            Self::ToTunnelPort => "drop_to_tunnel_port",
+            Self::ToGuarded => "drop_to_guarded_service",
         }
     }
 }

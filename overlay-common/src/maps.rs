@@ -22,9 +22,12 @@ pub mod names {
     pub const NET_COUNTERS: &str = "OVL_NET_COUNTERS";
     /// Remote underlay IPv4 -> [`super::NextHop`] (LRU cache).
     pub const NEXTHOPS: &str = "OVL_NEXTHOPS";
+    /// [`super::GuardKey`] -> [`super::GuardValue`]: destinations containers
+    /// may not reach through their host.
+    pub const GUARDS: &str = "OVL_GUARDS";
 
     /// Every map, for pin management and the name check.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         ENDPOINTS,
         ROUTES,
         PEERS,
@@ -34,6 +37,7 @@ pub mod names {
         COUNTERS,
         NET_COUNTERS,
         NEXTHOPS,
+        GUARDS,
     ];
 }
 
@@ -48,6 +52,8 @@ pub mod capacity {
     /// Remote hosts whose next hop is cached; least recently used ones are
     /// evicted (and looked up in the FIB again when next needed).
     pub const NEXTHOPS: u32 = 16_384;
+    /// Guarded destinations (the cluster store's endpoints).
+    pub const GUARDS: u32 = 256;
 }
 
 /// How long the encap path trusts a cached underlay next hop before it asks
@@ -177,6 +183,32 @@ pub struct SubnetKey {
 }
 const _: () = assert!(core::mem::size_of::<SubnetKey>() == 8);
 
+/// A destination containers may not reach through their host: an IPv4
+/// address, an IP protocol and a port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuardKey {
+    /// Destination IPv4 (network order, as in the header).
+    pub ip: u32,
+    /// Destination port (network order, as in the header).
+    pub port: u16,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    pub _pad0: u8,
+}
+const _: () = assert!(core::mem::size_of::<GuardKey>() == 8);
+
+/// Why a destination is guarded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuardValue {
+    /// `GUARD_*` bits.
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<GuardValue>() == 4);
+/// [`GuardValue::flags`]: a client endpoint of the cluster store.
+pub const GUARD_CLUSTER_STORE: u32 = 1;
+
 /// `Config::flags`: the underlay is configured; encap and decap may run.
 pub const CONFIG_FLAG_READY: u32 = 1;
 
@@ -215,6 +247,8 @@ mod pod {
     unsafe impl aya::Pod for super::SubnetKey {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::GuardKey {}
+    unsafe impl aya::Pod for super::GuardValue {}
     unsafe impl aya::Pod for crate::CounterValue {}
     unsafe impl aya::Pod for crate::NetCounters {}
 }

@@ -18,7 +18,7 @@ use overlay_common::{
 use crate::{
     arp,
     counters::finish,
-    encap,
+    encap, guard,
     maps::{OVL_ENDPOINTS, OVL_NETWORKS, OVL_ROUTES, OVL_SUBNETS},
     parse::{ETH_P_ARP, ETH_P_IP, addr, ipv4_header_len, load_eth, ptr_at},
 };
@@ -112,10 +112,14 @@ fn try_endpoint_ingress(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter)
             return Ok((action, Counter::Encap));
         }
     }
-    gateway_path(&ep, dst)
+    let action = gateway_path(&ep, dst)?;
+    guard::check(ctx, &ip, header_len)?;
+    Ok(action)
 }
 
-/// A destination that is not an endpoint of the sender's network.
+/// A destination that is not an endpoint of the sender's network: the
+/// host itself (its gateway address) or beyond it, unless the network is
+/// internal or the destination is in another network.
 #[inline(always)]
 fn gateway_path(ep: &EndpointInfo, dst: u32) -> Result<(i32, Counter), DropReason> {
     // SAFETY: copied out at once.

@@ -11,7 +11,8 @@
 //!   NIC. VXLAN decapsulation into local endpoints; everything else passes.
 //!
 //! Helpers by concern: [`parse`] (bounds-checked header access), [`arp`],
-//! [`encap`], [`decap`], [`csum`], [`counters`]; every map is in [`maps`].
+//! [`encap`], [`decap`], [`guard`] (what containers may not reach), [`csum`],
+//! [`counters`]; every map is in [`maps`].
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -27,6 +28,8 @@ mod decap;
 mod encap;
 #[cfg(target_arch = "bpf")]
 mod endpoint;
+#[cfg(target_arch = "bpf")]
+mod guard;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

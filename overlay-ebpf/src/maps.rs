@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use overlay_common::{
-    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, NetCounters, NetworkInfo, NextHop, PeerKey,
-    PeerValue, RouteKey, RouteValue, capacity,
+    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, GuardKey, GuardValue, NetCounters,
+    NetworkInfo, NextHop, PeerKey, PeerValue, RouteKey, RouteValue, capacity,
 };
 
 /// host-side veth ifindex -> local endpoint. Written by userspace on connect.
@@ -58,3 +58,9 @@ pub static OVL_NET_COUNTERS: PerCpuHashMap<u32, NetCounters> =
 /// the entry expires; userspace only flushes it when the underlay changes.
 #[map]
 pub static OVL_NEXTHOPS: LruHashMap<u32, NextHop> = LruHashMap::pinned(capacity::NEXTHOPS, 0);
+
+/// (IPv4, protocol, port) -> guarded: destinations containers may not reach
+/// through their host (the cluster store's endpoints). Written by
+/// userspace from the host's cluster settings; read on the gateway path.
+#[map]
+pub static OVL_GUARDS: HashMap<GuardKey, GuardValue> = HashMap::pinned(capacity::GUARDS, 0);

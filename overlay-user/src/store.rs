@@ -18,7 +18,8 @@ use crate::model::Snapshot;
 /// `remote/<vni>/<ip>`, `peer/<ip>/<vni>`, `host`, `meta/schema`, and in
 /// cluster mode `cluster`, `learned/<network id>/<ip>`, `cluster-host/<ip>`
 /// (a cache of the cluster store, so forwarding state survives restarts
-/// while etcd is unreachable).
+/// while etcd is unreachable), `rejected/<key>` and `rejected-count`
+/// (cluster records skipped in the last view).
 const OBJECTS: TableDefinition<'_, &str, &str> = TableDefinition::new("objects");
 /// Version of the key layout and records; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -99,6 +100,12 @@ mod layout {
         for (ip, name) in &snap.cluster_hosts {
             out.insert(format!("cluster-host/{ip}"), name.clone());
         }
+        for (key, why) in &snap.rejected {
+            out.insert(format!("rejected/{key}"), why.clone());
+        }
+        if snap.rejected_count > 0 {
+            out.insert("rejected-count".to_owned(), snap.rejected_count.to_string());
+        }
         Ok(out)
     }
 
@@ -138,6 +145,10 @@ mod layout {
                 && let Ok(ip) = ip.parse()
             {
                 snap.cluster_hosts.insert(ip, value.clone());
+            } else if let Some(k) = key.strip_prefix("rejected/") {
+                snap.rejected.insert(k.to_owned(), value.clone());
+            } else if key == "rejected-count" {
+                snap.rejected_count = value.parse().unwrap_or_default();
             }
         }
         Ok(snap)

@@ -7,7 +7,7 @@ mod common;
 use std::{
     collections::BTreeSet,
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, TcpListener, TcpStream},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -437,5 +437,195 @@ fn convergence_benchmark_measures_connects() {
     assert!(
         c.median_ms > 0.0 && c.max_ms >= c.median_ms && c.connect_median_ms > 0.0,
         "{c:?}"
+    );
+}
+
+/// Writes `records` (key under `/overlay/v1/`, raw value) into etcd, from
+/// the switch's namespace where it listens: a writer to the cluster store
+/// who bypasses every host's checks.
+fn plant(switch: &NetNs, records: &[(String, String)]) {
+    overlay_user::host::netns::run_in(switch.name(), || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut client =
+                etcd_client::Client::connect([format!("http://{SWITCH_IP}:2379")], None)
+                    .await
+                    .expect("etcd");
+            for (key, value) in records {
+                client
+                    .put(format!("/overlay/v1/{key}"), value.as_str(), None)
+                    .await
+                    .expect("put");
+            }
+        });
+    })
+    .expect("switch namespace");
+}
+
+/// A network record as JSON, with `f` applied to its fields.
+fn network_json(id: &str, f: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut n = serde_json::json!({
+        "id": id, "name": "n", "driver": "overlay", "subnet": "10.214.0.0/24",
+        "gateway": "10.214.0.1", "ip_range": null, "vni": 9100, "internal": false,
+        "mtu": 1450, "labels": {}, "created": "2026-11-30T00:00:00Z",
+    });
+    f(&mut n);
+    n.to_string()
+}
+
+/// A writer to the cluster store plants hostile records: every agent skips
+/// and names them, keeps serving and forwarding, and still applies a valid
+/// record planted beside them. Containers never reach the store through
+/// their host, while the host itself does.
+#[test]
+fn hostile_cluster_records_are_skipped_and_the_store_is_guarded() {
+    if !require_root("hostile_cluster_records_are_skipped_and_the_store_is_guarded") {
+        return;
+    }
+    let c = Cluster::new(&["tc", "tc"]);
+    let [h1, h2] = &c.hosts[..] else {
+        unreachable!("two hosts")
+    };
+    let good = c.create(0, "good", "10.212.0.0/24");
+    let (a, b) = (h1.container("a", "good"), h2.container("b", "good"));
+    let b_ip = h2.ip_of("good", &b);
+    assert!(eventually(10, || h1.pings(&a, &b_ip)).is_some(), "baseline");
+
+    // The store's client port, from a container: dropped by its host.
+    let etcd: SocketAddr = format!("{SWITCH_IP}:2379").parse().expect("addr");
+    let other: SocketAddr = format!("{SWITCH_IP}:8082").parse().expect("addr");
+    let listener = c
+        ._switch
+        .ns
+        .run(|| TcpListener::bind(other))
+        .expect("switch")
+        .expect("bind");
+    let a_ns = NetNs::existing(&a);
+    let connect = |to: SocketAddr| {
+        a_ns.run(|| TcpStream::connect_timeout(&to, Duration::from_secs(1)).is_ok())
+            .expect("a's namespace")
+    };
+    let before = h1.ok(&["stats"]);
+    assert!(!connect(etcd), "a container cannot reach etcd");
+    assert!(connect(other), "it reaches other services there");
+    drop(listener);
+    let blocked = |stats: &str| {
+        stats
+            .lines()
+            .find(|l| l.starts_with("drop_to_guarded_service "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .expect("counter row")
+    };
+    assert!(
+        blocked(&h1.ok(&["stats"])) > blocked(&before),
+        "the drop was counted"
+    );
+
+    // The records.
+    let hex = |n: u8| format!("{n:064x}");
+    let mut records: Vec<(String, String)> = [
+        network_json(&hex(1), |n| n["name"] = "x\"; flush ruleset; \"".into()),
+        network_json(&hex(2), |n| n["name"] = "line\nbreak".into()),
+        network_json(&hex(3), |n| n["name"] = "n".repeat(300).into()),
+        network_json(&hex(4), |n| {
+            n["subnet"] = "0.0.0.0/0".into();
+            n["gateway"] = "0.0.0.1".into();
+        }),
+        network_json(&hex(5), |n| {
+            n["subnet"] = "10.100.0.252/30".into();
+            n["gateway"] = SWITCH_IP.into();
+        }),
+        network_json(&hex(6), |n| n["subnet"] = "10.212.0.0/16".into()),
+        network_json(&hex(7), |n| n["vni"] = 16_777_215.into()),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, v)| (format!("networks/{}", hex(i as u8 + 1)), v))
+    .collect();
+    records.push((
+        "networks/short".into(),
+        network_json("short", |n| n["name"] = "short".into()),
+    ));
+    records.push((format!("networks/{}", hex(8)), "{not json".into()));
+    records.push((format!("addresses/{good}/10.212.0.200"), "garbage".into()));
+    records.push((
+        format!("addresses/{good}/10.250.0.7"),
+        serde_json::json!({
+            "network_id": good, "ip": "10.250.0.7", "mac": "02:42:0a:fa:00:07",
+            "host": "10.100.0.9", "container": "evil", "endpoint_id": hex(9),
+        })
+        .to_string(),
+    ));
+    // Beside them, a valid network another host could have made.
+    records.push((
+        format!("networks/{}", hex(10)),
+        network_json(&hex(10), |n| {
+            n["name"] = "planted".into();
+            n["subnet"] = "10.213.0.0/24".into();
+            n["gateway"] = "10.213.0.1".into();
+        }),
+    ));
+    plant(&c._switch.ns, &records);
+
+    for h in [h1, h2] {
+        assert!(
+            eventually(10, || h.ok(&["network", "ls"]).contains(" planted ")).is_some(),
+            "{}: the valid record applies:\n{}",
+            h.tag,
+            h.log()
+        );
+        let status = h.ok(&["status"]);
+        let rejected: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster records rejected: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no rejected count: {status}"));
+        assert!(
+            rejected >= 11,
+            "{}: every bad record named: {status}",
+            h.tag
+        );
+        let lo = String::from_utf8_lossy(
+            &h.ns
+                .exec(&["ip", "-4", "addr", "show", "dev", "lo"])
+                .expect("lo")
+                .stdout,
+        )
+        .into_owned();
+        assert!(
+            !lo.contains(SWITCH_IP) && !lo.contains("0.0.0.1/"),
+            "no hostile gateway on lo: {lo}"
+        );
+        let table = String::from_utf8_lossy(
+            &h.ns
+                .exec(&["nft", "list", "table", "ip", "overlay"])
+                .expect("the filter table is intact")
+                .stdout,
+        )
+        .into_owned();
+        assert!(!table.contains("flush"), "{table}");
+    }
+    // The agents keep serving and forwarding.
+    assert!(h1.pings(&a, &b_ip), "a still reaches b");
+    let d = h1.container("d", "good");
+    assert!(
+        eventually(10, || h2.pings(&b, &h1.ip_of("good", &d))).is_some(),
+        "a new container is learned by the other host"
+    );
+    h1.ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.215.0.0/24",
+        "later",
+    ]);
+    assert!(
+        eventually(10, || h2.ok(&["network", "ls"]).contains(" later ")).is_some(),
+        "and new networks still spread"
     );
 }

@@ -16,7 +16,7 @@ use overlay_testkit::{
     require_root,
 };
 use overlay_user::{
-    dataplane::{Dataplane, LocalEndpoint, Network, RemoteEndpoint, Underlay},
+    dataplane::{Dataplane, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay},
     model::MacAddr,
 };
 
@@ -152,6 +152,8 @@ fn program(dp: &mut Dataplane, env: &Env) {
     dp.add_remote_endpoint(&remote("10.0.1.6", MAC_D, "10.77.0.1"))
         .expect("E");
     dp.add_peer(ip("10.99.0.2"), 100).expect("peer");
+    dp.add_guard(Guard("192.0.2.9:2379".parse().expect("endpoint")))
+        .expect("guard");
 }
 
 fn cases(env: &Env) -> Vec<Case> {
@@ -174,6 +176,30 @@ fn cases(env: &Env) -> Vec<Case> {
     let ipv4_custom = |hdr: Ipv4| {
         let mut f = eth(MAC_B, MAC_A, ETH_P_IP);
         f.extend(hdr.build(&udp(1, 2, &[0xab; 16])));
+        f
+    };
+    // From A out of the network: `proto` (6 or 17) to `dst:dport`, with
+    // the IPv4 fragment field and header length given.
+    let out_to = |dst: &str, proto: u8, dport: u16, frags: u16, ihl: u8| {
+        let l4 = if proto == 6 {
+            let mut t = vec![0u8; 20];
+            t[..2].copy_from_slice(&5555u16.to_be_bytes());
+            t[2..4].copy_from_slice(&dport.to_be_bytes());
+            t[12] = 5 << 4;
+            t[13] = 0x02; // SYN
+            t
+        } else {
+            udp(5555, dport, &[0xab; 16])
+        };
+        let mut f = eth(HOST_MAC, MAC_A, ETH_P_IP);
+        f.extend(
+            Ipv4 {
+                frags,
+                ihl,
+                ..Ipv4::new(a, ip(dst), proto)
+            }
+            .build(&l4),
+        );
         f
     };
     let inner_to_a = ipv4_udp_frame(MAC_A, MAC_C, ip("10.0.1.4"), a, 7777);
@@ -438,6 +464,88 @@ fn cases(env: &Env) -> Vec<Case> {
             Endpoint,
             "ep1",
             frame_to(HOST_MAC, "10.0.1.1"),
+            TC_ACT_OK,
+            Ok(Counter::ToHost),
+            Out::Unchanged,
+        ),
+        // ---- endpoint: what a container may not reach through its host -----
+        case(
+            "udp to a vxlan port outside dropped",
+            Endpoint,
+            "ep1",
+            out_to("192.0.2.7", 17, VXLAN_PORT, 0, 5),
+            TC_ACT_SHOT,
+            Drop(DropReason::ToTunnelPort),
+            Out::Any,
+        ),
+        case(
+            "udp to the host's own vxlan port dropped",
+            Endpoint,
+            "ep1",
+            out_to("10.0.1.1", 17, VXLAN_PORT, 0, 5),
+            TC_ACT_SHOT,
+            Drop(DropReason::ToTunnelPort),
+            Out::Any,
+        ),
+        case(
+            "vxlan port behind ip options dropped",
+            Endpoint,
+            "ep1",
+            out_to("192.0.2.7", 17, VXLAN_PORT, 0, 7),
+            TC_ACT_SHOT,
+            Drop(DropReason::ToTunnelPort),
+            Out::Any,
+        ),
+        case(
+            "first fragment to a vxlan port dropped",
+            Endpoint,
+            "ep1",
+            out_to("192.0.2.7", 17, VXLAN_PORT, 0x2000, 5),
+            TC_ACT_SHOT,
+            Drop(DropReason::ToTunnelPort),
+            Out::Any,
+        ),
+        case(
+            "later fragment passes (no ports; useless without the first)",
+            Endpoint,
+            "ep1",
+            out_to("192.0.2.7", 17, VXLAN_PORT, 0x0003, 5),
+            TC_ACT_OK,
+            Ok(Counter::ToHost),
+            Out::Unchanged,
+        ),
+        case(
+            "udp to another port outside passes",
+            Endpoint,
+            "ep1",
+            out_to("192.0.2.7", 17, VXLAN_PORT + 1, 0, 5),
+            TC_ACT_OK,
+            Ok(Counter::ToHost),
+            Out::Unchanged,
+        ),
+        case(
+            "tcp to a guarded endpoint (the cluster store) dropped",
+            Endpoint,
+            "ep1",
+            out_to("192.0.2.9", 6, 2379, 0, 5),
+            TC_ACT_SHOT,
+            Drop(DropReason::ToGuarded),
+            Out::Any,
+        ),
+        case(
+            "tcp to another port of the guarded host passes",
+            Endpoint,
+            "ep1",
+            out_to("192.0.2.9", 6, 2380, 0, 5),
+            TC_ACT_OK,
+            Ok(Counter::ToHost),
+            Out::Unchanged,
+        ),
+        case(
+            "udp to the guarded port passes (the guard is tcp)",
+            Endpoint,
+            "ep1",
+            out_to("192.0.2.9", 17, 2379, 0, 5),
             TC_ACT_OK,
             Ok(Counter::ToHost),
             Out::Unchanged,

@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 
 use overlay_testkit::{PinDir, assert_no_failures, require_root};
 use overlay_user::{
-    dataplane::{Dataplane, DataplaneError, LocalEndpoint, Network, RemoteEndpoint, Underlay},
+    dataplane::{
+        Dataplane, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay,
+    },
     model::{MacAddr, RuleError},
 };
 
@@ -255,6 +257,16 @@ fn bad_input_is_rejected_and_changes_nothing() {
                     ..Underlay::new(1, ip("192.0.2.9"))
                 })
             }),
+            |e| matches!(e, DataplaneError::InvalidUnderlay(_)),
+        ),
+        (
+            "guarded address 0.0.0.0",
+            Box::new(|dp| dp.add_guard(Guard("0.0.0.0:2379".parse().expect("addr")))),
+            |e| matches!(e, DataplaneError::Rule(RuleError::InvalidHostAddress(_))),
+        ),
+        (
+            "guarded port 0",
+            Box::new(|dp| dp.add_guard(Guard("192.0.2.9:0".parse().expect("addr")))),
             |e| matches!(e, DataplaneError::InvalidUnderlay(_)),
         ),
     ];

@@ -39,6 +39,8 @@ const APT_PACKAGES: &[&str] = &[
     // certificates made by the openssl CLI.
     "etcd-server",
     "openssl",
+    // A Unix-socket client that is not root, for the daemon's peer check.
+    "socat",
 ];
 
 #[derive(Parser)]

@@ -325,6 +325,12 @@ fn status(engine: &Engine) -> Result<StatusView, EngineError> {
                 .iter()
                 .map(|(ip, name)| (name.clone(), *ip))
                 .collect(),
+            rejected: state.rejected_count,
+            rejected_samples: state
+                .rejected
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         }),
         pinned_links: dp.links().len(),
         networks: state.networks.len(),

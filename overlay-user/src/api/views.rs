@@ -144,6 +144,10 @@ pub struct ClusterStatus {
     pub lease_ttl: i64,
     /// Live hosts: (name, underlay address).
     pub hosts: Vec<(String, Ipv4Addr)>,
+    /// Cluster-store records skipped in the last view, and a sample of
+    /// them: (key, why).
+    pub rejected: u64,
+    pub rejected_samples: Vec<(String, String)>,
 }
 
 /// One counter of `stats`.

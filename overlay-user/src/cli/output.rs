@@ -104,6 +104,8 @@ fn containers(rows: &[ContainerSummary], display: Display) -> serde_json::Result
     Ok(out)
 }
 
+/// Rejected cluster records named in `status`, at most.
+const REJECTED_SHOWN: usize = 8;
 /// Cached next hops shown in `status`, at most.
 const NEXT_HOPS_SHOWN: usize = 8;
 
@@ -153,6 +155,12 @@ fn status(s: &StatusView) -> String {
                 hosts.len(),
                 hosts.join(", ")
             ));
+            out.push_str(&format!("cluster records rejected: {}", c.rejected));
+            for (key, why) in c.rejected_samples.iter().take(REJECTED_SHOWN) {
+                // Debug quoting: a key holds whatever a writer put there.
+                out.push_str(&format!("\n  {key:?}: {why}"));
+            }
+            out.push('\n');
         }
         None => out.push_str("cluster: none (embedded store; overlay daemon --store etcd://...)\n"),
     }

@@ -16,6 +16,9 @@ use super::{
 };
 use crate::model::{Claim, HostInfo, NetworkRecord, ipam};
 
+/// Keys with their values parsed, or why not.
+type Listed<T> = Vec<(String, Result<T, ClusterError>)>;
+
 /// A connection to etcd, with a small runtime to drive it from the
 /// synchronous engine.
 pub struct ClusterStore {
@@ -184,20 +187,43 @@ impl ClusterStore {
 
     /// Live hosts.
     pub fn hosts(&mut self) -> Result<Vec<HostInfo>, ClusterError> {
-        self.list(&format!("{PREFIX}hosts/"))
+        self.list_valid(&format!("{PREFIX}hosts/"))
     }
 
-    fn list<T: for<'de> Deserialize<'de>>(&mut self, prefix: &str) -> Result<Vec<T>, ClusterError> {
+    /// Every key under `prefix` with its value parsed, or the parse error
+    /// (anyone who may write to the store may write anything).
+    fn list<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        prefix: &str,
+    ) -> Result<Listed<T>, ClusterError> {
         let resp = call(
             &self.rt,
             &self.endpoints,
             self.client
                 .get(prefix, Some(GetOptions::new().with_prefix())),
         )?;
-        resp.kvs()
+        Ok(resp
+            .kvs()
             .iter()
-            .map(|kv| parse(&String::from_utf8_lossy(kv.key()), kv.value()))
-            .collect()
+            .map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let value = parse(&key, kv.value());
+                (key, value)
+            })
+            .collect())
+    }
+
+    /// The records under `prefix` that parse; the others are skipped here
+    /// (the agent names them in `status`).
+    fn list_valid<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        prefix: &str,
+    ) -> Result<Vec<T>, ClusterError> {
+        Ok(self
+            .list(prefix)?
+            .into_iter()
+            .filter_map(|(_, v)| v.ok())
+            .collect())
     }
 
     /// Everything under the prefix at one revision.
@@ -327,7 +353,7 @@ impl ClusterStore {
 
     /// Every global network.
     pub fn networks(&mut self) -> Result<Vec<NetworkRecord>, ClusterError> {
-        self.list(&format!("{PREFIX}networks/"))
+        self.list_valid(&format!("{PREFIX}networks/"))
     }
 
     /// Removes a global network with its name and VNI (its address claims
@@ -344,7 +370,31 @@ impl ClusterStore {
 
     /// Address claims of network `net_id`, from every host.
     pub fn claims(&mut self, net_id: &str) -> Result<Vec<Claim>, ClusterError> {
-        self.list(&format!("{PREFIX}addresses/{net_id}/"))
+        self.list_valid(&format!("{PREFIX}addresses/{net_id}/"))
+    }
+
+    /// Who holds addresses of network `net_id`, by any host: `container
+    /// (on host)`, or the address of a claim this version cannot read
+    /// (still a claim: its address stays taken).
+    pub fn claim_holders(&mut self, net_id: &str) -> Result<Vec<String>, ClusterError> {
+        Ok(self
+            .list::<Claim>(&format!("{PREFIX}addresses/{net_id}/"))?
+            .into_iter()
+            .map(|(key, claim)| match claim {
+                Ok(c) => format!("{} (on {})", c.container, c.host),
+                Err(_) => format!("an unreadable claim at {key}"),
+            })
+            .collect())
+    }
+
+    /// Addresses of network `net_id` claimed by any host, read from the
+    /// keys: a claim whose value is unreadable still takes its address.
+    pub fn claimed(&mut self, net_id: &str) -> Result<BTreeSet<Ipv4Addr>, ClusterError> {
+        Ok(self
+            .list::<serde::de::IgnoredAny>(&format!("{PREFIX}addresses/{net_id}/"))?
+            .into_iter()
+            .filter_map(|(key, _)| key.rsplit('/').next()?.parse().ok())
+            .collect())
     }
 
     /// Writes `claim` on this host's lease if its address is free, or
@@ -379,7 +429,10 @@ impl ClusterStore {
             // Deleted in between: try once more from the top.
             return self.put_claim(claim);
         };
-        let held: Claim = parse(&key, kv.value())?;
+        // Held by someone else, or by a record nobody can read: taken.
+        let Ok(held) = parse::<Claim>(&key, kv.value()) else {
+            return Ok(false);
+        };
         if held.host != claim.host || held.container != claim.container {
             return Ok(false);
         }
@@ -419,8 +472,7 @@ impl ClusterStore {
         claim: impl Fn(Ipv4Addr) -> Claim,
     ) -> Result<Ipv4Addr, ClusterError> {
         for _ in 0..64 {
-            let mut used: BTreeSet<Ipv4Addr> =
-                self.claims(&net.id)?.into_iter().map(|c| c.ip).collect();
+            let mut used = self.claimed(&net.id)?;
             used.extend(local_used);
             let ip = match want {
                 Some(ip) => ip,

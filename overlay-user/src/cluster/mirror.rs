@@ -20,6 +20,9 @@ pub struct ClusterView {
     pub networks: Vec<NetworkRecord>,
     pub claims: Vec<StoredClaim>,
     pub hosts: Vec<HostInfo>,
+    /// Keys whose value this version cannot read (not JSON of the record
+    /// its place calls for).
+    pub unreadable: Vec<String>,
 }
 
 /// A key's value and metadata, as a watch mirror holds it.
@@ -40,10 +43,10 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    /// The records in the mirror; unparsable ones are skipped and named.
-    pub fn view(&self) -> (ClusterView, Vec<String>) {
+    /// The records in the mirror; unparsable ones are named in
+    /// [`ClusterView::unreadable`].
+    pub fn view(&self) -> ClusterView {
         let mut view = ClusterView::default();
-        let mut bad = Vec::new();
         for (key, e) in &self.entries {
             let Some(rest) = key.strip_prefix(PREFIX) else {
                 continue;
@@ -66,9 +69,9 @@ impl Mirror {
                 true
             };
             if !ok {
-                bad.push(key.clone());
+                view.unreadable.push(key.clone());
             }
         }
-        (view, bad)
+        view
     }
 }

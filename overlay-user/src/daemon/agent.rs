@@ -153,10 +153,7 @@ fn session(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
 
 /// Applies the mirror to this host, then fixes this host's own claims.
 fn apply(cfg: &AgentConfig, store: &mut ClusterStore, mirror: &Mirror) -> Result<(), AgentError> {
-    let (view, bad) = mirror.view();
-    for key in bad {
-        tracing::warn!(%key, "ignoring a record this version cannot read");
-    }
+    let view = mirror.view();
     let sync: ClusterSync = transaction(&cfg.paths, |e| e.apply_cluster_view(&view))?;
     if sync.changed() {
         tracing::info!(
@@ -170,6 +167,9 @@ fn apply(cfg: &AgentConfig, store: &mut ClusterStore, mirror: &Mirror) -> Result
     }
     for conflict in &sync.conflicts {
         tracing::warn!(%conflict, "cluster conflict");
+    }
+    for (key, reason) in &sync.newly_rejected {
+        tracing::warn!(%key, %reason, "ignoring a cluster record");
     }
     for claim in &sync.claims_missing {
         if store.put_claim(claim)? {

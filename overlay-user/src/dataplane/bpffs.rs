@@ -31,14 +31,17 @@ pub fn is_bpffs(path: &Path) -> bool {
 fn mount_bpffs(target: &Path) -> Result<(), DataplaneError> {
     let c_target = CString::new(target.as_os_str().as_bytes())
         .map_err(|e| io_err("mount bpffs at", target)(io::Error::other(e)))?;
-    // SAFETY: valid NUL-terminated strings; no mount data.
+    // Root only: bpffs mounts world-writable and sticky (1777) by default,
+    // and whoever may unlink a link pin may detach a program.
+    let data = c"mode=0700";
+    // SAFETY: valid NUL-terminated strings; the data is bpffs's options.
     let rc = unsafe {
         libc::mount(
             c"bpf".as_ptr(),
             c_target.as_ptr(),
             c"bpf".as_ptr(),
             0,
-            std::ptr::null(),
+            data.as_ptr().cast(),
         )
     };
     if rc != 0 {
@@ -68,6 +71,54 @@ pub fn ensure_dir(dir: &Path) -> Result<(), DataplaneError> {
         }
     }
     fs::create_dir_all(dir).map_err(io_err("create", dir))
+}
+
+/// Checks that `dir` is on a bpffs and holds nothing but this project's
+/// layout: `maps/` with the named maps, `links/` with `endpoint-N` and
+/// `underlay-N` pins (and the kernel's own iterator files at a root).
+pub fn check_ours(dir: &Path, maps: &[&str]) -> Result<(), DataplaneError> {
+    let refuse = |why: String| DataplaneError::NotOurs {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if !is_bpffs(dir) {
+        return Err(refuse("not on a BPF filesystem".into()));
+    }
+    let names = |d: &Path| -> Result<Vec<String>, DataplaneError> {
+        fs::read_dir(d)
+            .map_err(io_err("read", d))?
+            .map(|e| {
+                e.map(|e| e.file_name().to_string_lossy().into_owned())
+                    .map_err(io_err("read", d))
+            })
+            .collect()
+    };
+    for name in names(dir)? {
+        match name.as_str() {
+            "maps.debug" | "progs.debug" => {}
+            "maps" => {
+                if let Some(other) = names(&dir.join("maps"))?
+                    .into_iter()
+                    .find(|m| !maps.contains(&m.as_str()))
+                {
+                    return Err(refuse(format!("maps/{other} is not one of its maps")));
+                }
+            }
+            "links" => {
+                let link = |l: &str| {
+                    let n = l
+                        .strip_prefix("endpoint-")
+                        .or_else(|| l.strip_prefix("underlay-"));
+                    n.is_some_and(|n| n.parse::<u32>().is_ok())
+                };
+                if let Some(other) = names(&dir.join("links"))?.into_iter().find(|l| !link(l)) {
+                    return Err(refuse(format!("links/{other} is not one of its links")));
+                }
+            }
+            other => return Err(refuse(format!("{other} is not one of its pins"))),
+        }
+    }
+    Ok(())
 }
 
 /// Removes everything pinned under `dir` (which unpins maps and detaches

@@ -40,7 +40,13 @@ impl Dataplane {
                 .keys()
                 .collect::<Result<_, _>>()
                 .map_err(err("listing peers"))?,
+            guards: self
+                .guards
+                .keys()
+                .collect::<Result<_, _>>()
+                .map_err(err("listing guarded destinations"))?,
         };
+        state.guards.sort_unstable();
         state.networks.sort_by_key(|(k, _)| *k);
         state.subnets.sort_unstable();
         state.endpoints.sort_by_key(|(k, _)| *k);

@@ -21,6 +21,8 @@ pub enum DataplaneError {
         on: String,
         hint: &'static str,
     },
+    #[error("refusing to remove {path}: {why} (not this project's pin directory)")]
+    NotOurs { path: PathBuf, why: String },
     #[error("Linux {found} lacks {feature}: needs Linux >= {need}")]
     KernelTooOld {
         found: String,

@@ -10,6 +10,7 @@ mod counters;
 mod endpoints;
 mod error;
 pub mod features;
+mod guards;
 mod networks;
 mod types;
 mod underlay;
@@ -26,12 +27,13 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use overlay_common::{
-    Config, CounterValue, EndpointInfo, NetworkInfo, NextHop, PeerKey, PeerValue, RouteKey,
-    RouteValue, maps::names, programs,
+    Config, CounterValue, EndpointInfo, GuardKey, GuardValue, NetworkInfo, NextHop, PeerKey,
+    PeerValue, RouteKey, RouteValue, maps::names, programs,
 };
 
 pub use self::{
     error::DataplaneError,
+    guards::Guard,
     types::{Counters, LocalEndpoint, Network, RemoteEndpoint, State, Underlay},
 };
 
@@ -51,6 +53,7 @@ pub struct Dataplane {
     counters: PerCpuArray<MapData, CounterValue>,
     net_counters: PerCpuHashMap<MapData, u32, overlay_common::NetCounters>,
     nexthops: HashMap<MapData, u32, NextHop>,
+    guards: HashMap<MapData, GuardKey, GuardValue>,
 }
 
 /// A lookup or delete of an absent key: aya reports lookups as
@@ -133,6 +136,8 @@ impl Dataplane {
             .map_err(conv(names::NET_COUNTERS))?;
         let nexthops = HashMap::try_from(take_map(&mut ebpf, names::NEXTHOPS)?)
             .map_err(conv(names::NEXTHOPS))?;
+        let guards =
+            HashMap::try_from(take_map(&mut ebpf, names::GUARDS)?).map_err(conv(names::GUARDS))?;
         Ok(Self {
             ebpf,
             pin_dir,
@@ -145,6 +150,7 @@ impl Dataplane {
             counters,
             net_counters,
             nexthops,
+            guards,
         })
     }
 
@@ -154,9 +160,16 @@ impl Dataplane {
     }
 
     /// Removes every pin under `pin_dir`: maps are freed and pinned links
-    /// detach once no process holds them any more.
+    /// detach once no process holds them any more. Refuses a directory that
+    /// is not a bpffs holding this project's pins (and so removes nothing
+    /// else); an absent one is fine.
     pub fn destroy(pin_dir: impl AsRef<Path>) -> Result<(), DataplaneError> {
-        bpffs::remove_dir(pin_dir.as_ref())
+        let pin_dir = pin_dir.as_ref();
+        if !pin_dir.exists() {
+            return Ok(());
+        }
+        bpffs::check_ours(pin_dir, &names::ALL)?;
+        bpffs::remove_dir(pin_dir)
     }
 
     /// The loaded program `name`, for attaching or BPF_PROG_RUN tests.

@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use overlay_common::{
-    Config, Counter, CounterValue, DropReason, EndpointInfo, NetworkInfo, PeerKey, RouteKey,
-    RouteValue, VXLAN_PORT,
+    Config, Counter, CounterValue, DropReason, EndpointInfo, GuardKey, NetworkInfo, PeerKey,
+    RouteKey, RouteValue, VXLAN_PORT,
 };
 
 use crate::model::MacAddr;
@@ -117,4 +117,5 @@ pub struct State {
     pub endpoints: Vec<(u32, EndpointInfo)>,
     pub routes: Vec<(RouteKey, RouteValue)>,
     pub peers: Vec<PeerKey>,
+    pub guards: Vec<GuardKey>,
 }

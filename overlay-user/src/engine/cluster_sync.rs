@@ -11,8 +11,27 @@ use super::{Engine, EngineError};
 use crate::{
     cluster::{ClusterView, StoredClaim},
     dataplane::RemoteEndpoint,
-    model::{Claim, LearnedEndpoint, NetworkRecord, ipam, state::learned_key},
+    model::{
+        Claim, Driver, LearnedEndpoint, NetworkRecord, RuleError, ipam, rules,
+        state::{REJECTED_SAMPLES, learned_key},
+    },
 };
+
+/// Records of one view that were skipped, and why (a sample of them).
+#[derive(Default)]
+struct Rejected {
+    count: usize,
+    samples: BTreeMap<String, String>,
+}
+
+impl Rejected {
+    fn add(&mut self, key: String, why: String) {
+        self.count += 1;
+        if self.samples.len() < REJECTED_SAMPLES {
+            self.samples.insert(key, why);
+        }
+    }
+}
 
 /// What applying the cluster's view changed here, and what the agent has to
 /// fix in the cluster store.
@@ -29,6 +48,11 @@ pub struct ClusterSync {
     pub claims_stale: Vec<StoredClaim>,
     /// Problems that need an operator; named, never fatal.
     pub conflicts: Vec<String>,
+    /// Records skipped in this view that were not skipped in the last one:
+    /// (cluster-store key, why).
+    pub newly_rejected: Vec<(String, String)>,
+    /// Records skipped in this view, in all.
+    pub rejected: usize,
 }
 
 impl ClusterSync {
@@ -45,32 +69,101 @@ impl Engine {
     /// hosts' endpoints and the peers they imply) equal to `view`, and names
     /// what the agent must fix in etcd so that it lists this host's own
     /// endpoints exactly.
+    ///
+    /// Every record passes the rules CLI input passes before it touches
+    /// the host or the maps; one that does not is skipped and named in
+    /// [`ClusterSync::rejected`] (and in `status`), never fatal.
     pub fn apply_cluster_view(&mut self, view: &ClusterView) -> Result<ClusterSync, EngineError> {
         let self_ip = self
             .state
             .advertise_ip()
             .ok_or(EngineError::NoAdvertiseAddress)?;
         let mut sync = ClusterSync::default();
-        self.sync_networks(view, &mut sync)?;
-        self.sync_endpoints(view, self_ip, &mut sync)?;
+        let mut rejected = Rejected::default();
+        for key in &view.unreadable {
+            rejected.add(key.clone(), "not a record this version can read".into());
+        }
+        self.sync_networks(view, self_ip, &mut sync, &mut rejected)?;
+        self.sync_endpoints(view, self_ip, &mut sync, &mut rejected)?;
         self.state.cluster_hosts = view
             .hosts
             .iter()
+            .filter(|h| {
+                let ok = rules::check_host_address(h.underlay_ip)
+                    .and_then(|()| rules::check_host_name(&h.name));
+                if let Err(e) = &ok {
+                    rejected.add(format!("hosts/{}", h.underlay_ip), e.to_string());
+                }
+                ok.is_ok()
+            })
             .map(|h| (h.underlay_ip, h.name.clone()))
             .collect();
         self.own_claims(view, self_ip, &mut sync);
+        sync.rejected = rejected.count;
+        sync.newly_rejected = rejected
+            .samples
+            .iter()
+            .filter(|(k, _)| !self.state.rejected.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.state.rejected = rejected.samples;
+        self.state.rejected_count = rejected.count as u64;
         Ok(sync)
     }
 
-    /// Global networks: add the new, remove the gone (unless in use here).
+    /// Addresses no network may cover: the cluster store's and every
+    /// host's underlay address (a gateway there would cut hosts off).
+    fn underlay_addresses(&self, view: &ClusterView, self_ip: Ipv4Addr) -> BTreeSet<Ipv4Addr> {
+        let mut out: BTreeSet<Ipv4Addr> = view.hosts.iter().map(|h| h.underlay_ip).collect();
+        out.extend(view.claims.iter().map(|c| c.claim.host));
+        out.insert(self_ip);
+        if let Some(c) = &self.state.cluster {
+            out.extend(
+                super::underlay::cluster_guards(&c.endpoints)
+                    .into_iter()
+                    .map(|g| *g.0.ip()),
+            );
+        }
+        out
+    }
+
+    /// Global networks: add the new valid ones, remove the gone (unless in
+    /// use here). A network whose record turned unreadable is kept as it
+    /// was (a record that fails the rules never replaces a known one).
     fn sync_networks(
         &mut self,
         view: &ClusterView,
+        self_ip: Ipv4Addr,
         sync: &mut ClusterSync,
+        rejected: &mut Rejected,
     ) -> Result<(), EngineError> {
-        let in_view: BTreeSet<&str> = view.networks.iter().map(|n| n.id.as_str()).collect();
+        let mut in_view: BTreeSet<&str> = view.networks.iter().map(|n| n.id.as_str()).collect();
+        in_view.extend(view.unreadable.iter().filter_map(|k| {
+            k.strip_prefix(crate::cluster::PREFIX)?
+                .strip_prefix("networks/")
+        }));
+        let underlay = self.underlay_addresses(view, self_ip);
         for n in &view.networks {
             if self.state.networks.contains_key(&n.id) {
+                continue;
+            }
+            let valid = rules::check_network(n).and_then(|()| {
+                if n.driver != Driver::Overlay {
+                    return Err(RuleError::NotOverlay(n.name.clone()));
+                }
+                match underlay.iter().find(|ip| n.subnet.contains(*ip)) {
+                    Some(ip) => Err(RuleError::AddressOutside(*ip, n.subnet)),
+                    None => Ok(()),
+                }
+            });
+            if let Err(e) = valid {
+                let why = match e {
+                    RuleError::AddressOutside(ip, _) => {
+                        format!("subnet {} covers the underlay address {ip}", n.subnet)
+                    }
+                    other => other.to_string(),
+                };
+                rejected.add(format!("networks/{}", n.id), why);
                 continue;
             }
             if let Some(l) =
@@ -78,10 +171,12 @@ impl Engine {
                     l.name == n.name || l.vni == n.vni || ipam::overlaps(l.subnet, n.subnet)
                 })
             {
-                sync.conflicts.push(format!(
+                let conflict = format!(
                     "global network {} ({}, VNI {}) clashes with network {} ({}, VNI {}) here",
                     n.name, n.subnet, n.vni, l.name, l.subnet, l.vni
-                ));
+                );
+                rejected.add(format!("networks/{}", n.id), conflict.clone());
+                sync.conflicts.push(conflict);
                 continue;
             }
             self.add_network_here(n)?;
@@ -110,12 +205,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Other hosts' endpoints become remote endpoints, their hosts peers.
+    /// Other hosts' valid endpoints become remote endpoints, their hosts
+    /// peers.
     fn sync_endpoints(
         &mut self,
         view: &ClusterView,
         self_ip: Ipv4Addr,
         sync: &mut ClusterSync,
+        rejected: &mut Rejected,
     ) -> Result<(), EngineError> {
         let local: BTreeSet<(&str, Ipv4Addr)> = self
             .state
@@ -125,12 +222,22 @@ impl Engine {
         let mut want = BTreeMap::new();
         for sc in &view.claims {
             let c = &sc.claim;
-            let global = self
+            let Some(net) = self
                 .state
                 .networks
                 .get(&c.network_id)
-                .is_some_and(|n| self.state.is_global(n));
-            if c.host == self_ip || !global {
+                .filter(|n| self.state.is_global(n))
+            else {
+                continue;
+            };
+            if c.host == self_ip {
+                continue;
+            }
+            if let Err(e) = rules::check_claim(c, net) {
+                rejected.add(
+                    format!("addresses/{}/{}", c.network_id, c.ip),
+                    e.to_string(),
+                );
                 continue;
             }
             if local.contains(&(c.network_id.as_str(), c.ip)) {

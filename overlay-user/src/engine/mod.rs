@@ -38,7 +38,10 @@ pub use self::{
 use crate::{
     cluster::{ClusterError, ClusterOptions, ClusterStore},
     dataplane::{Dataplane, DataplaneError},
-    host::{HostError, nat::Masquerade},
+    host::{
+        HostError,
+        filter::{FilteredNetwork, Ruleset},
+    },
     model::{ContainerRecord, NetworkRecord, RuleError, Snapshot, rules::DEFAULT_NETWORK},
     store::{Store, StoreError},
 };
@@ -210,8 +213,8 @@ impl Engine {
 
     /// Makes the command's changes durable; on failure undoes them.
     pub fn commit(mut self) -> Result<(), EngineError> {
-        if self.state.networks != self.before.networks
-            && let Err(e) = self.host.sync_nat(&masquerade(&self.state))
+        if self.filter_changed()
+            && let Err(e) = self.host.sync_filter(&ruleset(&self.state))
         {
             self.rollback();
             return Err(e.into());
@@ -230,10 +233,11 @@ impl Engine {
         while let Some(undo) = self.undo.pop() {
             undo.apply(self.dp.as_mut(), self.host.as_mut(), self.cluster.as_mut());
         }
-        // The NAT table is derived from the networks: put back the old one
-        // if this command changed them (commit may have applied the new one).
-        if self.state.networks != self.before.networks {
-            let _ = self.host.sync_nat(&masquerade(&self.before));
+        // The filter table is derived from the networks and the cluster:
+        // put back the old one if this command changed them (commit may
+        // have applied the new one).
+        if self.filter_changed() {
+            let _ = self.host.sync_filter(&ruleset(&self.before));
         }
         self.state = self.before.clone();
     }
@@ -267,6 +271,13 @@ impl Engine {
             .ok_or_else(|| EngineError::NoSuchContainer(key.to_owned()))
     }
 
+    /// True when the filter table's inputs differ from the committed ones.
+    fn filter_changed(&self) -> bool {
+        self.state.networks != self.before.networks
+            || self.state.cluster.as_ref().map(|c| &c.endpoints)
+                != self.before.cluster.as_ref().map(|c| &c.endpoints)
+    }
+
     /// The cluster store, connected on first use with the stored
     /// configuration.
     fn cluster(&mut self) -> Result<&mut ClusterStore, EngineError> {
@@ -287,15 +298,26 @@ impl Engine {
     }
 }
 
-/// The masquerade rules `state` calls for: one per non-internal network.
-fn masquerade(state: &Snapshot) -> Vec<Masquerade> {
-    state
-        .networks
-        .values()
-        .filter(|n| !n.internal)
-        .map(|n| Masquerade {
-            name: n.name.clone(),
-            subnet: n.subnet,
-        })
-        .collect()
+/// The NAT and filter table `state` calls for.
+fn ruleset(state: &Snapshot) -> Ruleset {
+    Ruleset {
+        networks: state
+            .networks
+            .values()
+            .map(|n| FilteredNetwork {
+                name: n.name.clone(),
+                subnet: n.subnet,
+                internal: n.internal,
+            })
+            .collect(),
+        tunnel_ports: vec![overlay_common::VXLAN_PORT],
+        guarded: state
+            .cluster
+            .as_ref()
+            .map(|c| underlay::cluster_guards(&c.endpoints))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g.0)
+            .collect(),
+    }
 }

@@ -93,8 +93,10 @@ impl Engine {
         // The cluster's networks as they are now, not as last synced.
         let mut known: Vec<NetworkRecord> = self.state.networks.values().cloned().collect();
         if global {
+            // Records that break the rules are skipped by every host; they
+            // claim nothing here either.
             for n in self.cluster()?.networks()? {
-                if !self.state.networks.contains_key(&n.id) {
+                if !self.state.networks.contains_key(&n.id) && rules::check_network(&n).is_ok() {
                     known.push(n);
                 }
             }
@@ -284,12 +286,7 @@ impl Engine {
         for id in &ids {
             let net = self.state.networks[id].clone();
             if self.state.is_global(&net) {
-                let users: Vec<String> = self
-                    .cluster()?
-                    .claims(&net.id)?
-                    .iter()
-                    .map(|c| format!("{} (on {})", c.container, c.host))
-                    .collect();
+                let users = self.cluster()?.claim_holders(&net.id)?;
                 if !users.is_empty() {
                     return Err(EngineError::NetworkInUse(net.name, users.join(", ")));
                 }

@@ -8,9 +8,10 @@ use overlay_common::{EndpointInfo, NextHop};
 
 use crate::{
     dataplane::{
-        Counters, Dataplane, DataplaneError, LocalEndpoint, Network, RemoteEndpoint, Underlay,
+        Counters, Dataplane, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint,
+        Underlay,
     },
-    host::{self, HostError, link::VethEnd, nat::Masquerade, netlink::Netlink},
+    host::{self, HostError, filter::Ruleset, link::VethEnd, netlink::Netlink},
     model::{AttachedMode, DecapMode, MacAddr},
 };
 
@@ -43,6 +44,10 @@ pub trait Datapath {
     ) -> Result<AttachedMode, DataplaneError>;
     fn detach_underlay(&mut self, ifindex: u32) -> Result<(), DataplaneError>;
     fn underlay_linked(&self, ifindex: u32) -> bool;
+    /// Destinations containers may not reach through this host.
+    fn guards(&self) -> Result<Vec<Guard>, DataplaneError>;
+    fn add_guard(&mut self, guard: Guard) -> Result<(), DataplaneError>;
+    fn remove_guard(&mut self, guard: Guard) -> Result<(), DataplaneError>;
     // Read-only views for `status` and `stats`.
     fn pin_dir(&self) -> &Path;
     fn links(&self) -> Vec<String>;
@@ -109,6 +114,15 @@ impl Datapath for Dataplane {
     }
     fn underlay_linked(&self, ifindex: u32) -> bool {
         Dataplane::underlay_linked(self, ifindex)
+    }
+    fn guards(&self) -> Result<Vec<Guard>, DataplaneError> {
+        Dataplane::guards(self)
+    }
+    fn add_guard(&mut self, guard: Guard) -> Result<(), DataplaneError> {
+        Dataplane::add_guard(self, guard)
+    }
+    fn remove_guard(&mut self, guard: Guard) -> Result<(), DataplaneError> {
+        Dataplane::remove_guard(self, guard)
     }
     fn pin_dir(&self) -> &Path {
         Dataplane::pin_dir(self)
@@ -188,8 +202,8 @@ pub trait HostNet {
         mac: MacAddr,
         host_ifname: &str,
     ) -> Result<(), HostError>;
-    /// Replaces the NAT table.
-    fn sync_nat(&mut self, masquerade: &[Masquerade]) -> Result<(), HostError>;
+    /// Replaces the NAT and filter table.
+    fn sync_filter(&mut self, ruleset: &Ruleset) -> Result<(), HostError>;
     fn is_running(&self, pid: Option<u32>) -> bool;
     /// Stops a process (SIGTERM, then SIGKILL).
     fn stop(&mut self, pid: Option<u32>);
@@ -352,8 +366,8 @@ impl HostNet for System {
         self.nl.replace_neighbour(link.index, ip, mac)
     }
 
-    fn sync_nat(&mut self, masquerade: &[Masquerade]) -> Result<(), HostError> {
-        host::nat::apply(masquerade)
+    fn sync_filter(&mut self, ruleset: &Ruleset) -> Result<(), HostError> {
+        host::filter::apply(ruleset)
     }
 
     fn is_running(&self, pid: Option<u32>) -> bool {

@@ -64,6 +64,7 @@ impl Engine {
             }
         }
         self.program_static_entries(None)?;
+        self.sync_guards()?;
         // The underlay program, if this host was attached.
         if let Some(h) = self.state.host.clone()
             && let Some((ifindex, _)) = self.host.link(&h.iface)?
@@ -74,7 +75,7 @@ impl Engine {
             self.dp.attach_underlay(ifindex, h.decap.reattach())?;
             repairs.underlay_reattached = true;
         }
-        self.host.sync_nat(&super::masquerade(&self.state))?;
+        self.host.sync_filter(&super::ruleset(&self.state))?;
         Ok(repairs)
     }
 

@@ -2,11 +2,14 @@
 //! remote endpoints (hosts without a cluster store, kernel-VXLAN hosts),
 //! and its membership in a cluster.
 
-use std::net::Ipv4Addr;
+use std::{
+    collections::BTreeSet,
+    net::{Ipv4Addr, SocketAddr, ToSocketAddrs as _},
+};
 
 use super::{Engine, EngineError, undo::Undo};
 use crate::{
-    dataplane::{RemoteEndpoint, Underlay},
+    dataplane::{Guard, RemoteEndpoint, Underlay},
     model::{
         AttachedMode, ClusterRecord, DecapMode, Driver, HostRecord, MacAddr, NetworkRecord,
         RemoteRecord, rules, state::remote_key,
@@ -183,6 +186,28 @@ impl Engine {
             return Err(EngineError::NoAdvertiseAddress);
         }
         self.state.cluster = Some(record);
+        self.sync_guards()
+    }
+
+    /// Makes the guarded destinations (what containers may not reach
+    /// through this host) the cluster store's client endpoints, resolved to
+    /// IPv4 addresses; none outside cluster mode.
+    pub(super) fn sync_guards(&mut self) -> Result<(), EngineError> {
+        let want: BTreeSet<Guard> = self
+            .state
+            .cluster
+            .as_ref()
+            .map(|c| cluster_guards(&c.endpoints))
+            .unwrap_or_default();
+        let have: BTreeSet<Guard> = self.dp.guards()?.into_iter().collect();
+        for g in have.difference(&want) {
+            self.dp.remove_guard(*g)?;
+            self.undo.push(Undo::RemovedGuard(*g));
+        }
+        for g in want.difference(&have) {
+            self.dp.add_guard(*g)?;
+            self.undo.push(Undo::Guard(*g));
+        }
         Ok(())
     }
 
@@ -214,7 +239,24 @@ impl Engine {
         }
         self.state.learned.clear();
         self.state.cluster_hosts.clear();
+        self.state.rejected.clear();
+        self.state.rejected_count = 0;
         self.state.cluster = None;
-        Ok(())
+        self.sync_guards()
     }
+}
+
+/// The IPv4 addresses of the cluster store's `host:port` endpoints. A name
+/// that does not resolve guards nothing (and the agent cannot reach it
+/// either).
+pub(super) fn cluster_guards(endpoints: &[String]) -> BTreeSet<Guard> {
+    endpoints
+        .iter()
+        .filter_map(|e| e.to_socket_addrs().ok())
+        .flatten()
+        .filter_map(|a| match a {
+            SocketAddr::V4(v4) if rules::check_host_address(*v4.ip()).is_ok() => Some(Guard(v4)),
+            _ => None,
+        })
+        .collect()
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use super::{Datapath, HostNet};
 use crate::{
     cluster::ClusterStore,
-    dataplane::{DataplaneError, LocalEndpoint, Network, RemoteEndpoint, Underlay},
+    dataplane::{DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay},
     model::{AttachedMode, Claim, NetworkRecord},
 };
 
@@ -50,6 +50,10 @@ pub(super) enum Undo {
         underlay: Underlay,
         mode: AttachedMode,
     },
+    /// A destination guarded from containers.
+    Guard(Guard),
+    /// A guard lifted, put back on rollback.
+    RemovedGuard(Guard),
     /// The gateway address added to `lo`.
     GatewayAddr(Ipv4Addr),
     /// A gateway address removed from `lo`, added again on rollback.
@@ -113,6 +117,8 @@ impl Undo {
                 .attach_underlay(underlay.ifindex, mode.reattach())
                 .and_then(|_| dp.set_underlay(&underlay))
                 .map_err(drop),
+            Self::Guard(g) => dp.remove_guard(g).map_err(drop),
+            Self::RemovedGuard(g) => dp.add_guard(g).map_err(drop),
             Self::GatewayAddr(gw) => host.remove_gateway_address(gw).map_err(drop),
             Self::RemovedGatewayAddr(gw) => host.add_gateway_address(gw).map(drop).map_err(drop),
             Self::ClusterNetwork(n) => match cluster {

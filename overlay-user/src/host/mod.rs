@@ -1,7 +1,7 @@
 //! The only code that changes the host's network: links, addresses, routes
 //! and neighbours through rtnetlink ([`netlink`]), named network namespaces
-//! ([`netns`]), sysctls and ethtool settings, the NAT table through
-//! nftables' JSON API ([`nat`]), and container processes ([`process`]).
+//! ([`netns`]), sysctls and ethtool settings, the NAT and filter table through
+//! nftables' JSON API ([`filter`]), and container processes ([`process`]).
 //!
 //! Nothing here runs `ip` or parses a tool's text: the kernel's answers are
 //! told apart by errno ([`HostError::errno`]).
@@ -11,8 +11,8 @@
 
 pub mod addr;
 pub mod ethtool;
+pub mod filter;
 pub mod link;
-pub mod nat;
 pub mod netlink;
 pub mod netns;
 pub mod process;

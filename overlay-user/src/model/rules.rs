@@ -64,7 +64,24 @@ pub enum RuleError {
     UnknownOption(String),
     #[error("invalid mtu {0:?}")]
     MtuText(String),
+    #[error("subnet {0} overlaps the reserved range {1}")]
+    ReservedSubnet(Ipv4Net, Ipv4Net),
+    #[error("invalid ID {0:?}: expected 64 lowercase hex digits")]
+    InvalidId(String),
+    #[error("invalid host name {0:?}: use letters, digits, '_', '.', '-' (max 64)")]
+    InvalidHostName(String),
+    #[error("network {0} is not an overlay network")]
+    NotOverlay(String),
 }
+
+/// Ranges no network may use: "this network", loopback, link-local and
+/// multicast/reserved (a gateway there would take the host's own traffic).
+pub const RESERVED: [(Ipv4Addr, u8); 4] = [
+    (Ipv4Addr::new(0, 0, 0, 0), 8),
+    (Ipv4Addr::new(127, 0, 0, 0), 8),
+    (Ipv4Addr::new(169, 254, 0, 0), 16),
+    (Ipv4Addr::new(224, 0, 0, 0), 3),
+];
 
 /// Names of networks and containers: letters, digits, `_.-`, at most 64,
 /// starting with a letter or digit (Docker's rule).
@@ -80,8 +97,8 @@ pub fn check_name(name: &str) -> Result<(), RuleError> {
     }
 }
 
-/// A network's subnet: the network address itself, and room for a gateway
-/// and an endpoint.
+/// A network's subnet: the network address itself, room for a gateway and
+/// an endpoint, and none of the reserved ranges.
 pub fn check_subnet(subnet: Ipv4Net) -> Result<(), RuleError> {
     if subnet.trunc() != subnet {
         return Err(RuleError::HostBits(subnet, subnet.trunc()));
@@ -89,7 +106,68 @@ pub fn check_subnet(subnet: Ipv4Net) -> Result<(), RuleError> {
     if subnet.prefix_len() > PREFIX_MAX {
         return Err(RuleError::SubnetTooSmall(subnet));
     }
+    for (addr, len) in RESERVED {
+        let reserved = Ipv4Net::new(addr, len).expect("valid reserved range");
+        if ipam::overlaps(reserved, subnet) {
+            return Err(RuleError::ReservedSubnet(subnet, reserved));
+        }
+    }
     Ok(())
+}
+
+/// Object IDs: 64 lowercase hex digits, as [`super::ids::new_id`] makes them.
+pub fn check_id(id: &str) -> Result<(), RuleError> {
+    if id.len() == 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(RuleError::InvalidId(id.chars().take(80).collect()))
+    }
+}
+
+/// A host's name as other hosts show it.
+pub fn check_host_name(name: &str) -> Result<(), RuleError> {
+    let ok = !name.is_empty()
+        && name.len() <= NAME_MAX
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(RuleError::InvalidHostName(name.chars().take(80).collect()))
+    }
+}
+
+/// A network record, wherever it comes from (the CLI builds one that
+/// passes; the cluster store may hold anything): every field by the rules
+/// `network create` applies.
+pub fn check_network(n: &super::NetworkRecord) -> Result<(), RuleError> {
+    check_id(&n.id)?;
+    check_name(&n.name)?;
+    check_subnet(n.subnet)?;
+    check_gateway(n.subnet, n.gateway)?;
+    if let Some(range) = n.ip_range {
+        check_ip_range(n.subnet, range)?;
+    }
+    if n.driver == super::Driver::Overlay {
+        check_requested_vni(true, n.vni)?;
+    } else {
+        check_vni(n.vni)?;
+    }
+    check_mtu(n.mtu)
+}
+
+/// An address claim of network `net`, as another host wrote it.
+pub fn check_claim(c: &super::Claim, net: &super::NetworkRecord) -> Result<(), RuleError> {
+    check_endpoint_address(net.subnet, Some(net.gateway), c.ip)?;
+    check_mac(c.mac)?;
+    check_host_address(c.host)?;
+    check_name(&c.container)?;
+    check_id(&c.endpoint_id)
 }
 
 /// A gateway is a usable host address of its subnet.
@@ -223,6 +301,32 @@ mod tests {
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().expect("test address")
+    }
+
+    #[test]
+    fn reserved_ranges_and_records() {
+        for bad in [
+            "0.0.0.0/0",
+            "127.0.0.0/8",
+            "127.1.0.0/16",
+            "169.254.0.0/24",
+            "224.0.0.0/24",
+            "240.0.0.0/8",
+            "0.0.0.0/30",
+        ] {
+            assert!(
+                matches!(check_subnet(net(bad)), Err(RuleError::ReservedSubnet(..))),
+                "{bad}"
+            );
+        }
+        assert_eq!(check_id(&"a".repeat(64)), Ok(()));
+        for bad in ["abc", &"A".repeat(64), &"g".repeat(64), &"a".repeat(65)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+        assert_eq!(check_host_name("host-1.lab"), Ok(()));
+        for bad in ["", "a b", "a\nb", "x\"y", &"h".repeat(65)] {
+            assert!(check_host_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

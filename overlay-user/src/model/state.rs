@@ -27,7 +27,15 @@ pub struct Snapshot {
     pub learned: BTreeMap<String, LearnedEndpoint>,
     /// Live cluster hosts: underlay address -> host name.
     pub cluster_hosts: BTreeMap<Ipv4Addr, String>,
+    /// Cluster-store records skipped in the last view: key -> why (at most
+    /// [`REJECTED_SAMPLES`] of them).
+    pub rejected: BTreeMap<String, String>,
+    /// How many records were skipped in the last view.
+    pub rejected_count: u64,
 }
+
+/// Skipped cluster records kept by name; the rest are only counted.
+pub const REJECTED_SAMPLES: usize = 32;
 
 /// The one item whose ID starts with `key` (Docker's short IDs).
 fn by_id_prefix<'a, T>(

@@ -14,9 +14,11 @@ use std::{
 use overlay_common::{EndpointInfo, NextHop};
 
 use crate::{
-    dataplane::{Counters, DataplaneError, LocalEndpoint, Network, RemoteEndpoint, Underlay},
+    dataplane::{
+        Counters, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay,
+    },
     engine::{ContainerIface, Datapath, HostNet},
-    host::{HostError, nat::Masquerade},
+    host::{HostError, filter::Ruleset},
     model::{AttachedMode, DecapMode, MacAddr},
 };
 
@@ -30,6 +32,7 @@ pub struct Kernel {
     pub endpoint_links: BTreeSet<u32>,
     pub underlay: Option<Underlay>,
     pub underlay_links: BTreeSet<u32>,
+    pub guards: BTreeSet<Guard>,
     pub netns: BTreeSet<String>,
     /// Host-side links: name -> (ifindex, MAC).
     pub links: BTreeMap<String, (u32, MacAddr)>,
@@ -38,7 +41,7 @@ pub struct Kernel {
     pub configured: BTreeMap<(String, String), ContainerIface>,
     pub gateway_addrs: BTreeSet<Ipv4Addr>,
     pub forwarding: bool,
-    pub nat: Vec<Masquerade>,
+    pub filter: Ruleset,
     /// /32 routes to endpoints: address -> host-side veth.
     pub host_routes: BTreeMap<Ipv4Addr, String>,
     pub running: BTreeSet<u32>,
@@ -303,6 +306,26 @@ impl Datapath for FakeDatapath {
         self.0.borrow().kernel.underlay_links.contains(&ifindex)
     }
 
+    fn guards(&self) -> Result<Vec<Guard>, DataplaneError> {
+        Ok(self.0.borrow().kernel.guards.iter().copied().collect())
+    }
+
+    fn add_guard(&mut self, guard: Guard) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.add_guard({})", guard.0))
+            .map_err(dp_err)?;
+        w.kernel.guards.insert(guard);
+        Ok(())
+    }
+
+    fn remove_guard(&mut self, guard: Guard) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.remove_guard({})", guard.0))
+            .map_err(dp_err)?;
+        w.kernel.guards.remove(&guard);
+        Ok(())
+    }
+
     fn pin_dir(&self) -> &Path {
         Path::new("/fake/pins")
     }
@@ -497,10 +520,11 @@ impl HostNet for FakeHost {
         Ok(())
     }
 
-    fn sync_nat(&mut self, masquerade: &[Masquerade]) -> Result<(), HostError> {
+    fn sync_filter(&mut self, ruleset: &Ruleset) -> Result<(), HostError> {
         let mut w = self.0.borrow_mut();
-        w.change("host.sync_nat".into()).map_err(host_err("nat"))?;
-        w.kernel.nat = masquerade.to_vec();
+        w.change("host.sync_filter".into())
+            .map_err(host_err("filter"))?;
+        w.kernel.filter = ruleset.clone();
         Ok(())
     }
 

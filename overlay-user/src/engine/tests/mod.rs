@@ -256,9 +256,20 @@ fn a_committed_command_leaves_kernel_and_store_in_step() {
     assert_eq!(eth1.default_gateway, None, "only the first network routes");
     assert!(k.peers.contains(&(ip("192.0.2.2"), 5000)));
     assert!(k.remotes.contains_key(&(5000, ip("10.2.0.200"))));
-    let mut nat: Vec<&str> = k.nat.iter().map(|m| m.name.as_str()).collect();
-    nat.sort_unstable();
-    assert_eq!(nat, ["bridge", "front"], "no NAT for the internal network");
+    let mut routed: Vec<&str> = k
+        .filter
+        .networks
+        .iter()
+        .filter(|n| !n.internal)
+        .map(|n| n.name.as_str())
+        .collect();
+    routed.sort_unstable();
+    assert_eq!(
+        routed,
+        ["bridge", "front"],
+        "the internal network is marked"
+    );
+    assert_eq!(k.filter.networks.len(), 3, "every network is filtered");
     assert!(k.gateway_addrs.contains(&ip("10.2.0.1")));
 }
 
@@ -375,9 +386,15 @@ fn bad_input_changes_nothing() {
     assert_eq!(h.stored(), stored);
 }
 
-fn global(id: &str, name: &str, subnet: &str, vni: u32) -> NetworkRecord {
+/// A valid object ID made of `tag` (`g1` -> `...0067_0031`).
+fn id(tag: &str) -> String {
+    let hex: String = tag.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("{hex:0>64}")
+}
+
+fn global(tag: &str, name: &str, subnet: &str, vni: u32) -> NetworkRecord {
     NetworkRecord {
-        id: id.into(),
+        id: id(tag),
         name: name.into(),
         driver: Driver::Overlay,
         subnet: subnet.parse().expect("subnet"),
@@ -399,12 +416,12 @@ fn global(id: &str, name: &str, subnet: &str, vni: u32) -> NetworkRecord {
 fn claim(net: &str, addr: &str, host: &str, endpoint: &str) -> StoredClaim {
     StoredClaim {
         claim: Claim {
-            network_id: net.into(),
+            network_id: id(net),
             ip: ip(addr),
             mac: MacAddr::from_ipv4(ip(addr)),
             host: ip(host),
             container: format!("c-{endpoint}"),
-            endpoint_id: endpoint.into(),
+            endpoint_id: id(endpoint),
         },
         mod_revision: 7,
         lease: 99,
@@ -441,6 +458,7 @@ fn the_cluster_view_is_applied_and_reapplied() {
             underlay_ip: ip("192.0.2.2"),
             name: "h2".into(),
         }],
+        unreadable: vec![],
     };
     let sync = h.run(|e| e.apply_cluster_view(&view)).expect("apply");
     assert_eq!(sync.networks_added, ["green"]);
@@ -448,7 +466,7 @@ fn the_cluster_view_is_applied_and_reapplied() {
     assert_eq!(sync.conflicts.len(), 1, "{:?}", sync.conflicts);
     assert!(sync.conflicts[0].contains("front"), "{:?}", sync.conflicts);
     assert_eq!(sync.claims_stale.len(), 1);
-    assert_eq!(sync.claims_stale[0].claim.endpoint_id, "e7");
+    assert_eq!(sync.claims_stale[0].claim.endpoint_id, id("e7"));
     assert!(sync.claims_missing.is_empty());
     let k = h.kernel();
     assert!(k.networks.contains_key(&6000) && !k.networks.contains_key(&6001));
@@ -477,9 +495,8 @@ fn the_cluster_view_is_applied_and_reapplied() {
     );
     assert!(k.peers.contains(&(ip("192.0.2.2"), 6000)));
     let gone = ClusterView {
-        networks: vec![],
-        claims: vec![],
         hosts: fewer.hosts.clone(),
+        ..ClusterView::default()
     };
     let sync = h.run(|e| e.apply_cluster_view(&gone)).expect("gone");
     assert_eq!(sync.networks_removed, ["green"]);
@@ -503,10 +520,22 @@ fn leaving_a_cluster_forgets_its_networks_unless_in_use() {
     let view = ClusterView {
         networks: vec![global("g1", "green", "10.9.0.0/24", 6000)],
         claims: vec![claim("g1", "10.9.0.5", "192.0.2.2", "e5")],
-        hosts: vec![],
+        ..ClusterView::default()
     };
     h.run(|e| e.apply_cluster_view(&view)).expect("apply");
+    let guarded: Vec<String> = h.kernel().guards.iter().map(|g| g.0.to_string()).collect();
+    assert_eq!(
+        guarded,
+        ["192.0.2.254:2379"],
+        "containers may not reach etcd"
+    );
+    assert_eq!(
+        h.kernel().filter.guarded.len(),
+        1,
+        "nor does the filter let them"
+    );
     h.run(|e| e.leave_cluster()).expect("leave");
+    assert!(h.kernel().guards.is_empty() && h.kernel().filter.guarded.is_empty());
     let s = h.stored();
     assert!(s.cluster.is_none() && s.learned.is_empty());
     assert!(!s.networks.values().any(|n| n.name == "green"));
@@ -550,4 +579,95 @@ fn reconcile_repairs_what_vanished() {
     assert_eq!(repairs.containers_gone, ["c2"]);
     assert!(!h.kernel().running.contains(&4242));
     assert!(!h.stored().containers.contains_key("c2"));
+}
+
+/// Records a writer to the cluster store could plant: each is skipped and
+/// named, the valid ones beside them still apply, and nothing fails.
+#[test]
+fn hostile_cluster_records_are_skipped_and_named() {
+    let h = Harness::new();
+    h.run(|e| {
+        e.join_cluster(ClusterRecord {
+            endpoints: vec!["192.0.2.254:2379".into()],
+            advertise_ip: Some(ip("192.0.2.1")),
+            ..ClusterRecord::default()
+        })
+    })
+    .expect("join");
+    let with = |f: fn(&mut NetworkRecord)| {
+        let mut n = global("x", "x", "10.50.0.0/24", 6100);
+        f(&mut n);
+        n
+    };
+    let hostile = vec![
+        with(|n| n.name = "a\"; flush ruleset; \"".into()),
+        with(|n| n.name = "line\nbreak".into()),
+        with(|n| n.name = "n".repeat(300)),
+        with(|n| n.subnet = "0.0.0.0/0".parse().expect("net")),
+        // The gateway is the cluster store's address: it would cut the
+        // host off from etcd.
+        with(|n| {
+            n.subnet = "192.0.2.252/30".parse().expect("net");
+            n.gateway = ip("192.0.2.254");
+        }),
+        with(|n| n.id = "short".into()),
+        with(|n| n.vni = 0x00ff_ffff),
+        with(|n| n.gateway = ip("10.99.0.1")),
+        with(|n| n.driver = Driver::Bridge),
+    ];
+    let mut networks: Vec<NetworkRecord> = hostile
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut n)| {
+            if n.id != "short" {
+                n.id = id(&format!("h{i}"));
+            }
+            n
+        })
+        .collect();
+    networks.push(global("ok", "fine", "10.60.0.0/24", 6200));
+    // Overlaps the valid one: a conflict, also skipped.
+    networks.push(global("ov", "overlap", "10.60.0.0/23", 6201));
+    let mut bad_claim = claim("ok", "10.60.0.9", "192.0.2.2", "eg");
+    bad_claim.claim.container = "no/slash".into();
+    let view = ClusterView {
+        networks,
+        claims: vec![
+            claim("ok", "10.60.0.5", "192.0.2.2", "e5"),
+            // The gateway's address, and an address outside the subnet.
+            claim("ok", "10.60.0.1", "192.0.2.2", "e6"),
+            claim("ok", "10.61.0.7", "192.0.2.2", "e7"),
+            bad_claim,
+        ],
+        hosts: vec![HostInfo {
+            underlay_ip: ip("192.0.2.2"),
+            name: "bad name; rm -rf".into(),
+        }],
+        unreadable: vec!["/overlay/v1/networks/garbage".into()],
+    };
+    let sync = h.run(|e| e.apply_cluster_view(&view)).expect("never fails");
+    assert_eq!(sync.networks_added, ["fine"], "only the valid network");
+    assert_eq!(sync.endpoints_added, 1, "only the valid claim");
+    let s = h.stored();
+    // 9 hostile networks, 1 overlap, 3 bad claims, 1 host, 1 unreadable.
+    assert_eq!(s.rejected_count, 15, "{:#?}", s.rejected);
+    assert!(s.rejected.keys().any(|k| k.contains("garbage")));
+    assert!(
+        s.rejected
+            .values()
+            .any(|why| why.contains("covers the underlay address 192.0.2.254")),
+        "{:#?}",
+        s.rejected
+    );
+    assert!(
+        s.cluster_hosts.is_empty(),
+        "the badly named host is skipped"
+    );
+    let k = h.kernel();
+    assert_eq!(k.networks.len(), 2, "the default bridge and `fine`");
+    assert!(!k.gateway_addrs.contains(&ip("192.0.2.254")));
+    assert_eq!(k.remotes.len(), 1);
+    // The same view again names nothing new.
+    let again = h.run(|e| e.apply_cluster_view(&view)).expect("again");
+    assert!(again.newly_rejected.is_empty() && again.rejected == 15);
 }

@@ -1,0 +1,332 @@
+//! The nftables table this program owns (`table ip overlay`), rebuilt as a
+//! whole from the state and applied in one transaction through nftables'
+//! JSON API: names and subnets are JSON values, never text pasted into a
+//! script.
+//!
+//! - `postrouting` (NAT): what a routed network sends out of its subnet is
+//!   masqueraded.
+//! - `forward` (filter): inbound to containers only as replies to
+//!   connections they opened (conntrack); containers' packets to a tunnel
+//!   port or a guarded endpoint through the host are dropped (the endpoint
+//!   program drops them first; this holds should it be detached).
+//! - `input` (filter): the same two guards for what containers send to the
+//!   host itself.
+//!
+//! nftables runs every base chain of a hook: a drop here is final, an
+//! accept here does not override another table's drop. So this table only
+//! adds restrictions; a host firewall whose forward policy is drop must
+//! still let the containers' traffic out (as for Docker).
+
+use std::{borrow::Cow, net::SocketAddrV4};
+
+use ipnet::Ipv4Net;
+use nftables::{
+    batch::Batch,
+    expr::{CT, Expression, NamedExpression, Payload, PayloadField, Prefix, SetItem},
+    schema::{Chain, NfListObject, Nftables, Rule, Table},
+    stmt::{Counter, Match, Operator, Statement},
+    types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
+};
+
+use super::HostError;
+
+/// The nftables table this program owns.
+pub const TABLE: &str = "overlay";
+/// Standard priorities: `srcnat` and `filter`.
+const SRCNAT_PRIORITY: i32 = 100;
+const FILTER_PRIORITY: i32 = 0;
+
+/// A network, as the filter sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilteredNetwork {
+    /// The network's name (rule comments).
+    pub name: String,
+    pub subnet: Ipv4Net,
+    /// No NAT: it reaches nothing outside itself.
+    pub internal: bool,
+}
+
+/// Everything the table is built from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub networks: Vec<FilteredNetwork>,
+    /// UDP ports of the tunnel: containers may not send to them.
+    pub tunnel_ports: Vec<u16>,
+    /// TCP endpoints containers may not reach (the cluster store's).
+    pub guarded: Vec<SocketAddrV4>,
+}
+
+fn table() -> Table<'static> {
+    Table {
+        family: NfFamily::IP,
+        name: TABLE.into(),
+        handle: None,
+    }
+}
+
+fn field(protocol: &'static str, field: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: field.into(),
+        },
+    )))
+}
+
+fn prefix(subnet: Ipv4Net) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(Expression::String(subnet.network().to_string().into())),
+        len: u32::from(subnet.prefix_len()),
+    }))
+}
+
+fn matches(
+    left: Expression<'static>,
+    op: Operator,
+    right: Expression<'static>,
+) -> Statement<'static> {
+    Statement::Match(Match { left, right, op })
+}
+
+fn counted_drop() -> [Statement<'static>; 2] {
+    [
+        Statement::Counter(Counter::Anonymous(None)),
+        Statement::Drop(None),
+    ]
+}
+
+fn base_chain(
+    name: &'static str,
+    kind: NfChainType,
+    hook: NfHook,
+    prio: i32,
+) -> NfListObject<'static> {
+    NfListObject::Chain(Chain {
+        family: NfFamily::IP,
+        table: TABLE.into(),
+        name: name.into(),
+        _type: Some(kind),
+        hook: Some(hook),
+        prio: Some(prio),
+        policy: Some(NfChainPolicy::Accept),
+        ..Chain::default()
+    })
+}
+
+fn rule(
+    chain: &'static str,
+    expr: Vec<Statement<'static>>,
+    comment: String,
+) -> NfListObject<'static> {
+    NfListObject::Rule(Rule {
+        family: NfFamily::IP,
+        table: TABLE.into(),
+        chain: chain.into(),
+        expr: Cow::Owned(expr),
+        comment: Some(comment.into()),
+        ..Rule::default()
+    })
+}
+
+/// The guards for what network `n` sends through or to the host.
+fn guard_rules(chain: &'static str, n: &FilteredNetwork, r: &Ruleset, batch: &mut Batch<'static>) {
+    if !r.tunnel_ports.is_empty() {
+        let ports = r
+            .tunnel_ports
+            .iter()
+            .map(|p| SetItem::Element(Expression::Number(u32::from(*p))))
+            .collect();
+        let mut expr = vec![
+            matches(field("ip", "saddr"), Operator::EQ, prefix(n.subnet)),
+            matches(
+                field("udp", "dport"),
+                Operator::EQ,
+                Expression::Named(NamedExpression::Set(ports)),
+            ),
+        ];
+        expr.extend(counted_drop());
+        batch.add(rule(
+            chain,
+            expr,
+            format!("{}: no tunnel from containers", n.name),
+        ));
+    }
+    for g in &r.guarded {
+        let mut expr = vec![
+            matches(field("ip", "saddr"), Operator::EQ, prefix(n.subnet)),
+            matches(
+                field("ip", "daddr"),
+                Operator::EQ,
+                Expression::String(g.ip().to_string().into()),
+            ),
+            matches(
+                field("tcp", "dport"),
+                Operator::EQ,
+                Expression::Number(u32::from(g.port())),
+            ),
+        ];
+        expr.extend(counted_drop());
+        batch.add(rule(chain, expr, format!("{}: guarded {g}", n.name)));
+    }
+}
+
+/// The table for `r`, replacing the old one in the same transaction
+/// (add-then-delete works whether or not it existed); no networks, no
+/// table.
+pub fn ruleset(r: &Ruleset) -> Nftables<'static> {
+    let mut batch = Batch::new();
+    batch.add(NfListObject::Table(table()));
+    batch.delete(NfListObject::Table(table()));
+    if r.networks.is_empty() {
+        return batch.to_nftables();
+    }
+    batch.add(NfListObject::Table(table()));
+    batch.add(base_chain(
+        "postrouting",
+        NfChainType::NAT,
+        NfHook::Postrouting,
+        SRCNAT_PRIORITY,
+    ));
+    batch.add(base_chain(
+        "forward",
+        NfChainType::Filter,
+        NfHook::Forward,
+        FILTER_PRIORITY,
+    ));
+    batch.add(base_chain(
+        "input",
+        NfChainType::Filter,
+        NfHook::Input,
+        FILTER_PRIORITY,
+    ));
+    for n in &r.networks {
+        if !n.internal {
+            let expr = vec![
+                matches(field("ip", "saddr"), Operator::EQ, prefix(n.subnet)),
+                matches(field("ip", "daddr"), Operator::NEQ, prefix(n.subnet)),
+                Statement::Masquerade(None),
+            ];
+            batch.add(rule("postrouting", expr, n.name.clone()));
+        }
+        // Inbound: replies to what the containers opened, nothing else.
+        let state = Expression::Named(NamedExpression::CT(CT {
+            key: "state".into(),
+            family: None,
+            dir: None,
+        }));
+        let replies = Expression::List(vec![
+            Expression::String("established".into()),
+            Expression::String("related".into()),
+        ]);
+        batch.add(rule(
+            "forward",
+            vec![
+                matches(field("ip", "daddr"), Operator::EQ, prefix(n.subnet)),
+                matches(state, Operator::IN, replies),
+                Statement::Accept(None),
+            ],
+            format!("{}: replies in", n.name),
+        ));
+        let mut expr = vec![matches(
+            field("ip", "daddr"),
+            Operator::EQ,
+            prefix(n.subnet),
+        )];
+        expr.extend(counted_drop());
+        batch.add(rule(
+            "forward",
+            expr,
+            format!("{}: nothing else in", n.name),
+        ));
+        guard_rules("forward", n, r, &mut batch);
+        guard_rules("input", n, r, &mut batch);
+    }
+    batch.to_nftables()
+}
+
+/// Applies [`ruleset`] in the calling thread's namespace (`nft -j -f -`).
+pub fn apply(r: &Ruleset) -> Result<(), HostError> {
+    nftables::helper::apply_ruleset(&ruleset(r)).map_err(HostError::Nftables)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(name: &str, subnet: &str, internal: bool) -> FilteredNetwork {
+        FilteredNetwork {
+            name: name.into(),
+            subnet: subnet.parse().expect("subnet"),
+            internal,
+        }
+    }
+
+    /// The rules of `chain` with their comments, as JSON.
+    fn rules<'a>(json: &'a serde_json::Value, chain: &str) -> Vec<&'a serde_json::Value> {
+        json["nftables"]
+            .as_array()
+            .expect("commands")
+            .iter()
+            .filter_map(|c| c["add"].get("rule"))
+            .filter(|r| r["chain"] == chain)
+            .collect()
+    }
+
+    #[test]
+    fn names_are_values_not_syntax() {
+        let hostile = "x\" ; flush ruleset ; comment \"";
+        let json = serde_json::to_value(ruleset(&Ruleset {
+            networks: vec![net(hostile, "10.1.0.0/24", false)],
+            ..Ruleset::default()
+        }))
+        .expect("json");
+        let nat = rules(&json, "postrouting");
+        assert_eq!(nat.len(), 1);
+        assert_eq!(nat[0]["comment"], hostile, "the name is one JSON string");
+        assert_eq!(
+            nat[0]["expr"][0]["match"]["right"]["prefix"]["addr"],
+            "10.1.0.0"
+        );
+        assert_eq!(nat[0]["expr"][0]["match"]["right"]["prefix"]["len"], 24);
+        assert_eq!(nat[0]["expr"][1]["match"]["op"], "!=");
+        assert!(nat[0]["expr"][2].get("masquerade").is_some(), "{}", nat[0]);
+    }
+
+    #[test]
+    fn inbound_is_replies_only_and_guards_cover_forward_and_input() {
+        let json = serde_json::to_value(ruleset(&Ruleset {
+            networks: vec![
+                net("pub", "10.1.0.0/24", false),
+                net("priv", "10.2.0.0/24", true),
+            ],
+            tunnel_ports: vec![4789],
+            guarded: vec!["192.0.2.9:2379".parse().expect("addr")],
+        }))
+        .expect("json");
+        assert_eq!(rules(&json, "postrouting").len(), 1, "no NAT for internal");
+        let forward = rules(&json, "forward");
+        // Per network: replies in, nothing else in, tunnel, guard.
+        assert_eq!(forward.len(), 8, "{forward:#?}");
+        assert_eq!(forward[0]["expr"][1]["match"]["op"], "in");
+        assert_eq!(forward[0]["expr"][1]["match"]["left"]["ct"]["key"], "state");
+        assert!(forward[0]["expr"][2].get("accept").is_some());
+        assert!(forward[1]["expr"][1].get("counter").is_some());
+        assert!(forward[1]["expr"][2].get("drop").is_some());
+        assert_eq!(
+            forward[2]["expr"][1]["match"]["left"]["payload"]["field"],
+            "dport"
+        );
+        assert_eq!(forward[2]["expr"][1]["match"]["right"]["set"][0], 4789);
+        assert_eq!(forward[3]["expr"][1]["match"]["right"], "192.0.2.9");
+        assert_eq!(forward[3]["expr"][2]["match"]["right"], 2379);
+        assert_eq!(rules(&json, "input").len(), 4);
+    }
+
+    #[test]
+    fn no_networks_removes_the_table() {
+        let json = serde_json::to_value(ruleset(&Ruleset::default())).expect("json");
+        let objects = json["nftables"].as_array().expect("commands");
+        assert_eq!(objects.len(), 2);
+        assert_eq!(objects[1]["delete"]["table"]["name"], TABLE);
+    }
+}
