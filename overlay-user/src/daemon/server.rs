@@ -43,11 +43,17 @@ pub fn bind(socket: &Path) -> Result<UnixListener, DaemonError> {
     Ok(listener)
 }
 
-/// Serves requests one at a time, forever.
+/// Serves requests one at a time, forever. A request that panics is
+/// logged and the connection dropped; the server goes on.
 pub fn serve(listener: &UnixListener, target: &Target) {
     for stream in listener.incoming().flatten() {
-        if let Err(e) = handle(stream, target) {
-            tracing::warn!(error = %e, "request failed");
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle(stream, target)
+        }));
+        match served {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "request failed"),
+            Err(_) => tracing::error!("a request panicked; serving on"),
         }
     }
 }

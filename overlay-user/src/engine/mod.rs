@@ -214,10 +214,14 @@ impl Engine {
     /// Makes the command's changes durable; on failure undoes them.
     pub fn commit(mut self) -> Result<(), EngineError> {
         if self.filter_changed()
-            && let Err(e) = self.host.sync_filter(&ruleset(&self.state))
+            && let Err(e) = self.sync_guards().and_then(|()| {
+                self.host
+                    .sync_filter(&ruleset(&self.state))
+                    .map_err(EngineError::from)
+            })
         {
             self.rollback();
-            return Err(e.into());
+            return Err(e);
         }
         match self.store.save(&self.before, &self.state) {
             Ok(()) => Ok(()),
@@ -271,11 +275,22 @@ impl Engine {
             .ok_or_else(|| EngineError::NoSuchContainer(key.to_owned()))
     }
 
-    /// True when the filter table's inputs differ from the committed ones.
+    /// True when the inputs of the filter table and the guards (networks,
+    /// the underlay address, the cluster store) differ from the committed
+    /// ones.
     fn filter_changed(&self) -> bool {
         self.state.networks != self.before.networks
-            || self.state.cluster.as_ref().map(|c| &c.endpoints)
-                != self.before.cluster.as_ref().map(|c| &c.endpoints)
+            || self.state.host != self.before.host
+            || self
+                .state
+                .cluster
+                .as_ref()
+                .map(|c| (&c.endpoints, c.advertise_ip))
+                != self
+                    .before
+                    .cluster
+                    .as_ref()
+                    .map(|c| (&c.endpoints, c.advertise_ip))
     }
 
     /// The cluster store, connected on first use with the stored
@@ -311,13 +326,6 @@ fn ruleset(state: &Snapshot) -> Ruleset {
             })
             .collect(),
         tunnel_ports: vec![overlay_common::VXLAN_PORT],
-        guarded: state
-            .cluster
-            .as_ref()
-            .map(|c| underlay::cluster_guards(&c.endpoints))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|g| g.0)
-            .collect(),
+        guarded: underlay::guards(state).into_iter().map(|g| g.0).collect(),
     }
 }

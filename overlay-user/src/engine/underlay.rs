@@ -185,20 +185,17 @@ impl Engine {
         if record.advertise_ip.is_none() && self.state.host.is_none() {
             return Err(EngineError::NoAdvertiseAddress);
         }
+        // The guards follow at commit.
         self.state.cluster = Some(record);
-        self.sync_guards()
+        Ok(())
     }
 
     /// Makes the guarded destinations (what containers may not reach
     /// through this host) the cluster store's client endpoints, resolved to
-    /// IPv4 addresses; none outside cluster mode.
+    /// IPv4 addresses, and their ports on this host's own addresses (should
+    /// the store run here); none outside cluster mode.
     pub(super) fn sync_guards(&mut self) -> Result<(), EngineError> {
-        let want: BTreeSet<Guard> = self
-            .state
-            .cluster
-            .as_ref()
-            .map(|c| cluster_guards(&c.endpoints))
-            .unwrap_or_default();
+        let want = guards(&self.state);
         let have: BTreeSet<Guard> = self.dp.guards()?.into_iter().collect();
         for g in have.difference(&want) {
             self.dp.remove_guard(*g)?;
@@ -242,7 +239,7 @@ impl Engine {
         self.state.rejected.clear();
         self.state.rejected_count = 0;
         self.state.cluster = None;
-        self.sync_guards()
+        Ok(())
     }
 }
 
@@ -259,4 +256,26 @@ pub(super) fn cluster_guards(endpoints: &[String]) -> BTreeSet<Guard> {
             _ => None,
         })
         .collect()
+}
+
+/// What containers may not reach through this host in `state`: the
+/// cluster store's endpoints, and the store's ports on this host's
+/// underlay and gateway addresses.
+pub(super) fn guards(state: &crate::model::Snapshot) -> BTreeSet<Guard> {
+    let Some(cluster) = &state.cluster else {
+        return BTreeSet::new();
+    };
+    let store = cluster_guards(&cluster.endpoints);
+    let ports: BTreeSet<u16> = store.iter().map(|g| g.0.port()).collect();
+    let own = state
+        .advertise_ip()
+        .into_iter()
+        .chain(state.networks.values().map(|n| n.gateway));
+    let mut out = store;
+    for ip in own {
+        for port in &ports {
+            out.insert(Guard(std::net::SocketAddrV4::new(ip, *port)));
+        }
+    }
+    out
 }

@@ -128,20 +128,27 @@ fn rule(
     })
 }
 
-/// The guards for what network `n` sends through or to the host.
+/// A set of ports, `{ p1, p2 }`.
+fn port_set(ports: impl Iterator<Item = u16>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Set(
+        ports
+            .map(|p| SetItem::Element(Expression::Number(u32::from(p))))
+            .collect(),
+    ))
+}
+
+/// The guards for what network `n` sends through the host (`forward`:
+/// to the guarded endpoints) or to it (`input`: to the guarded ports on
+/// any of its addresses, should the store run on this host).
 fn guard_rules(chain: &'static str, n: &FilteredNetwork, r: &Ruleset, batch: &mut Batch<'static>) {
+    let from = || matches(field("ip", "saddr"), Operator::EQ, prefix(n.subnet));
     if !r.tunnel_ports.is_empty() {
-        let ports = r
-            .tunnel_ports
-            .iter()
-            .map(|p| SetItem::Element(Expression::Number(u32::from(*p))))
-            .collect();
         let mut expr = vec![
-            matches(field("ip", "saddr"), Operator::EQ, prefix(n.subnet)),
+            from(),
             matches(
                 field("udp", "dport"),
                 Operator::EQ,
-                Expression::Named(NamedExpression::Set(ports)),
+                port_set(r.tunnel_ports.iter().copied()),
             ),
         ];
         expr.extend(counted_drop());
@@ -151,9 +158,25 @@ fn guard_rules(chain: &'static str, n: &FilteredNetwork, r: &Ruleset, batch: &mu
             format!("{}: no tunnel from containers", n.name),
         ));
     }
+    if chain == "input" {
+        let ports: std::collections::BTreeSet<u16> = r.guarded.iter().map(|g| g.port()).collect();
+        if !ports.is_empty() {
+            let mut expr = vec![
+                from(),
+                matches(
+                    field("tcp", "dport"),
+                    Operator::EQ,
+                    port_set(ports.into_iter()),
+                ),
+            ];
+            expr.extend(counted_drop());
+            batch.add(rule(chain, expr, format!("{}: guarded ports", n.name)));
+        }
+        return;
+    }
     for g in &r.guarded {
         let mut expr = vec![
-            matches(field("ip", "saddr"), Operator::EQ, prefix(n.subnet)),
+            from(),
             matches(
                 field("ip", "daddr"),
                 Operator::EQ,
@@ -319,7 +342,9 @@ mod tests {
         assert_eq!(forward[2]["expr"][1]["match"]["right"]["set"][0], 4789);
         assert_eq!(forward[3]["expr"][1]["match"]["right"], "192.0.2.9");
         assert_eq!(forward[3]["expr"][2]["match"]["right"], 2379);
-        assert_eq!(rules(&json, "input").len(), 4);
+        let input = rules(&json, "input");
+        assert_eq!(input.len(), 4, "tunnel and guarded ports, per network");
+        assert_eq!(input[1]["expr"][1]["match"]["right"]["set"][0], 2379);
     }
 
     #[test]

@@ -524,14 +524,21 @@ fn leaving_a_cluster_forgets_its_networks_unless_in_use() {
     };
     h.run(|e| e.apply_cluster_view(&view)).expect("apply");
     let guarded: Vec<String> = h.kernel().guards.iter().map(|g| g.0.to_string()).collect();
+    // The store, and its port on this host's own addresses (the underlay
+    // one, each gateway).
     assert_eq!(
         guarded,
-        ["192.0.2.254:2379"],
+        [
+            "10.9.0.1:2379",
+            "172.17.0.1:2379",
+            "192.0.2.1:2379",
+            "192.0.2.254:2379"
+        ],
         "containers may not reach etcd"
     );
     assert_eq!(
         h.kernel().filter.guarded.len(),
-        1,
+        4,
         "nor does the filter let them"
     );
     h.run(|e| e.leave_cluster()).expect("leave");
