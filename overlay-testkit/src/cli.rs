@@ -80,6 +80,41 @@ impl Host {
         String::from_utf8_lossy(&out.stderr).trim().to_owned()
     }
 
+    /// What `argv` prints, run in this host's namespace (a tool, not the
+    /// binary: `ip`, `nft`).
+    pub fn stdout_of(&self, argv: &[&str]) -> String {
+        let out = self
+            .ns
+            .exec(argv)
+            .unwrap_or_else(|e| panic!("{}: {argv:?}: {e}", self.tag));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// An uplink `up0` from this host to namespace `peer`, addressed
+    /// `host_cidr` here and `peer_cidr` there, both up.
+    pub fn uplink(&self, peer: &NetNs, host_cidr: &str, peer_cidr: &str) {
+        netns::ip(&[
+            "link",
+            "add",
+            "up0",
+            "netns",
+            self.ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "up0",
+            "netns",
+            peer.name(),
+        ])
+        .expect("uplink");
+        for (ns, cidr) in [(&self.ns, host_cidr), (peer, peer_cidr)] {
+            ns.sh(&format!("ip addr add {cidr} dev up0"))
+                .expect("address");
+            ns.sh("ip link set up0 up").expect("up");
+        }
+    }
+
     pub fn name(&self, short: &str) -> String {
         format!("{}-{short}", self.tag)
     }

@@ -165,31 +165,10 @@ fn the_lan_reaches_containers_only_with_replies() {
     }
     let h = host();
     let lan = NetNs::new(&h.name("lan")).expect("lan namespace");
-    overlay_testkit::netns::ip(&[
-        "link",
-        "add",
-        "up0",
-        "netns",
-        h.ns.name(),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "up0",
-        "netns",
-        lan.name(),
-    ])
-    .expect("uplink");
-    for (ns, cmd) in [
-        (&h.ns, "ip addr add 198.51.100.1/24 dev up0"),
-        (&h.ns, "ip link set up0 up"),
-        (&lan, "ip addr add 198.51.100.2/24 dev up0"),
-        (&lan, "ip link set up0 up"),
-        // The attacker routes the container subnets via the host.
-        (&lan, "ip route add 10.88.0.0/16 via 198.51.100.1"),
-    ] {
-        ns.sh(cmd).unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    }
+    h.uplink(&lan, "198.51.100.1/24", "198.51.100.2/24");
+    // The attacker routes the container subnets via the host.
+    lan.sh("ip route add 10.88.0.0/16 via 198.51.100.1")
+        .expect("route");
     h.ok(&["network", "create", "--subnet", "10.88.1.0/24", "pub"]);
     h.ok(&[
         "network",
@@ -221,13 +200,7 @@ fn the_lan_reaches_containers_only_with_replies() {
         !connects(&lan, SocketAddr::from((q_ip, 8080))),
         "nor to a container of an internal network"
     );
-    let table = String::from_utf8_lossy(
-        &h.ns
-            .exec(&["nft", "list", "table", "ip", "overlay"])
-            .expect("nft")
-            .stdout,
-    )
-    .into_owned();
+    let table = h.stdout_of(&["nft", "list", "table", "ip", "overlay"]);
     let dropped = table
         .lines()
         .find(|l| l.contains("pub: nothing else in"))

@@ -588,24 +588,12 @@ fn hostile_cluster_records_are_skipped_and_the_store_is_guarded() {
             "{}: every bad record named: {status}",
             h.tag
         );
-        let lo = String::from_utf8_lossy(
-            &h.ns
-                .exec(&["ip", "-4", "addr", "show", "dev", "lo"])
-                .expect("lo")
-                .stdout,
-        )
-        .into_owned();
+        let lo = h.stdout_of(&["ip", "-4", "addr", "show", "dev", "lo"]);
         assert!(
             !lo.contains(SWITCH_IP) && !lo.contains("0.0.0.1/"),
             "no hostile gateway on lo: {lo}"
         );
-        let table = String::from_utf8_lossy(
-            &h.ns
-                .exec(&["nft", "list", "table", "ip", "overlay"])
-                .expect("the filter table is intact")
-                .stdout,
-        )
-        .into_owned();
+        let table = h.stdout_of(&["nft", "list", "table", "ip", "overlay"]);
         assert!(!table.contains("flush"), "{table}");
     }
     // The agents keep serving and forwarding.

@@ -47,9 +47,8 @@ pub fn bind(socket: &Path) -> Result<UnixListener, DaemonError> {
 /// logged and the connection dropped; the server goes on.
 pub fn serve(listener: &UnixListener, target: &Target) {
     for stream in listener.incoming().flatten() {
-        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handle(stream, target)
-        }));
+        let served =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(stream, target)));
         match served {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "request failed"),

@@ -413,6 +413,18 @@ fn global(tag: &str, name: &str, subnet: &str, vni: u32) -> NetworkRecord {
     }
 }
 
+/// Joins the cluster at 192.0.2.254, advertising 192.0.2.1.
+fn join(h: &Harness) {
+    h.run(|e| {
+        e.join_cluster(ClusterRecord {
+            endpoints: vec!["192.0.2.254:2379".into()],
+            advertise_ip: Some(ip("192.0.2.1")),
+            ..ClusterRecord::default()
+        })
+    })
+    .expect("join");
+}
+
 fn claim(net: &str, addr: &str, host: &str, endpoint: &str) -> StoredClaim {
     StoredClaim {
         claim: Claim {
@@ -509,14 +521,7 @@ fn the_cluster_view_is_applied_and_reapplied() {
 #[test]
 fn leaving_a_cluster_forgets_its_networks_unless_in_use() {
     let h = Harness::new();
-    h.run(|e| {
-        e.join_cluster(ClusterRecord {
-            endpoints: vec!["192.0.2.254:2379".into()],
-            advertise_ip: Some(ip("192.0.2.1")),
-            ..ClusterRecord::default()
-        })
-    })
-    .expect("join");
+    join(&h);
     let view = ClusterView {
         networks: vec![global("g1", "green", "10.9.0.0/24", 6000)],
         claims: vec![claim("g1", "10.9.0.5", "192.0.2.2", "e5")],
@@ -593,14 +598,7 @@ fn reconcile_repairs_what_vanished() {
 #[test]
 fn hostile_cluster_records_are_skipped_and_named() {
     let h = Harness::new();
-    h.run(|e| {
-        e.join_cluster(ClusterRecord {
-            endpoints: vec!["192.0.2.254:2379".into()],
-            advertise_ip: Some(ip("192.0.2.1")),
-            ..ClusterRecord::default()
-        })
-    })
-    .expect("join");
+    join(&h);
     let with = |f: fn(&mut NetworkRecord)| {
         let mut n = global("x", "x", "10.50.0.0/24", 6100);
         f(&mut n);
