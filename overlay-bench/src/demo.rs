@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use anyhow::{Context as _, bail};
 use overlay_common::{Counter, DropReason};
 use overlay_testkit::lab::Lab;
-use overlay_user::model::DecapMode;
+use overlay_user::model::DecapRequest;
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("demo addresses are valid")
@@ -27,7 +27,7 @@ impl Score {
     }
 }
 
-pub fn run(decap: DecapMode) -> anyhow::Result<()> {
+pub fn run(decap: DecapRequest) -> anyhow::Result<()> {
     println!("== two hosts (namespaces) joined by a veth underlay, this dataplane on each");
     let mut lab = Lab::two_hosts(decap).context("building the hosts")?;
     for h in &lab.hosts {

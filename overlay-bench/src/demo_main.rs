@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser as _, ValueEnum};
-use overlay_user::model::DecapMode;
+use overlay_user::model::DecapRequest;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Decap {
@@ -31,9 +31,9 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let decap = match cli.decap {
-        Decap::Xdp => DecapMode::Xdp,
-        Decap::XdpGeneric => DecapMode::XdpGeneric,
-        Decap::Tc => DecapMode::Tc,
+        Decap::Xdp => DecapRequest::Xdp,
+        Decap::XdpGeneric => DecapRequest::XdpGeneric,
+        Decap::Tc => DecapRequest::Tc,
     };
     match overlay_bench::demo::run(decap) {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,7 +17,7 @@ use overlay_testkit::{
 };
 use overlay_user::{
     host::{link::VethEnd, netlink::Netlink},
-    model::DecapMode,
+    model::DecapRequest,
 };
 use serde::Serialize;
 
@@ -124,8 +124,8 @@ pub(crate) enum Topology {
 impl Topology {
     pub(crate) fn build(path: PathKind) -> Result<Self, BenchError> {
         let (kinds, underlay) = match path {
-            PathKind::EbpfXdp => ([HostKind::Ebpf(DecapMode::Xdp); 2], UnderlayKind::Wire),
-            PathKind::EbpfTc => ([HostKind::Ebpf(DecapMode::Tc); 2], UnderlayKind::Offload),
+            PathKind::EbpfXdp => ([HostKind::Ebpf(DecapRequest::Xdp); 2], UnderlayKind::Wire),
+            PathKind::EbpfTc => ([HostKind::Ebpf(DecapRequest::Tc); 2], UnderlayKind::Offload),
             PathKind::KernelWire => ([HostKind::Kernel; 2], UnderlayKind::Wire),
             PathKind::KernelOffload => ([HostKind::Kernel; 2], UnderlayKind::Offload),
             PathKind::Redirect => ([HostKind::Bare; 2], UnderlayKind::Offload),

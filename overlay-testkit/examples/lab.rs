@@ -5,14 +5,14 @@
 use std::{io::Read, net::Ipv4Addr};
 
 use overlay_testkit::lab::{HostKind, Lab};
-use overlay_user::model::DecapMode;
+use overlay_user::model::DecapRequest;
 
 fn main() {
     let kind = match std::env::args().nth(1).as_deref() {
-        Some("tc") => HostKind::Ebpf(DecapMode::Tc),
-        Some("xdp-generic") => HostKind::Ebpf(DecapMode::XdpGeneric),
+        Some("tc") => HostKind::Ebpf(DecapRequest::Tc),
+        Some("xdp-generic") => HostKind::Ebpf(DecapRequest::XdpGeneric),
         Some("kernel") => HostKind::Kernel,
-        _ => HostKind::Ebpf(DecapMode::Xdp),
+        _ => HostKind::Ebpf(DecapRequest::Xdp),
     };
     let mut lab = Lab::new(&[kind, kind]).expect("lab");
     lab.add_network(100, "10.10.0.0/24").expect("net");

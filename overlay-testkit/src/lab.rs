@@ -24,7 +24,7 @@ use overlay_user::{
     dataplane::{Dataplane, Network},
     engine::{CreateNetwork, Engine, EngineError, Paths, transaction},
     host::{ethtool, link::VethEnd, netlink::Netlink},
-    model::{AttachedMode, DecapMode, Driver, MacAddr, rules},
+    model::{AttachedMode, DecapRequest, Driver, MacAddr, rules},
 };
 
 use crate::{
@@ -41,7 +41,7 @@ pub const CONTAINER_MTU: u32 = overlay_common::DEFAULT_OVERLAY_MTU;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostKind {
     /// This project's dataplane with the given decap mode.
-    Ebpf(DecapMode),
+    Ebpf(DecapRequest),
     /// The kernel's own path, the way Docker's overlay driver builds it: per
     /// network a vxlan device (`nolearning proxy`) enslaved to a bridge,
     /// static FDB and neighbour entries for remote endpoints.
@@ -153,17 +153,23 @@ fn net_name(vni: u32) -> String {
 impl Lab {
     /// Two hosts on the underlay switch, each running this dataplane with
     /// decap `mode`.
-    pub fn two_hosts(mode: DecapMode) -> Result<Self, LabError> {
+    pub fn two_hosts(mode: DecapRequest) -> Result<Self, LabError> {
         Self::new(&[HostKind::Ebpf(mode), HostKind::Ebpf(mode)])
     }
 
     /// Hosts of the given kinds on one underlay switch (10.100.0.1, .2, ...).
     /// The underlay behaves like a real wire ([`UnderlayKind::Wire`]) when
-    /// any host decapsulates with XDP, which needs it.
+    /// any host asks for XDP decap, which needs it; `auto` and TC hosts get
+    /// veth defaults (offloads on), as shipped.
     pub fn new(kinds: &[HostKind]) -> Result<Self, LabError> {
-        let xdp = kinds
-            .iter()
-            .any(|k| matches!(k, HostKind::Ebpf(m) if *m != DecapMode::Tc));
+        let xdp = kinds.iter().any(|k| {
+            matches!(
+                k,
+                HostKind::Ebpf(
+                    DecapRequest::Xdp | DecapRequest::XdpNative | DecapRequest::XdpGeneric
+                )
+            )
+        });
         Self::with_underlay(
             kinds,
             if xdp {
@@ -247,8 +253,8 @@ impl Lab {
                 state_dir: std::env::temp_dir().join(format!("{tag}-h{}", i + 1)),
                 pin_dir: PathBuf::from(format!("/sys/fs/bpf/{tag}-h{}", i + 1)),
             });
-            let (_, attached) = host.engine(move |e| e.attach("eth0", Some(underlay_ip), mode))?;
-            host.decap = Some(attached);
+            let attached = host.engine(move |e| e.attach("eth0", Some(underlay_ip), mode))?;
+            host.decap = Some(attached.mode);
             host.dataplane = Some(Dataplane::load(
                 &host.paths.as_ref().expect("set above").pin_dir,
             )?);

@@ -228,7 +228,8 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        AttachedMode, ClusterRecord, Driver, HostRecord, LearnedEndpoint, MacAddr, NetworkRecord,
+        AttachedMode, ClusterRecord, DecapRequest, Driver, HostRecord, LearnedEndpoint, MacAddr,
+        NetworkRecord,
     };
 
     fn sample() -> Snapshot {
@@ -273,6 +274,9 @@ mod tests {
             iface: "eth0".into(),
             underlay_ip: Ipv4Addr::new(192, 0, 2, 1),
             decap: AttachedMode::Tcx,
+            requested: Some(DecapRequest::Auto),
+            decap_reason: Some("veth".into()),
+            mtu: 1400,
         });
         snap
     }

@@ -6,7 +6,7 @@ mod common;
 use std::{os::unix::process::CommandExt as _, process::Command};
 
 use common::{Switch, host, require_root};
-use overlay_testkit::NetNs;
+use overlay_testkit::{NetNs, traffic::tcp_transfer};
 
 #[test]
 fn docker_network_tutorial_walkthrough() {
@@ -757,13 +757,25 @@ fn attach_and_detach_the_underlay() {
         h.ns.exec(&cmd.split(' ').collect::<Vec<_>>())
             .unwrap_or_else(|e| panic!("{cmd}: {e}"));
     }
+    // The default (`auto`) on a veth: TC, and why.
     let out = h.ok(&["attach", "--iface", "ul0"]);
     assert!(
-        out.contains("192.0.2.10") && out.contains("xdp"),
+        out.contains("192.0.2.10") && out.contains("tc (tcx ingress) (auto: veth"),
         "the NIC's address and decap mode: {out}"
     );
     let status = h.ok(&["status"]);
-    assert!(status.contains("underlay: ul0 192.0.2.10"), "{status}");
+    assert!(
+        status.contains("underlay: ul0 192.0.2.10 decap tc (tcx ingress) (auto: veth"),
+        "{status}"
+    );
+    // Asking for XDP there works, with a warning that says why not.
+    let xdp = h.run(&["attach", "--iface", "ul0", "--decap", "xdp"]);
+    let warning = String::from_utf8_lossy(&xdp.stderr);
+    assert!(
+        xdp.status.success() && warning.contains("warning") && warning.contains("--decap auto"),
+        "{warning}"
+    );
+    assert!(h.ok(&["status"]).contains("(warning: veth"));
     let links = || std::fs::read_dir(h.root.join("bpf/links")).map_or(0, |d| d.count());
     assert_eq!(links(), 1, "the decap link is pinned");
     assert!(h.ok(&["detach"]).contains("ul0"));
@@ -773,9 +785,11 @@ fn attach_and_detach_the_underlay() {
     assert!(!again.status.success(), "detaching twice is an error");
 }
 
-/// Two hosts on a switch, configured only through the CLI: the same overlay
-/// network on both, static peers and remote endpoints (the way hosts without
-/// a cluster store, or next to kernel-VXLAN hosts, are wired).
+/// Two hosts on a switch, configured only through the CLI with default
+/// settings (`attach` picks the decap mode): the same overlay network on
+/// both, static peers and remote endpoints (the way hosts without a cluster
+/// store, or next to kernel-VXLAN hosts, are wired). TCP crosses the veth
+/// underlay with its offloads on, as shipped, and with them off (a wire).
 #[test]
 fn two_hosts_over_the_cli_with_static_peers() {
     if !require_root("two_hosts_over_the_cli_with_static_peers") {
@@ -785,7 +799,7 @@ fn two_hosts_over_the_cli_with_static_peers() {
     let mut switch = Switch::new(&h1.tag);
     for h in [&h1, &h2] {
         switch.plug(h);
-        h.ok(&["attach", "--iface", "eth0", "--decap", "tc"]);
+        h.ok(&["attach", "--iface", "eth0"]);
         h.ok(&[
             "network",
             "create",
@@ -856,6 +870,21 @@ fn two_hosts_over_the_cli_with_static_peers() {
         "a (host 1) reaches b (host 2) over VXLAN"
     );
     assert!(h2.pings(&b, &a_ip), "and back");
+    let (a_ns, b_ns) = (NetNs::existing(&a), NetNs::existing(&b));
+    let (a_addr, b_addr) = (a_ip.parse().expect("ip"), b_ip.parse().expect("ip"));
+    for (what, port) in [("offloads on", 5101), ("offloads off", 5103)] {
+        if what == "offloads off" {
+            for h in [&h1, &h2] {
+                h.ns.run(|| overlay_user::host::ethtool::disable_tx_checksum_offload("eth0"))
+                    .expect("host namespace")
+                    .expect("tx checksum off");
+            }
+        }
+        let (sent, got, n) = tcp_transfer(&a_ns, &b_ns, b_addr, port, 8 << 20);
+        assert!(n == 8 << 20 && sent == got, "{what}: TCP a -> b intact");
+        let (sent, got, n) = tcp_transfer(&b_ns, &a_ns, a_addr, port + 1, 8 << 20);
+        assert!(n == 8 << 20 && sent == got, "{what}: TCP b -> a intact");
+    }
     let stats = h2.ok(&["stats"]);
     let decap = stats
         .lines()
@@ -1287,4 +1316,108 @@ fn a_daemon_refuses_commands_for_another_host() {
         "{stderr}"
     );
     assert_eq!(h.observable(), before, "nothing changed");
+}
+
+/// On a 1400-byte underlay (many cloud VMs, VPNs) a default overlay network
+/// takes 1350, so bulk TCP crosses a real wire (offloads off: the sender
+/// segments to the MTU) intact; an MTU that cannot fit is refused.
+#[test]
+fn the_overlay_mtu_follows_a_small_underlay() {
+    if !require_root("the_overlay_mtu_follows_a_small_underlay") {
+        return;
+    }
+    let (h1, h2) = (host(), host());
+    let mut switch = Switch::new(&h1.tag);
+    for (n, h) in [&h1, &h2].into_iter().enumerate() {
+        switch.plug(h);
+        h.ns.sh("ip link set eth0 mtu 1400").expect("host mtu");
+        switch
+            .ns
+            .sh(&format!("ip link set p{} mtu 1400", n + 1))
+            .expect("switch port mtu");
+        h.ns.run(|| overlay_user::host::ethtool::disable_tx_checksum_offload("eth0"))
+            .expect("host namespace")
+            .expect("a real wire");
+        h.ok(&["attach", "--iface", "eth0"]);
+        h.ok(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.78.0.0/24",
+            "--vni",
+            "7800",
+            "ov",
+        ]);
+    }
+    let net = h1.inspect("ov");
+    assert_eq!(
+        net["Options"]["com.docker.network.driver.mtu"], "1350",
+        "1400 minus VXLAN: {net}"
+    );
+    let err = h1.fails(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "big",
+    ]);
+    assert!(err.contains("does not fit the underlay"), "{err}");
+    let (a, b) = (h1.name("a"), h2.name("b"));
+    h1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &a,
+        "--network",
+        "ov",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let a_ip = h1.ip_of("ov", &a);
+    h2.ok(&[
+        "endpoint",
+        "add",
+        "--remote",
+        "10.100.0.1",
+        "--network",
+        "ov",
+        "--ip",
+        &a_ip,
+    ]);
+    h2.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "--network",
+        "ov",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let b_ip = h2.ip_of("ov", &b);
+    h1.ok(&[
+        "endpoint",
+        "add",
+        "--remote",
+        "10.100.0.2",
+        "--network",
+        "ov",
+        "--ip",
+        &b_ip,
+    ]);
+    h1.ok(&["peer", "add", "--remote", "10.100.0.2", "--network", "ov"]);
+    h2.ok(&["peer", "add", "--remote", "10.100.0.1", "--network", "ov"]);
+    let mtu = h1.ok(&["exec", &a, "--", "cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(mtu, "1350", "the container's interface");
+    let (a_ns, b_ns) = (NetNs::existing(&a), NetNs::existing(&b));
+    let (sent, got, n) = tcp_transfer(&a_ns, &b_ns, b_ip.parse().expect("ip"), 5201, 8 << 20);
+    assert!(n == 8 << 20 && sent == got, "bulk TCP a -> b intact");
+    let (sent, got, n) = tcp_transfer(&b_ns, &a_ns, a_ip.parse().expect("ip"), 5202, 8 << 20);
+    assert!(n == 8 << 20 && sent == got, "bulk TCP b -> a intact");
 }

@@ -6,7 +6,6 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     process::Stdio,
     time::{Duration, Instant},
@@ -142,45 +141,17 @@ fn peer_ips(net: &serde_json::Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// Sends `len` bytes from container `from` to `to_ip` port 5001 in container
-/// `to` over TCP; true when every byte arrived intact.
+/// Sends `len` bytes from container `from` to `to_ip` in container `to`
+/// over TCP; true when every byte arrived intact.
 fn transfer(from: &str, to: &str, to_ip: &str, len: usize) -> bool {
-    let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
-    let to = to.to_owned();
-    let receiver = std::thread::spawn(move || {
-        NetNs::existing(&to)
-            .run(|| {
-                let listener = TcpListener::bind("0.0.0.0:5001").expect("listen");
-                let (mut s, _) = listener.accept().expect("accept");
-                s.set_read_timeout(Some(Duration::from_secs(10)))
-                    .expect("timeout");
-                let mut got = Vec::new();
-                // A stall shows as a short read, not a hang.
-                let _ = s.read_to_end(&mut got);
-                got
-            })
-            .expect("receiver namespace")
-    });
-    let addr = format!("{to_ip}:5001");
-    NetNs::existing(from)
-        .run(|| {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut s = loop {
-                match TcpStream::connect(&addr) {
-                    Ok(s) => break s,
-                    Err(_) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Err(e) => panic!("connect {addr}: {e}"),
-                }
-            };
-            s.set_write_timeout(Some(Duration::from_secs(10)))
-                .expect("timeout");
-            let _ = s.write_all(&data);
-        })
-        .expect("sender namespace");
-    let got = receiver.join().expect("receiver");
-    got.len() == len && got == (0..len).map(|i| (i * 7 % 251) as u8).collect::<Vec<_>>()
+    let (sent, got, n) = overlay_testkit::traffic::tcp_transfer(
+        &NetNs::existing(from),
+        &NetNs::existing(to),
+        to_ip.parse().expect("address"),
+        5001,
+        len,
+    );
+    n == len && sent == got
 }
 
 #[test]

@@ -10,7 +10,7 @@ use overlay_testkit::{
     require_root,
     traffic::tcp_transfer,
 };
-use overlay_user::model::DecapMode;
+use overlay_user::model::DecapRequest;
 
 const VNI: u32 = 4242;
 
@@ -18,7 +18,7 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().expect("test address")
 }
 
-fn interop(mode: DecapMode) {
+fn interop(mode: DecapRequest) {
     let mut lab = Lab::new(&[HostKind::Ebpf(mode), HostKind::Kernel]).expect("lab");
     lab.add_network(VNI, "10.30.0.0/24").expect("network");
     let ours = lab
@@ -60,14 +60,22 @@ fn interop(mode: DecapMode) {
 #[test]
 fn kernel_vxlan_peer_with_xdp_decap() {
     if require_root("kernel_vxlan_peer_with_xdp_decap") {
-        interop(DecapMode::Xdp);
+        interop(DecapRequest::Xdp);
+    }
+}
+
+/// The default: `auto` on a veth underlay with its offloads on, as shipped.
+#[test]
+fn kernel_vxlan_peer_with_default_decap() {
+    if require_root("kernel_vxlan_peer_with_default_decap") {
+        interop(DecapRequest::Auto);
     }
 }
 
 #[test]
 fn kernel_vxlan_peer_with_tc_decap() {
     if require_root("kernel_vxlan_peer_with_tc_decap") {
-        interop(DecapMode::Tc);
+        interop(DecapRequest::Tc);
     }
 }
 
@@ -78,7 +86,7 @@ fn capture_decodes_as_vxlan() {
     if !require_root("capture_decodes_as_vxlan") {
         return;
     }
-    let mut lab = Lab::new(&[HostKind::Ebpf(DecapMode::Xdp), HostKind::Kernel]).expect("lab");
+    let mut lab = Lab::new(&[HostKind::Ebpf(DecapRequest::Xdp), HostKind::Kernel]).expect("lab");
     lab.add_network(VNI, "10.30.0.0/24").expect("network");
     let ours = lab
         .add_container(0, "ours", &[(VNI, ip("10.30.0.2"))])

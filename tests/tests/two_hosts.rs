@@ -9,7 +9,7 @@ use overlay_testkit::{
     require_root,
     traffic::{tcp_transfer, udp_burst},
 };
-use overlay_user::model::DecapMode;
+use overlay_user::model::DecapRequest;
 
 const NET_A: u32 = 100;
 const NET_B: u32 = 200;
@@ -19,7 +19,7 @@ fn ip(s: &str) -> Ipv4Addr {
 }
 
 /// h1: a1, a2 on NET_A; h2: b1, b2 on NET_A.
-fn one_network(mode: DecapMode) -> Lab {
+fn one_network(mode: DecapRequest) -> Lab {
     let mut lab = Lab::two_hosts(mode).expect("two hosts");
     lab.add_network(NET_A, "10.10.0.0/24").expect("network");
     for (host, name, addr) in [
@@ -34,7 +34,7 @@ fn one_network(mode: DecapMode) -> Lab {
     lab
 }
 
-fn same_and_cross_host(mode: DecapMode) {
+fn same_and_cross_host(mode: DecapRequest) {
     let lab = one_network(mode);
     let (a1, a2, b1, b2) = (0, 1, 2, 3);
     assert!(lab.ping(a1, ip("10.10.0.3"), 3), "same host a1 -> a2");
@@ -84,21 +84,29 @@ fn same_and_cross_host(mode: DecapMode) {
 #[test]
 fn same_and_cross_host_with_xdp_decap() {
     if require_root("same_and_cross_host_with_xdp_decap") {
-        same_and_cross_host(DecapMode::Xdp);
+        same_and_cross_host(DecapRequest::Xdp);
     }
 }
 
 #[test]
 fn same_and_cross_host_with_generic_xdp_decap() {
     if require_root("same_and_cross_host_with_generic_xdp_decap") {
-        same_and_cross_host(DecapMode::XdpGeneric);
+        same_and_cross_host(DecapRequest::XdpGeneric);
+    }
+}
+
+/// The default: `auto` on a veth underlay with its offloads on, as shipped.
+#[test]
+fn same_and_cross_host_with_default_decap() {
+    if require_root("same_and_cross_host_with_default_decap") {
+        same_and_cross_host(DecapRequest::Auto);
     }
 }
 
 #[test]
 fn same_and_cross_host_with_tc_decap() {
     if require_root("same_and_cross_host_with_tc_decap") {
-        same_and_cross_host(DecapMode::Tc);
+        same_and_cross_host(DecapRequest::Tc);
     }
 }
 
@@ -107,7 +115,7 @@ fn networks_are_isolated_and_dual_homed_container_reaches_both() {
     if !require_root("networks_are_isolated") {
         return;
     }
-    let mut lab = Lab::two_hosts(DecapMode::Xdp).expect("two hosts");
+    let mut lab = Lab::two_hosts(DecapRequest::Xdp).expect("two hosts");
     lab.add_network(NET_A, "10.10.0.0/24").expect("net A");
     lab.add_network(NET_B, "10.20.0.0/24").expect("net B");
     let a1 = lab
@@ -189,7 +197,7 @@ fn counters_match_what_was_sent() {
     if !require_root("counters_match_what_was_sent") {
         return;
     }
-    let lab = one_network(DecapMode::Xdp);
+    let lab = one_network(DecapRequest::Xdp);
     let (a1, b1) = (0, 2);
     // Resolve ARP first so only the datagrams below cross the overlay.
     assert!(lab.ping(a1, ip("10.10.0.4"), 1), "warm-up ping");

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     engine::{Engine, EngineError},
     host,
-    model::{ContainerRecord, Driver, NetworkRecord},
+    model::{ContainerRecord, DecapRequest, Driver, NetworkRecord},
 };
 
 /// Runs `command`; the caller commits or rolls back.
@@ -85,8 +85,8 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
             underlay_ip,
             decap,
         } => {
-            let (ip, mode) = engine.attach(&iface, underlay_ip, decap)?;
-            Response::Attached { iface, ip, mode }
+            let attached = engine.attach(&iface, underlay_ip, decap)?;
+            Response::Attached { iface, attached }
         }
         Command::Detach => Response::Detached {
             iface: engine.detach()?,
@@ -313,6 +313,8 @@ fn status(engine: &Engine) -> Result<StatusView, EngineError> {
             iface: h.iface.clone(),
             ip: h.underlay_ip,
             decap: h.decap,
+            auto: h.requested == Some(DecapRequest::Auto),
+            reason: h.decap_reason.clone(),
         }),
         next_hops,
         cluster: state.cluster.as_ref().map(|c| ClusterStatus {

@@ -15,8 +15,8 @@ pub use self::views::{
     ContainerSummary, CounterRow, NetworkInspect, NetworkSummary, PeerView, StatusView,
 };
 use crate::{
-    engine::{CreateNetwork, Paths},
-    model::{AttachedMode, DecapMode, MacAddr},
+    engine::{Attached, CreateNetwork, Paths},
+    model::{DecapRequest, MacAddr},
 };
 
 /// Which host a request is for: its state and pins, and the network
@@ -74,7 +74,7 @@ pub enum Command {
     Attach {
         iface: String,
         underlay_ip: Option<Ipv4Addr>,
-        decap: DecapMode,
+        decap: DecapRequest,
     },
     Detach,
     Status,
@@ -119,8 +119,7 @@ pub enum Response {
     Pruned(Vec<String>),
     Attached {
         iface: String,
-        ip: Ipv4Addr,
-        mode: AttachedMode,
+        attached: Attached,
     },
     Detached {
         iface: String,

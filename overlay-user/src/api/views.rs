@@ -123,6 +123,10 @@ pub struct UnderlayView {
     pub iface: String,
     pub ip: Ipv4Addr,
     pub decap: AttachedMode,
+    /// Chosen by `auto`.
+    pub auto: bool,
+    /// Why: what `auto` saw, or a warning about the mode asked for.
+    pub reason: Option<String>,
 }
 
 /// A cached underlay next hop of the encap path.

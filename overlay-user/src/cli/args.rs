@@ -7,7 +7,7 @@ use ipnet::Ipv4Net;
 
 use crate::{
     daemon::settings::Settings,
-    model::{DecapMode, Driver, MacAddr},
+    model::{DecapRequest, Driver, MacAddr},
 };
 
 /// Default directory for pinned maps and links.
@@ -86,7 +86,9 @@ pub enum Command {
         /// Defaults to the NIC's first IPv4 address.
         #[arg(long)]
         underlay_ip: Option<Ipv4Addr>,
-        #[arg(long, value_enum, default_value_t = Decap::Xdp)]
+        /// How the NIC decapsulates [default: auto: native XDP on a
+        /// physical NIC whose driver has it, else TC].
+        #[arg(long, value_enum, default_value_t = Decap::Auto)]
         decap: Decap,
     },
     /// Unbind this host from its underlay NIC (local networks keep working).
@@ -115,6 +117,9 @@ pub enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Decap {
+    /// What is correct on that NIC: native XDP where the driver has it and
+    /// frames come from a wire; TC on veth and other virtual devices.
+    Auto,
     /// XDP, native where the driver has it, else generic.
     Xdp,
     /// Native XDP or an error.
@@ -123,9 +128,10 @@ pub enum Decap {
     Tc,
 }
 
-impl From<Decap> for DecapMode {
+impl From<Decap> for DecapRequest {
     fn from(d: Decap) -> Self {
         match d {
+            Decap::Auto => Self::Auto,
             Decap::Xdp => Self::Xdp,
             Decap::XdpNative => Self::XdpNative,
             Decap::XdpGeneric => Self::XdpGeneric,

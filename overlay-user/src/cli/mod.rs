@@ -98,6 +98,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match reply {
         Ok(response) => {
+            if let Some(warning) = output::warning(&response) {
+                eprintln!("overlay: warning: {warning}");
+            }
             let text = output::render(&response, display)?;
             if !text.is_empty() {
                 println!("{text}");

@@ -18,6 +18,14 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
+/// A warning that goes with `response` (to stderr).
+pub fn warning(response: &Response) -> Option<&str> {
+    match response {
+        Response::Attached { attached, .. } if !attached.auto => attached.reason.as_deref(),
+        _ => None,
+    }
+}
+
 /// The text to print for `response` (empty: print nothing).
 pub fn render(response: &Response, display: Display) -> serde_json::Result<String> {
     Ok(match response {
@@ -29,9 +37,16 @@ pub fn render(response: &Response, display: Display) -> serde_json::Result<Strin
         Response::Containers(rows) => containers(rows, display)?,
         Response::Pruned(names) if names.is_empty() => String::new(),
         Response::Pruned(names) => format!("Deleted Networks:\n{}", names.join("\n")),
-        Response::Attached { iface, ip, mode } => {
-            format!("attached to {iface} as {ip}: decap {mode}")
-        }
+        Response::Attached { iface, attached } => match (&attached.reason, attached.auto) {
+            (Some(why), true) => format!(
+                "attached to {iface} as {}: decap {} (auto: {why})",
+                attached.ip, attached.mode
+            ),
+            _ => format!(
+                "attached to {iface} as {}: decap {}",
+                attached.ip, attached.mode
+            ),
+        },
         Response::Detached { iface } => format!("detached from {iface}"),
         Response::Status(s) => status(s),
         Response::Stats(rows) => stats(rows),
@@ -112,10 +127,15 @@ const NEXT_HOPS_SHOWN: usize = 8;
 fn status(s: &StatusView) -> String {
     let mut out = format!("pins: {}\n", s.pin_dir);
     match &s.underlay {
-        Some(u) => out.push_str(&format!(
-            "underlay: {} {} decap {}\n",
-            u.iface, u.ip, u.decap
-        )),
+        Some(u) => {
+            out.push_str(&format!("underlay: {} {} decap {}", u.iface, u.ip, u.decap));
+            match (&u.reason, u.auto) {
+                (Some(why), true) => out.push_str(&format!(" (auto: {why})")),
+                (Some(why), false) => out.push_str(&format!(" (warning: {why})")),
+                (None, _) => {}
+            }
+            out.push('\n');
+        }
         None => out.push_str("underlay: not attached (overlay attach --iface NIC)\n"),
     }
     if s.next_hops.is_empty() {

@@ -1,6 +1,7 @@
 //! Kernel features the dataplane cannot work without, checked before
 //! anything is loaded so that an old kernel gets one clear line instead of a
-//! verifier log or an EINVAL from a link create.
+//! verifier log or an EINVAL from a link create; and which decap mode a NIC
+//! can carry correctly.
 
 use super::DataplaneError;
 
@@ -44,9 +45,73 @@ pub fn check_kernel() -> Result<(), DataplaneError> {
     }
 }
 
+/// Drivers of virtual devices. Their frames may arrive checksum-partial
+/// (a veth's peer, a tap fed by a VM), state that XDP cannot carry: after
+/// XDP decap the container would see TCP and UDP with unfinished checksums
+/// and drop them. TC decap keeps the skb's state.
+pub const VIRTUAL_DRIVERS: &[&str] = &[
+    "veth",
+    "tun",
+    "bridge",
+    "bonding",
+    "team",
+    "vxlan",
+    "geneve",
+    "dummy",
+    "macvlan",
+    "ipvlan",
+    "vrf",
+    "macsec",
+    "wireguard",
+    "nlmon",
+    "ifb",
+];
+
+/// What `auto` decides for a NIC from its driver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AutoDecap {
+    /// Native XDP, should the driver take it (else TC).
+    NativeXdp,
+    /// TC, and why.
+    Tc(String),
+}
+
+/// The decap mode that is correct on a NIC driven by `driver` (`None`:
+/// the device does not say).
+pub fn auto_decap(driver: Option<&str>) -> AutoDecap {
+    match driver {
+        Some(d) if VIRTUAL_DRIVERS.contains(&d) => AutoDecap::Tc(format!(
+            "{d} is a virtual device that hands over checksum-partial packets, which XDP cannot carry"
+        )),
+        None => AutoDecap::Tc("the device names no driver (a virtual device)".into()),
+        Some(_) => AutoDecap::NativeXdp,
+    }
+}
+
+/// Why an explicit XDP mode is wrong on a NIC driven by `driver`, if it is.
+pub fn xdp_warning(driver: Option<&str>) -> Option<String> {
+    match auto_decap(driver) {
+        AutoDecap::Tc(why) => Some(format!(
+            "{why}: TCP through XDP decap may fail here; --decap auto (or tc) is correct"
+        )),
+        AutoDecap::NativeXdp => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_picks_tc_on_virtual_devices() {
+        assert!(matches!(auto_decap(Some("veth")), AutoDecap::Tc(_)));
+        assert!(matches!(auto_decap(Some("bridge")), AutoDecap::Tc(_)));
+        assert!(matches!(auto_decap(None), AutoDecap::Tc(_)));
+        assert_eq!(auto_decap(Some("mlx5_core")), AutoDecap::NativeXdp);
+        assert_eq!(auto_decap(Some("virtio_net")), AutoDecap::NativeXdp);
+        assert!(xdp_warning(Some("veth")).is_some());
+        assert!(xdp_warning(Some("ixgbe")).is_none());
+    }
 
     #[test]
     fn old_kernels_are_named_with_what_they_lack() {

@@ -72,8 +72,8 @@ impl Engine {
             .expect("unbounded");
         let host_ifname = format!("ovl{}", &id[..8]);
         let mac = MacAddr::from_ipv4(ip);
-        self.host
-            .add_veth(&host_ifname, &ifname, &c.netns, net.mtu)?;
+        let mtu = self.interface_mtu(&net);
+        self.host.add_veth(&host_ifname, &ifname, &c.netns, mtu)?;
         self.undo.push(Undo::Link(host_ifname.clone()));
         // The container's first network carries its default route.
         self.host.configure_container_iface(

@@ -32,8 +32,9 @@ use self::undo::Undo;
 pub use self::{
     cluster_sync::ClusterSync,
     networks::CreateNetwork,
-    ports::{ContainerIface, Datapath, HostNet, System},
+    ports::{ContainerIface, Datapath, HostNet, Nic, System},
     reconcile::Repairs,
+    underlay::Attached,
 };
 use crate::{
     cluster::{ClusterError, ClusterOptions, ClusterStore},

@@ -137,11 +137,7 @@ impl Engine {
         let mut used_vnis: BTreeMap<u32, String> =
             known.iter().map(|n| (n.vni, n.name.clone())).collect();
         let vni = pick_vni(&used_vnis, driver, opts.vni)?;
-        let mtu = opts.mtu.unwrap_or(match driver {
-            Driver::Bridge => BRIDGE_MTU,
-            Driver::Overlay => OVERLAY_MTU,
-        });
-        rules::check_mtu(mtu)?;
+        let mtu = self.network_mtu(driver, opts.mtu)?;
         let mut record = NetworkRecord {
             id: ids::new_id(),
             name: opts.name.clone(),
@@ -192,6 +188,45 @@ impl Engine {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// The MTU of a new network: what `-o mtu` asks for (an overlay network
+    /// must fit the underlay once encapsulated), else the underlay NIC's
+    /// MTU minus VXLAN's 50 bytes for overlay networks (1450 before any
+    /// `attach`) and 1500 for bridge networks, as Docker does.
+    fn network_mtu(&self, driver: Driver, asked: Option<u32>) -> Result<u32, EngineError> {
+        let underlay = self
+            .state
+            .host
+            .as_ref()
+            .filter(|h| h.mtu > 0)
+            .map(|h| (h.iface.as_str(), h.mtu));
+        let mtu = match (driver, asked) {
+            (Driver::Bridge, asked) => asked.unwrap_or(BRIDGE_MTU),
+            (Driver::Overlay, Some(mtu)) => {
+                if let Some((iface, underlay)) = underlay {
+                    rules::check_overlay_mtu(mtu, iface, underlay)?;
+                }
+                mtu
+            }
+            (Driver::Overlay, None) => underlay.map_or(OVERLAY_MTU, |(_, u)| {
+                u.saturating_sub(overlay_common::VXLAN_ENCAP_LEN)
+            }),
+        };
+        rules::check_mtu(mtu)?;
+        Ok(mtu)
+    }
+
+    /// The MTU a container's interface on `n` gets here: the network's, but
+    /// for an overlay network never more than this host's underlay carries
+    /// (a cluster network made on a host with a larger one).
+    pub(super) fn interface_mtu(&self, n: &NetworkRecord) -> u32 {
+        match (&self.state.host, n.driver) {
+            (Some(h), Driver::Overlay) if h.mtu > 0 => n
+                .mtu
+                .min(h.mtu.saturating_sub(overlay_common::VXLAN_ENCAP_LEN)),
+            _ => n.mtu,
         }
     }
 

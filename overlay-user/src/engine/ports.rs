@@ -141,6 +141,15 @@ impl Datapath for Dataplane {
     }
 }
 
+/// What the engine needs to know of an underlay NIC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Nic {
+    pub index: u32,
+    pub mtu: u32,
+    /// The driver's name (`None`: the device does not say).
+    pub driver: Option<String>,
+}
+
 /// A container's interface as the engine sets it up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerIface {
@@ -167,6 +176,8 @@ pub trait HostNet {
     fn pid_has_netns(&self, pid: u32) -> bool;
     /// ifindex and MAC of a host-side interface, `None` when absent.
     fn link(&mut self, name: &str) -> Result<Option<(u32, MacAddr)>, HostError>;
+    /// An underlay NIC: ifindex, MTU and driver (`None`: absent).
+    fn nic(&mut self, name: &str) -> Result<Option<Nic>, HostError>;
     /// The first IPv4 address of a host-side interface.
     fn first_ipv4(&mut self, name: &str) -> Result<Option<Ipv4Addr>, HostError>;
     /// Host-side veths this program made (`ovl` + 8 hex digits).
@@ -266,6 +277,17 @@ impl HostNet for System {
             .nl
             .link(name)?
             .map(|l| (l.index, l.mac.unwrap_or_default())))
+    }
+
+    fn nic(&mut self, name: &str) -> Result<Option<Nic>, HostError> {
+        let Some(link) = self.nl.link(name)? else {
+            return Ok(None);
+        };
+        Ok(Some(Nic {
+            index: link.index,
+            mtu: link.mtu,
+            driver: host::ethtool::driver(name)?,
+        }))
     }
 
     fn first_ipv4(&mut self, name: &str) -> Result<Option<Ipv4Addr>, HostError> {

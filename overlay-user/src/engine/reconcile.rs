@@ -70,6 +70,7 @@ impl Engine {
             && let Some((ifindex, _)) = self.host.link(&h.iface)?
             && !self.dp.underlay_linked(ifindex)
         {
+            // The mode in effect before (what `auto` chose then).
             self.dp
                 .set_underlay(&Underlay::new(ifindex, h.underlay_ip))?;
             self.dp.attach_underlay(ifindex, h.decap.reattach())?;

@@ -9,25 +9,40 @@ use std::{
 
 use super::{Engine, EngineError, undo::Undo};
 use crate::{
-    dataplane::{Guard, RemoteEndpoint, Underlay},
+    dataplane::{
+        DataplaneError, Guard, RemoteEndpoint, Underlay,
+        features::{self, AutoDecap},
+    },
     model::{
-        AttachedMode, ClusterRecord, DecapMode, Driver, HostRecord, MacAddr, NetworkRecord,
-        RemoteRecord, rules, state::remote_key,
+        AttachedMode, ClusterRecord, DecapMode, DecapRequest, Driver, HostRecord, MacAddr,
+        NetworkRecord, RemoteRecord, rules, state::remote_key,
     },
 };
 
+/// What an attach did.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attached {
+    pub ip: Ipv4Addr,
+    pub mode: AttachedMode,
+    /// The mode was chosen by `auto`.
+    pub auto: bool,
+    /// Why `auto` chose it, or why the mode asked for is wrong here.
+    pub reason: Option<String>,
+}
+
 impl Engine {
     /// `attach`: binds the host to its underlay NIC, at `underlay_ip` or
-    /// the NIC's first IPv4 address. Returns the address and the mode.
+    /// the NIC's first IPv4 address, decapsulating as `request` says
+    /// (`auto`: what is correct on that NIC).
     pub fn attach(
         &mut self,
         iface: &str,
         underlay_ip: Option<Ipv4Addr>,
-        mode: DecapMode,
-    ) -> Result<(Ipv4Addr, AttachedMode), EngineError> {
-        let (ifindex, _) = self
+        request: DecapRequest,
+    ) -> Result<Attached, EngineError> {
+        let nic = self
             .host
-            .link(iface)?
+            .nic(iface)?
             .ok_or_else(|| EngineError::Invalid(format!("no interface named {iface}")))?;
         let underlay_ip = match underlay_ip {
             Some(ip) => ip,
@@ -40,22 +55,65 @@ impl Engine {
         rules::check_host_address(underlay_ip)?;
         // Attaching again replaces the link on that NIC: keep a way back.
         if let Some(prev) = self.previous_underlay()?
-            && prev.0.ifindex == ifindex
+            && prev.0.ifindex == nic.index
         {
             self.undo.push(Undo::DetachedUnderlay {
                 underlay: prev.0,
                 mode: prev.1,
             });
         }
-        let attached = self.dp.attach_underlay(ifindex, mode)?;
-        self.undo.push(Undo::AttachedUnderlay(ifindex));
-        self.dp.set_underlay(&Underlay::new(ifindex, underlay_ip))?;
+        let driver = nic.driver.as_deref();
+        let (mode, reason) = match request.explicit() {
+            Some(mode) => {
+                let mode = self.dp.attach_underlay(nic.index, mode)?;
+                let warning = if mode.is_xdp() {
+                    features::xdp_warning(driver)
+                } else {
+                    None
+                };
+                (mode, warning)
+            }
+            None => self.attach_auto(nic.index, driver)?,
+        };
+        self.undo.push(Undo::AttachedUnderlay(nic.index));
+        self.dp
+            .set_underlay(&Underlay::new(nic.index, underlay_ip))?;
         self.state.host = Some(HostRecord {
             iface: iface.to_owned(),
             underlay_ip,
-            decap: attached,
+            decap: mode,
+            requested: Some(request),
+            decap_reason: reason.clone(),
+            mtu: nic.mtu,
         });
-        Ok((underlay_ip, attached))
+        Ok(Attached {
+            ip: underlay_ip,
+            mode,
+            auto: request == DecapRequest::Auto,
+            reason,
+        })
+    }
+
+    /// `auto`: native XDP on a NIC whose driver has it and is not a virtual
+    /// device, else TC; returns the mode and why.
+    fn attach_auto(
+        &mut self,
+        ifindex: u32,
+        driver: Option<&str>,
+    ) -> Result<(AttachedMode, Option<String>), EngineError> {
+        if let AutoDecap::Tc(why) = features::auto_decap(driver) {
+            let mode = self.dp.attach_underlay(ifindex, DecapMode::Tc)?;
+            return Ok((mode, Some(why)));
+        }
+        let name = driver.unwrap_or("its driver");
+        match self.dp.attach_underlay(ifindex, DecapMode::XdpNative) {
+            Ok(mode) => Ok((mode, Some(format!("{name} has native XDP")))),
+            Err(DataplaneError::Unsupported { .. }) => {
+                let mode = self.dp.attach_underlay(ifindex, DecapMode::Tc)?;
+                Ok((mode, Some(format!("{name} has no native XDP"))))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// `detach`: unbinds the host from its underlay NIC.

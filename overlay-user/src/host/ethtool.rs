@@ -1,5 +1,6 @@
-//! The two ethtool settings the dataplane needs, through SIOCETHTOOL on a
-//! socket of the calling thread's namespace.
+//! What the dataplane asks of ethtool (GRO, TX checksum offload, the
+//! driver's name), through SIOCETHTOOL on a socket of the calling thread's
+//! namespace.
 
 use std::io;
 
@@ -22,20 +23,26 @@ pub fn disable_tx_checksum_offload(iface: &str) -> Result<(), HostError> {
 
 /// One `struct ethtool_value` set command.
 fn set(iface: &str, cmd: u32, data: u32) -> Result<(), HostError> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
         data: u32,
     }
-    link::check_name(iface)?;
     let mut value = EthtoolValue { cmd, data };
+    ioctl(iface, (&raw mut value).cast())
+}
+
+/// SIOCETHTOOL with `data` (an ethtool command struct) on a socket of the
+/// calling thread's namespace.
+fn ioctl(iface: &str, data: *mut libc::c_char) -> Result<(), HostError> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    link::check_name(iface)?;
     // SAFETY: a zeroed ifreq is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
         *dst = src as libc::c_char;
     }
-    req.ifr_ifru.ifru_data = (&raw mut value).cast();
+    req.ifr_ifru.ifru_data = data;
     let err = |source| HostError::Io {
         op: "ethtool on",
         what: iface.to_owned(),
@@ -46,7 +53,8 @@ fn set(iface: &str, cmd: u32, data: u32) -> Result<(), HostError> {
     if fd < 0 {
         return Err(err(io::Error::last_os_error()));
     }
-    // SAFETY: fd is a socket; req names the interface and points at value.
+    // SAFETY: fd is a socket; req names the interface and points at the
+    // command struct the caller owns for the duration of the call.
     let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, std::ptr::from_mut(&mut req)) };
     let io_err = io::Error::last_os_error();
     // SAFETY: we own fd.
@@ -55,4 +63,38 @@ fn set(iface: &str, cmd: u32, data: u32) -> Result<(), HostError> {
         return Err(err(io_err));
     }
     Ok(())
+}
+
+/// The driver behind `iface` (`veth`, `virtio_net`, `mlx5_core`, ...), or
+/// `None` when the device does not say (ETHTOOL_GDRVINFO unsupported).
+pub fn driver(iface: &str) -> Result<Option<String>, HostError> {
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    /// `struct ethtool_drvinfo`.
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        version: [u8; 32],
+        fw_version: [u8; 32],
+        bus_info: [u8; 32],
+        erom_version: [u8; 32],
+        reserved2: [u8; 12],
+        n_priv_flags: u32,
+        n_stats: u32,
+        testinfo_len: u32,
+        eedump_len: u32,
+        regdump_len: u32,
+    }
+    // SAFETY: all-zero is a valid ethtool_drvinfo.
+    let mut info: DrvInfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    match ioctl(iface, (&raw mut info).cast()) {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(libc::EOPNOTSUPP) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Ok(Some(
+        String::from_utf8_lossy(&info.driver[..len]).into_owned(),
+    ))
 }

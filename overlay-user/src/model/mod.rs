@@ -11,8 +11,8 @@ pub mod state;
 
 pub use mac::{MacAddr, ParseMacError};
 pub use records::{
-    AttachedMode, Claim, ClusterRecord, ContainerRecord, DecapMode, Driver, EndpointRecord,
-    HostInfo, HostRecord, LearnedEndpoint, NetworkRecord, RemoteRecord,
+    AttachedMode, Claim, ClusterRecord, ContainerRecord, DecapMode, DecapRequest, Driver,
+    EndpointRecord, HostInfo, HostRecord, LearnedEndpoint, NetworkRecord, RemoteRecord,
 };
 pub use rules::RuleError;
 pub use state::Snapshot;

@@ -107,6 +107,33 @@ pub enum DecapMode {
     Tc,
 }
 
+/// What `attach --decap` asks for: a mode, or the one that is correct on
+/// that NIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecapRequest {
+    /// Native XDP where the driver has it and frames come from a wire; TC
+    /// on veth and other virtual devices, and where native XDP is missing.
+    Auto,
+    Xdp,
+    XdpNative,
+    XdpGeneric,
+    Tc,
+}
+
+impl DecapRequest {
+    /// The mode asked for, unless it is `auto`.
+    pub const fn explicit(self) -> Option<DecapMode> {
+        match self {
+            Self::Auto => None,
+            Self::Xdp => Some(DecapMode::Xdp),
+            Self::XdpNative => Some(DecapMode::XdpNative),
+            Self::XdpGeneric => Some(DecapMode::XdpGeneric),
+            Self::Tc => Some(DecapMode::Tc),
+        }
+    }
+}
+
 /// What an attach ended up using.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AttachedMode {
@@ -129,6 +156,11 @@ impl AttachedMode {
             Self::Tcx => DecapMode::Tc,
         }
     }
+
+    /// True for the XDP modes.
+    pub const fn is_xdp(self) -> bool {
+        matches!(self, Self::XdpNative | Self::XdpGeneric)
+    }
 }
 
 impl std::fmt::Display for AttachedMode {
@@ -147,6 +179,15 @@ pub struct HostRecord {
     pub iface: String,
     pub underlay_ip: Ipv4Addr,
     pub decap: AttachedMode,
+    /// What was asked for (absent in stores from before `auto`).
+    #[serde(default)]
+    pub requested: Option<DecapRequest>,
+    /// Why this mode: what `auto` saw, or a warning about an explicit one.
+    #[serde(default)]
+    pub decap_reason: Option<String>,
+    /// The NIC's MTU when attached (0 in stores from before).
+    #[serde(default)]
+    pub mtu: u32,
 }
 
 /// How this host reaches the cluster store (`overlay daemon --store`).

@@ -72,6 +72,15 @@ pub enum RuleError {
     InvalidHostName(String),
     #[error("network {0} is not an overlay network")]
     NotOverlay(String),
+    #[error(
+        "mtu {mtu} does not fit the underlay: {iface} carries {underlay} bytes, so an overlay network takes at most {max}",
+        max = underlay.saturating_sub(overlay_common::VXLAN_ENCAP_LEN)
+    )]
+    MtuTooBig {
+        mtu: u32,
+        iface: String,
+        underlay: u32,
+    },
 }
 
 /// Ranges no network may use: "this network", loopback, link-local and
@@ -228,6 +237,19 @@ pub fn check_mtu(mtu: u32) -> Result<(), RuleError> {
     } else {
         Err(RuleError::Mtu(mtu))
     }
+}
+
+/// An overlay network's MTU once VXLAN adds its 50 bytes must fit the
+/// underlay NIC's.
+pub fn check_overlay_mtu(mtu: u32, iface: &str, underlay: u32) -> Result<(), RuleError> {
+    if mtu + overlay_common::VXLAN_ENCAP_LEN > underlay {
+        return Err(RuleError::MtuTooBig {
+            mtu,
+            iface: iface.to_owned(),
+            underlay,
+        });
+    }
+    Ok(())
 }
 
 /// An endpoint's address: a host address of the subnet, not the gateway.

@@ -17,7 +17,7 @@ use crate::{
     dataplane::{
         Counters, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay,
     },
-    engine::{ContainerIface, Datapath, HostNet},
+    engine::{ContainerIface, Datapath, HostNet, ports::Nic},
     host::{HostError, filter::Ruleset},
     model::{AttachedMode, DecapMode, MacAddr},
 };
@@ -33,11 +33,16 @@ pub struct Kernel {
     pub underlay: Option<Underlay>,
     pub underlay_links: BTreeSet<u32>,
     pub guards: BTreeSet<Guard>,
+    /// The underlay NIC's MTU and driver, as `nic` reports them.
+    pub nic_mtu: u32,
+    pub nic_driver: Option<String>,
     pub netns: BTreeSet<String>,
     /// Host-side links: name -> (ifindex, MAC).
     pub links: BTreeMap<String, (u32, MacAddr)>,
     /// Container ends of veths: host-side name -> (netns, name).
     pub container_links: BTreeMap<String, (String, String)>,
+    /// Veth MTUs by host-side name.
+    pub veth_mtus: BTreeMap<String, u32>,
     pub configured: BTreeMap<(String, String), ContainerIface>,
     pub gateway_addrs: BTreeSet<Ipv4Addr>,
     pub forwarding: bool,
@@ -51,6 +56,7 @@ impl Kernel {
     /// A veth pair goes as a whole, with the routes through it.
     fn remove_link(&mut self, host_end: &str) -> bool {
         let existed = self.links.remove(host_end).is_some();
+        self.veth_mtus.remove(host_end);
         if let Some((ns, name)) = self.container_links.remove(host_end) {
             self.configured.remove(&(ns, name));
         }
@@ -412,6 +418,15 @@ impl HostNet for FakeHost {
         Ok(w.kernel.links.get(name).copied())
     }
 
+    fn nic(&mut self, name: &str) -> Result<Option<Nic>, HostError> {
+        let w = self.0.borrow();
+        Ok(w.kernel.links.get(name).map(|(index, _)| Nic {
+            index: *index,
+            mtu: w.kernel.nic_mtu,
+            driver: w.kernel.nic_driver.clone(),
+        }))
+    }
+
     fn first_ipv4(&mut self, name: &str) -> Result<Option<Ipv4Addr>, HostError> {
         Ok((name == "eth0").then(|| Ipv4Addr::new(192, 0, 2, 1)))
     }
@@ -443,7 +458,7 @@ impl HostNet for FakeHost {
         host_end: &str,
         container_end: &str,
         netns: &str,
-        _mtu: u32,
+        mtu: u32,
     ) -> Result<(), HostError> {
         let mut w = self.0.borrow_mut();
         w.change(format!("host.add_veth({host_end}, {container_end})"))
@@ -452,6 +467,7 @@ impl HostNet for FakeHost {
         let index = w.next_ifindex;
         let mac = MacAddr([0x02, 0xee, 0, 0, (index >> 8) as u8, index as u8]);
         w.kernel.links.insert(host_end.to_owned(), (index, mac));
+        w.kernel.veth_mtus.insert(host_end.to_owned(), mtu);
         w.kernel.container_links.insert(
             host_end.to_owned(),
             (netns.to_owned(), container_end.to_owned()),

@@ -4,15 +4,15 @@
 
 mod fakes;
 
-use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use self::fakes::{FakeDatapath, FakeHost, Kernel, Shared, World};
 use super::{CreateNetwork, Engine, EngineError};
 use crate::{
     cluster::{ClusterView, StoredClaim},
     model::{
-        Claim, ClusterRecord, DecapMode, Driver, HostInfo, MacAddr, NetworkRecord, RuleError,
-        Snapshot, ids,
+        AttachedMode, Claim, ClusterRecord, DecapRequest, Driver, HostInfo, MacAddr, NetworkRecord,
+        RuleError, Snapshot, ids,
     },
     store::Store,
 };
@@ -111,7 +111,7 @@ fn populated(h: &Harness) {
             internal: true,
             ..overlay("back", "10.2.0.0/24", 5000)
         })?;
-        e.attach("eth0", None, DecapMode::Tc)?;
+        e.attach("eth0", None, DecapRequest::Tc)?;
         e.add_peer(ip("192.0.2.2"), "back")?;
         e.add_remote("back", ip("10.2.0.200"), None, ip("192.0.2.2"))?;
         e.create_container(Some("c1"), &[("front".into(), None)], &["sleep".into()])?;
@@ -223,7 +223,7 @@ fn every_command_is_undone_at_every_failing_step() {
         }),
         ("attach and detach", populated, |e| {
             e.detach()?;
-            e.attach("eth0", Some(ip("192.0.2.7")), DecapMode::Xdp)
+            e.attach("eth0", Some(ip("192.0.2.7")), DecapRequest::Xdp)
                 .map(drop)
         }),
     ];
@@ -675,4 +675,65 @@ fn hostile_cluster_records_are_skipped_and_named() {
     // The same view again names nothing new.
     let again = h.run(|e| e.apply_cluster_view(&view)).expect("again");
     assert!(again.newly_rejected.is_empty() && again.rejected == 15);
+}
+
+/// Overlay networks take the underlay NIC's MTU minus VXLAN's 50 bytes;
+/// one that cannot fit is refused; a cluster network made elsewhere with a
+/// larger MTU gets interfaces that fit this host's underlay.
+#[test]
+fn overlay_mtus_follow_the_underlay() {
+    let h = Harness::new();
+    {
+        let mut w = h.world.borrow_mut();
+        w.kernel
+            .links
+            .insert("eth0".into(), (2, MacAddr([2, 0, 0, 0, 0, 2])));
+        w.kernel.nic_mtu = 1400;
+        w.kernel.nic_driver = Some("veth".into());
+    }
+    let attached = h
+        .run(|e| e.attach("eth0", None, DecapRequest::Auto))
+        .expect("attach");
+    assert_eq!(attached.mode, AttachedMode::Tcx, "auto on a veth: tc");
+    assert!(attached.reason.expect("why").contains("veth"));
+    h.run(|e| e.create_network(&overlay("o1", "10.5.0.0/24", 7001)))
+        .expect("default mtu");
+    let err = h
+        .run(|e| {
+            e.create_network(&CreateNetwork {
+                mtu: Some(1400),
+                ..overlay("o2", "10.6.0.0/24", 7002)
+            })
+        })
+        .expect_err("too big");
+    assert!(
+        err.to_string()
+            .contains("eth0 carries 1400 bytes, so an overlay network takes at most 1350"),
+        "{err}"
+    );
+    h.run(|e| {
+        e.create_network(&CreateNetwork {
+            mtu: Some(1300),
+            ..overlay("o3", "10.7.0.0/24", 7003)
+        })
+    })
+    .expect("fits");
+    let mtus: BTreeMap<String, u32> = h
+        .stored()
+        .networks
+        .values()
+        .map(|n| (n.name.clone(), n.mtu))
+        .collect();
+    assert_eq!(mtus["o1"], 1350);
+    assert_eq!(mtus["o3"], 1300);
+    assert_eq!(mtus["bridge"], 1500, "bridge networks do not encapsulate");
+    h.run(|e| {
+        e.create_container(Some("c"), &[("o1".into(), None), ("o3".into(), None)], &[])
+            .map(drop)
+    })
+    .expect("run");
+    let k = h.kernel();
+    let mut got: Vec<u32> = k.veth_mtus.values().copied().collect();
+    got.sort_unstable();
+    assert_eq!(got, [1300, 1350]);
 }
