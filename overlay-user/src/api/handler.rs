@@ -70,7 +70,7 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
         Command::Rm { containers, force } => {
             // Every name must resolve before anything is removed.
             for c in resolve_all(engine, &containers)? {
-                if !force && engine.is_running(c.pid) {
+                if !force && engine.is_running(c.process()) {
                     return Err(EngineError::Running(c.name));
                 }
             }
@@ -258,11 +258,11 @@ fn ps(engine: &Engine, all: bool) -> Vec<ContainerSummary> {
     state
         .containers
         .values()
-        .filter(|c| all || engine.is_running(c.pid))
+        .filter(|c| all || engine.is_running(c.process()))
         .map(|c| ContainerSummary {
             id: c.id.clone(),
             name: c.name.clone(),
-            status: if engine.is_running(c.pid) {
+            status: if engine.is_running(c.process()) {
                 "running"
             } else if c.owned_netns {
                 "exited"

@@ -43,7 +43,7 @@ pub fn run(paths: &Paths, args: &RunArgs) -> anyhow::Result<ExitCode> {
         let child = process
             .spawn()
             .with_context(|| format!("starting {:?}", args.command))?;
-        engine.set_pid(&c.name, Some(child.id()));
+        engine.set_process(&c.name, host::process::identify(child.id()));
         Ok((c.id, child))
     })();
     let (id, mut child) = match started {
@@ -73,7 +73,7 @@ pub fn exec(paths: &Paths, key: &str, command: &[String]) -> anyhow::Result<Exit
     let netns = {
         let engine = Engine::open(paths)?;
         let c = engine.container(key)?;
-        if c.owned_netns && !engine.is_running(c.pid) {
+        if c.owned_netns && !engine.is_running(c.process()) {
             bail!("container {} is not running", c.name);
         }
         c.netns.clone()

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use super::{Engine, EngineError, undo::Undo};
 use crate::model::{
-    ContainerRecord, ids,
+    ContainerRecord, ProcessRef, ids,
     rules::{self, DEFAULT_NETWORK},
 };
 
@@ -44,6 +44,7 @@ impl Engine {
                 attached_netns: false,
                 command: command.to_vec(),
                 pid: None,
+                pid_start: None,
                 created: ids::now_rfc3339(),
                 endpoints: Vec::new(),
             },
@@ -86,6 +87,7 @@ impl Engine {
                 attached_netns: attached,
                 command: Vec::new(),
                 pid: None,
+                pid_start: None,
                 created: ids::now_rfc3339(),
                 endpoints: Vec::new(),
             },
@@ -94,17 +96,18 @@ impl Engine {
     }
 
     /// Records the container's main process.
-    pub fn set_pid(&mut self, name: &str, pid: Option<u32>) {
+    pub fn set_process(&mut self, name: &str, process: Option<ProcessRef>) {
         if let Some(c) = self.state.containers.get_mut(name) {
-            c.pid = pid;
+            c.pid = process.map(|p| p.pid);
+            c.pid_start = process.map(|p| p.start);
         }
     }
 
     /// `stop`: ends the container's process; returns its name.
     pub fn stop_container(&mut self, key: &str) -> Result<String, EngineError> {
         let c = self.container(key)?.clone();
-        self.host.stop(c.pid);
-        self.set_pid(&c.name, None);
+        self.host.stop(c.process());
+        self.set_process(&c.name, None);
         Ok(c.name)
     }
 
@@ -113,7 +116,7 @@ impl Engine {
     /// the namespace, the process) goes last.
     pub fn remove_container(&mut self, key: &str, force: bool) -> Result<String, EngineError> {
         let c = self.container(key)?.clone();
-        let running = self.host.is_running(c.pid);
+        let running = self.host.is_running(c.process());
         if running && !force {
             return Err(EngineError::Running(c.name));
         }
@@ -129,7 +132,7 @@ impl Engine {
             self.host.delete_netns(&c.netns)?;
         }
         if running {
-            self.host.stop(c.pid);
+            self.host.stop(c.process());
         }
         self.state.containers.remove(&c.name);
         Ok(c.name)

@@ -43,7 +43,9 @@ use crate::{
         HostError,
         filter::{FilteredNetwork, Ruleset},
     },
-    model::{ContainerRecord, NetworkRecord, RuleError, Snapshot, rules::DEFAULT_NETWORK},
+    model::{
+        ContainerRecord, NetworkRecord, ProcessRef, RuleError, Snapshot, rules::DEFAULT_NETWORK,
+    },
     store::{Store, StoreError},
 };
 
@@ -257,9 +259,9 @@ impl Engine {
         self.dp.as_ref()
     }
 
-    /// True when `pid` names a live process.
-    pub fn is_running(&self, pid: Option<u32>) -> bool {
-        self.host.is_running(pid)
+    /// True when `process` is alive (and its PID not reused).
+    pub fn is_running(&self, process: Option<ProcessRef>) -> bool {
+        self.host.is_running(process)
     }
 
     /// Finds a network by name, full ID or unique ID prefix.

@@ -12,7 +12,7 @@ use crate::{
         Underlay,
     },
     host::{self, HostError, filter::Ruleset, link::VethEnd, netlink::Netlink},
-    model::{AttachedMode, DecapMode, MacAddr},
+    model::{AttachedMode, DecapMode, MacAddr, ProcessRef},
 };
 
 /// The kernel programs and maps, as the engine uses them.
@@ -215,9 +215,9 @@ pub trait HostNet {
     ) -> Result<(), HostError>;
     /// Replaces the NAT and filter table.
     fn sync_filter(&mut self, ruleset: &Ruleset) -> Result<(), HostError>;
-    fn is_running(&self, pid: Option<u32>) -> bool;
-    /// Stops a process (SIGTERM, then SIGKILL).
-    fn stop(&mut self, pid: Option<u32>);
+    fn is_running(&self, process: Option<ProcessRef>) -> bool;
+    /// Stops a process (SIGTERM, then SIGKILL), unless it is gone.
+    fn stop(&mut self, process: Option<ProcessRef>);
 }
 
 /// The host itself: a netlink socket in the namespace it was opened in.
@@ -392,11 +392,11 @@ impl HostNet for System {
         host::filter::apply(ruleset)
     }
 
-    fn is_running(&self, pid: Option<u32>) -> bool {
-        host::process::is_running(pid)
+    fn is_running(&self, process: Option<ProcessRef>) -> bool {
+        host::process::is_running(process)
     }
 
-    fn stop(&mut self, pid: Option<u32>) {
-        host::process::stop(pid);
+    fn stop(&mut self, process: Option<ProcessRef>) {
+        host::process::stop(process);
     }
 }

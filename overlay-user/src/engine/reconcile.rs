@@ -115,7 +115,7 @@ impl Engine {
             let c = self.state.containers.remove(&name).expect("listed above");
             // Its process would otherwise outlive the container it belonged to.
             if c.owned_netns {
-                self.host.stop(c.pid);
+                self.host.stop(c.process());
             }
             for ep in &c.endpoints {
                 self.release_endpoint(ep)?;

@@ -1,24 +1,25 @@
 //! Container processes: started inside a named network namespace the way
-//! `ip netns exec` starts them, checked for and stopped by PID.
+//! `ip netns exec` starts them; checked for by PID and start time, and
+//! signalled through a pidfd, never by a PID that may have been reused.
 
 use std::{
     ffi::CString,
     io,
     os::{
-        fd::AsRawFd as _,
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
         unix::{ffi::OsStrExt as _, process::CommandExt as _},
     },
-    path::Path,
     process::Command,
     time::Duration,
 };
 
 use super::{HostError, netns};
+use crate::model::ProcessRef;
 
 /// `/etc/netns/NAME/FILE` bind-mounted over `/etc/FILE` inside the
 /// namespace (iproute2's convention for a per-namespace resolv.conf).
 fn etc_binds(name: &str) -> Vec<(CString, CString)> {
-    let dir = Path::new("/etc/netns").join(name);
+    let dir = std::path::Path::new("/etc/netns").join(name);
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -26,7 +27,7 @@ fn etc_binds(name: &str) -> Vec<(CString, CString)> {
         .flatten()
         .filter_map(|e| {
             let src = CString::new(e.path().as_os_str().as_bytes()).ok()?;
-            let dst = Path::new("/etc").join(e.file_name());
+            let dst = std::path::Path::new("/etc").join(e.file_name());
             let dst = CString::new(dst.as_os_str().as_bytes()).ok()?;
             Some((src, dst))
         })
@@ -92,25 +93,166 @@ pub fn command_in(name: &str, argv: &[String]) -> Result<Command, HostError> {
     Ok(cmd)
 }
 
-/// True when `pid` names a live process.
-pub fn is_running(pid: Option<u32>) -> bool {
-    pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists())
+/// State (field 3) and start time (field 22, clock ticks after boot) of
+/// process `pid` from `/proc/PID/stat`; `None` when there is no such
+/// process.
+fn stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces or
+    // parentheses itself: count fields after the last ')'.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.nth(18)?.parse().ok()?))
 }
 
-/// SIGTERM, up to 5 s, then SIGKILL.
-pub fn stop(pid: Option<u32>) {
-    let Some(pid) = pid else { return };
-    let Ok(pid_t) = libc::pid_t::try_from(pid) else {
+/// The start time of process `pid`, if there is one.
+pub fn start_time(pid: u32) -> Option<u64> {
+    stat(pid).map(|(_, start)| start)
+}
+
+/// The live process `pid`, identified by its start time.
+pub fn identify(pid: u32) -> Option<ProcessRef> {
+    Some(ProcessRef {
+        pid,
+        start: start_time(pid)?,
+    })
+}
+
+/// True when `process` is alive: its PID exists, was not reused, and is
+/// not a zombie waiting to be reaped.
+pub fn is_running(process: Option<ProcessRef>) -> bool {
+    process.is_some_and(|p| {
+        stat(p.pid).is_some_and(|(state, start)| start == p.start && !matches!(state, 'Z' | 'X'))
+    })
+}
+
+/// A pidfd on `process`, or `None` when it is gone (its PID may belong to
+/// another process by now). Opened before the start time is checked, so
+/// the descriptor cannot refer to a later process with the same PID.
+fn pidfd(process: ProcessRef) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(process.pid).ok()?;
+    // SAFETY: pidfd_open(2) with a plain pid and no flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: a fresh descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    (start_time(process.pid) == Some(process.start)).then_some(fd)
+}
+
+fn signal(fd: &OwnedFd, sig: libc::c_int) {
+    // SAFETY: pidfd_send_signal(2) on a pidfd we own; no siginfo, no flags.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+/// Waits up to `timeout` for the process behind `fd` to exit.
+fn exited(fd: &OwnedFd, timeout: Duration) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&raw mut pfd, 1, ms) > 0 }
+}
+
+/// SIGTERM, up to 5 s, then SIGKILL: through a pidfd, so a process that
+/// has gone and whose PID was reused is never signalled.
+pub fn stop(process: Option<ProcessRef>) {
+    let Some(fd) = process.and_then(pidfd) else {
         return;
     };
-    // SAFETY: kill(2) with a plain pid and signal.
-    unsafe { libc::kill(pid_t, libc::SIGTERM) };
-    for _ in 0..50 {
-        if !is_running(Some(pid)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    signal(&fd, libc::SIGTERM);
+    if !exited(&fd, Duration::from_secs(5)) {
+        signal(&fd, libc::SIGKILL);
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(pid_t, libc::SIGKILL) };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command};
+
+    use super::*;
+
+    /// A `sleep` that is killed and reaped however the test ends.
+    struct Sleeper(Child);
+
+    impl Sleeper {
+        fn new() -> Self {
+            Self(
+                Command::new("sleep")
+                    .arg("60")
+                    .spawn()
+                    .expect("spawn sleep"),
+            )
+        }
+
+        fn exited(&mut self) -> bool {
+            self.0.try_wait().expect("try_wait").is_some()
+        }
+    }
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn a_process_is_known_by_pid_and_start_time() {
+        let me = identify(std::process::id()).expect("own stat");
+        assert!(is_running(Some(me)));
+        let reused = ProcessRef {
+            start: me.start + 1,
+            ..me
+        };
+        assert!(
+            !is_running(Some(reused)),
+            "a different start time is another process"
+        );
+        assert!(!is_running(None));
+    }
+
+    #[test]
+    fn stop_never_signals_a_process_that_reused_the_pid() {
+        let mut sleeper = Sleeper::new();
+        let real = identify(sleeper.0.id()).expect("sleep is running");
+        stop(Some(ProcessRef {
+            start: real.start + 1,
+            ..real
+        }));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!sleeper.exited(), "stop signalled a PID it did not start");
+
+        stop(Some(real));
+        // Zombie until reaped: exited, and no longer "running".
+        assert!(!is_running(Some(real)));
+        assert!(sleeper.exited());
+    }
+
+    #[test]
+    fn command_names_with_parentheses_are_parsed() {
+        let dir = std::env::temp_dir().join(format!("ovl-proc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let odd = dir.join("a) b (c");
+        std::fs::copy("/bin/sleep", &odd).expect("copy sleep");
+        let child = Command::new(&odd).arg("60").spawn();
+        let _ = std::fs::remove_dir_all(&dir);
+        let sleeper = Sleeper(child.expect("spawn odd name"));
+        let p = identify(sleeper.0.id()).expect("stat parsed");
+        assert!(is_running(Some(p)));
+        // Started after this test process: a misparsed field (thread
+        // count, an address) would not be.
+        let me = identify(std::process::id()).expect("own stat");
+        assert!(p.start >= me.start, "{p:?} vs {me:?}");
+    }
 }

@@ -12,7 +12,7 @@ pub mod state;
 pub use mac::{MacAddr, ParseMacError};
 pub use records::{
     AttachedMode, Claim, ClusterRecord, ContainerRecord, DecapMode, DecapRequest, Driver,
-    EndpointRecord, HostInfo, HostRecord, LearnedEndpoint, NetworkRecord, RemoteRecord,
+    EndpointRecord, HostInfo, HostRecord, LearnedEndpoint, NetworkRecord, ProcessRef, RemoteRecord,
 };
 pub use rules::RuleError;
 pub use state::Snapshot;

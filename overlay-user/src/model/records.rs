@@ -80,8 +80,32 @@ pub struct ContainerRecord {
     pub attached_netns: bool,
     pub command: Vec<String>,
     pub pid: Option<u32>,
+    /// When that process started (clock ticks after boot): tells it from a
+    /// later process that reuses its PID. Absent in stores from before;
+    /// such a PID is never signalled.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     pub created: String,
     pub endpoints: Vec<EndpointRecord>,
+}
+
+impl ContainerRecord {
+    /// The container's main process, if it had one we can tell apart.
+    pub fn process(&self) -> Option<ProcessRef> {
+        Some(ProcessRef {
+            pid: self.pid?,
+            start: self.pid_start?,
+        })
+    }
+}
+
+/// A process, told apart from a later one that reuses its PID by when it
+/// started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcessRef {
+    pub pid: u32,
+    /// Start time, clock ticks after boot (`/proc/PID/stat`, field 22).
+    pub start: u64,
 }
 
 /// A static endpoint on another host (`overlay endpoint add --remote`).

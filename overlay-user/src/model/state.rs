@@ -193,6 +193,7 @@ mod tests {
                 attached_netns: false,
                 command: vec![],
                 pid: None,
+                pid_start: None,
                 created: String::new(),
                 endpoints: vec![EndpointRecord {
                     id: "e".into(),

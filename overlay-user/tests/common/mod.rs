@@ -22,3 +22,15 @@ pub fn require_root(test: &str) -> bool {
     eprintln!("{test}: skipped, needs root");
     false
 }
+
+/// True while process `pid` exists and has not exited. An exited process
+/// stays a zombie until its parent (init, for `run -d`) reaps it, which
+/// some inits do only every few seconds.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        !matches!(state, Some("Z" | "X") | None)
+    })
+}

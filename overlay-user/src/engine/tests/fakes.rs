@@ -19,7 +19,7 @@ use crate::{
     },
     engine::{ContainerIface, Datapath, HostNet, ports::Nic},
     host::{HostError, filter::Ruleset},
-    model::{AttachedMode, DecapMode, MacAddr},
+    model::{AttachedMode, DecapMode, MacAddr, ProcessRef},
 };
 
 /// What a kernel would hold: compared before and after a failed command.
@@ -49,7 +49,7 @@ pub struct Kernel {
     pub filter: Ruleset,
     /// /32 routes to endpoints: address -> host-side veth.
     pub host_routes: BTreeMap<Ipv4Addr, String>,
-    pub running: BTreeSet<u32>,
+    pub running: BTreeSet<ProcessRef>,
 }
 
 impl Kernel {
@@ -409,7 +409,7 @@ impl HostNet for FakeHost {
     }
 
     fn pid_has_netns(&self, pid: u32) -> bool {
-        self.0.borrow().kernel.running.contains(&pid)
+        self.0.borrow().kernel.running.iter().any(|p| p.pid == pid)
     }
 
     fn link(&mut self, name: &str) -> Result<Option<(u32, MacAddr)>, HostError> {
@@ -544,14 +544,14 @@ impl HostNet for FakeHost {
         Ok(())
     }
 
-    fn is_running(&self, pid: Option<u32>) -> bool {
-        pid.is_some_and(|p| self.0.borrow().kernel.running.contains(&p))
+    fn is_running(&self, process: Option<ProcessRef>) -> bool {
+        process.is_some_and(|p| self.0.borrow().kernel.running.contains(&p))
     }
 
-    fn stop(&mut self, pid: Option<u32>) {
+    fn stop(&mut self, process: Option<ProcessRef>) {
         let mut w = self.0.borrow_mut();
-        w.calls.push(format!("host.stop({pid:?})"));
-        if let Some(p) = pid
+        w.calls.push(format!("host.stop({process:?})"));
+        if let Some(p) = process
             && w.kernel.running.remove(&p)
         {
             w.irreversible = true;

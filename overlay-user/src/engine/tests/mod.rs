@@ -12,7 +12,7 @@ use crate::{
     cluster::{ClusterView, StoredClaim},
     model::{
         AttachedMode, Claim, ClusterRecord, DecapRequest, Driver, HostInfo, MacAddr, NetworkRecord,
-        RuleError, Snapshot, ids,
+        ProcessRef, RuleError, Snapshot, ids,
     },
     store::Store,
 };
@@ -99,7 +99,7 @@ fn overlay(name: &str, subnet: &str, vni: u32) -> CreateNetwork {
 /// peer and remote endpoint), `c1` on front, `c2` on both with a live
 /// process, the host attached.
 fn populated(h: &Harness) {
-    h.world.borrow_mut().kernel.running.insert(4242);
+    h.world.borrow_mut().kernel.running.insert(PROCESS);
     h.world
         .borrow_mut()
         .kernel
@@ -123,11 +123,17 @@ fn populated(h: &Harness) {
             ],
             &["sleep".into()],
         )?;
-        e.set_pid("c2", Some(4242));
+        e.set_process("c2", Some(PROCESS));
         Ok(())
     })
     .expect("setup");
 }
+
+/// `c2`'s process in `populated`.
+const PROCESS: ProcessRef = ProcessRef {
+    pid: 4242,
+    start: 77,
+};
 
 fn empty(_: &Harness) {}
 
@@ -589,7 +595,7 @@ fn reconcile_repairs_what_vanished() {
     h.world.borrow_mut().kernel.netns.remove("c2");
     let repairs = h.run(|e| e.reconcile()).expect("reconcile");
     assert_eq!(repairs.containers_gone, ["c2"]);
-    assert!(!h.kernel().running.contains(&4242));
+    assert!(!h.kernel().running.contains(&PROCESS));
     assert!(!h.stored().containers.contains_key("c2"));
 }
 
