@@ -1052,6 +1052,74 @@ fn a_reused_pid_is_never_taken_for_the_container() {
 }
 
 #[test]
+fn the_default_route_moves_with_the_networks() {
+    if !require_root("the_default_route_moves_with_the_networks") {
+        return;
+    }
+    let h = host();
+    h.ok(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        "10.91.0.0/24",
+        "inner",
+    ]);
+    h.ok(&["network", "create", "--subnet", "10.92.0.0/24", "front"]);
+    h.ok(&["network", "create", "--subnet", "10.93.0.0/24", "alpha"]);
+    let c = h.container("c", "inner");
+    let default = |c: &str| {
+        h.ok(&["exec", c, "--", "ip", "-4", "route", "show", "default"])
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(default(&c), "", "an internal network gives no way out");
+    h.ok(&["network", "connect", "front", &c]);
+    assert_eq!(
+        default(&c),
+        "default via 10.92.0.1 dev eth1",
+        "the routable one"
+    );
+    h.ok(&["network", "connect", "alpha", &c]);
+    assert_eq!(
+        default(&c),
+        "default via 10.93.0.1 dev eth2",
+        "ties: name order"
+    );
+    h.ok(&["network", "disconnect", "alpha", &c]);
+    assert_eq!(default(&c), "default via 10.92.0.1 dev eth1", "moved back");
+    h.ok(&["network", "disconnect", "front", &c]);
+    assert_eq!(default(&c), "");
+
+    let d = h.container("d", "front");
+    h.ok(&["network", "connect", "--gw-priority", "1", "inner", &d]);
+    assert_eq!(
+        default(&d),
+        "default via 10.92.0.1 dev eth0",
+        "internal never routes"
+    );
+    h.ok(&["network", "connect", "--gw-priority", "-1", "alpha", &d]);
+    assert_eq!(
+        default(&d),
+        "default via 10.92.0.1 dev eth0",
+        "lower priority"
+    );
+    h.ok(&["network", "disconnect", "front", &d]);
+    assert_eq!(default(&d), "default via 10.93.0.1 dev eth2");
+
+    // The daemon's repair puts a deleted route back.
+    h.ok(&["exec", &d, "--", "ip", "route", "del", "default"]);
+    let out = h.run(&["daemon", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(default(&d), "default via 10.93.0.1 dev eth2", "repaired");
+}
+
+#[test]
 fn a_missing_kernel_feature_is_one_clear_line_and_changes_nothing() {
     if !require_root("a_missing_kernel_feature_is_one_clear_line_and_changes_nothing") {
         return;

@@ -14,7 +14,7 @@ use super::{
     },
 };
 use crate::{
-    engine::{Engine, EngineError},
+    engine::{ConnectOptions, Engine, EngineError},
     host,
     model::{ContainerRecord, DecapRequest, Driver, NetworkRecord},
 };
@@ -50,8 +50,9 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
             network,
             container,
             ip,
+            gw_priority,
         } => {
-            engine.connect(&network, &container, ip)?;
+            engine.connect(&network, &container, ConnectOptions { ip, gw_priority })?;
             Response::Done
         }
         Command::NetworkDisconnect { network, container } => {

@@ -56,6 +56,8 @@ pub enum Command {
         network: String,
         container: String,
         ip: Option<Ipv4Addr>,
+        #[serde(default)]
+        gw_priority: i32,
     },
     NetworkDisconnect {
         network: String,

@@ -217,6 +217,10 @@ pub enum NetworkCmd {
     Connect {
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        /// Among routable networks, the highest priority gives the
+        /// container its default route (ties: network name order).
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        gw_priority: i32,
         network: String,
         container: String,
     },

@@ -226,6 +226,7 @@ fn network(cmd: NetworkCmd) -> Result<(api::Command, Display), RuleError> {
         NetworkCmd::Prune { force: _ } => (api::Command::NetworkPrune, plain),
         NetworkCmd::Connect {
             ip,
+            gw_priority,
             network,
             container,
         } => (
@@ -233,6 +234,7 @@ fn network(cmd: NetworkCmd) -> Result<(api::Command, Display), RuleError> {
                 network,
                 container,
                 ip,
+                gw_priority,
             },
             plain,
         ),

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Engine, EngineError, undo::Undo};
+use super::{ConnectOptions, Engine, EngineError, undo::Undo};
 use crate::model::{
     ContainerRecord, ProcessRef, ids,
     rules::{self, DEFAULT_NETWORK},
@@ -50,7 +50,7 @@ impl Engine {
             },
         );
         for (n, ip) in &networks {
-            self.connect(n, &name, *ip)?;
+            self.connect(n, &name, ConnectOptions::at(*ip))?;
         }
         Ok(self.state.containers[&name].clone())
     }

@@ -4,12 +4,30 @@
 
 use std::net::Ipv4Addr;
 
-use super::{ContainerIface, Engine, EngineError, undo::Undo};
+use super::{ContainerIface, DefaultRoute, Engine, EngineError, undo::Undo};
 use crate::{
     cluster::ClusterError,
     dataplane::{DataplaneError, LocalEndpoint},
-    model::{Claim, EndpointRecord, MacAddr, ids, ipam, rules},
+    model::{Claim, ContainerRecord, EndpointRecord, MacAddr, ids, ipam, rules},
 };
+
+/// What `network connect` may ask for besides the network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// A fixed address (`--ip`); allocated when `None`.
+    pub ip: Option<Ipv4Addr>,
+    /// Docker's `gw-priority` (`--gw-priority`).
+    pub gw_priority: i32,
+}
+
+impl ConnectOptions {
+    pub fn at(ip: Option<Ipv4Addr>) -> Self {
+        Self {
+            ip,
+            ..Self::default()
+        }
+    }
+}
 
 impl Engine {
     /// `network connect`: a veth into the container, an address, the
@@ -18,8 +36,9 @@ impl Engine {
         &mut self,
         network: &str,
         container: &str,
-        ip: Option<Ipv4Addr>,
+        options: ConnectOptions,
     ) -> Result<EndpointRecord, EngineError> {
+        let ip = options.ip;
         let net = self.network(network)?.clone();
         let name = self.container_or_adopt(container)?;
         let c = self.state.containers[&name].clone();
@@ -75,7 +94,6 @@ impl Engine {
         let mtu = self.interface_mtu(&net);
         self.host.add_veth(&host_ifname, &ifname, &c.netns, mtu)?;
         self.undo.push(Undo::Link(host_ifname.clone()));
-        // The container's first network carries its default route.
         self.host.configure_container_iface(
             &c.netns,
             &ContainerIface {
@@ -83,7 +101,6 @@ impl Engine {
                 mac,
                 ip,
                 prefix_len: net.subnet.prefix_len(),
-                default_gateway: (c.endpoints.is_empty() && !net.internal).then_some(net.gateway),
             },
         )?;
         let (host_ifindex, host_mac) = self.host.link_up(&host_ifname)?;
@@ -108,6 +125,7 @@ impl Engine {
             mac,
             ifname,
             host_ifname,
+            gw_priority: options.gw_priority,
         };
         self.state
             .containers
@@ -115,6 +133,7 @@ impl Engine {
             .expect("present")
             .endpoints
             .push(endpoint.clone());
+        self.sync_default_route(&name)?;
         Ok(endpoint)
     }
 
@@ -129,7 +148,54 @@ impl Engine {
         let ep = c.endpoints.remove(pos);
         self.release_claim(&name, &ep)?;
         self.release_endpoint(&ep)?;
+        self.sync_default_route(&name)?;
         Ok(())
+    }
+
+    /// The default route a container should have, as Docker picks it:
+    /// among its endpoints on routable (not internal) networks, the
+    /// highest `gw-priority`, then the network name that sorts first.
+    pub(super) fn wanted_default_route(&self, c: &ContainerRecord) -> Option<DefaultRoute> {
+        c.endpoints
+            .iter()
+            .filter_map(|ep| {
+                let net = self.state.networks.get(&ep.network_id)?;
+                (!net.internal).then_some((ep, net))
+            })
+            .min_by(|(a, an), (b, bn)| {
+                b.gw_priority
+                    .cmp(&a.gw_priority)
+                    .then_with(|| an.name.cmp(&bn.name))
+            })
+            .map(|(ep, net)| DefaultRoute {
+                gateway: net.gateway,
+                ifname: ep.ifname.clone(),
+            })
+    }
+
+    /// Moves a container's default route to the network that should hold
+    /// it, unless someone else's route is there (one not through any of
+    /// the container's interfaces from us, e.g. in an adopted namespace):
+    /// that one is left alone. Returns whether it changed the route.
+    pub(super) fn sync_default_route(&mut self, name: &str) -> Result<bool, EngineError> {
+        let Some(c) = self.state.containers.get(name) else {
+            return Ok(false);
+        };
+        let wanted = self.wanted_default_route(c);
+        let netns = c.netns.clone();
+        let current = self.host.default_route(&netns)?;
+        let foreign = current
+            .as_ref()
+            .is_some_and(|r| !c.endpoints.iter().any(|ep| ep.ifname == r.ifname));
+        if foreign || current == wanted {
+            return Ok(false);
+        }
+        self.host.set_default_route(&netns, wanted.as_ref())?;
+        self.undo.push(Undo::DefaultRoute {
+            netns,
+            previous: current,
+        });
+        Ok(true)
     }
 
     /// Gives an endpoint's address back to the cluster store (global

@@ -31,8 +31,9 @@ use ipnet::Ipv4Net;
 use self::undo::Undo;
 pub use self::{
     cluster_sync::ClusterSync,
+    endpoints::ConnectOptions,
     networks::CreateNetwork,
-    ports::{ContainerIface, Datapath, HostNet, Nic, System},
+    ports::{ContainerIface, Datapath, DefaultRoute, HostNet, Nic, System},
     reconcile::Repairs,
     underlay::Attached,
 };

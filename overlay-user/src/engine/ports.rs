@@ -158,8 +158,15 @@ pub struct ContainerIface {
     pub mac: MacAddr,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
-    /// Set for the container's first routable network.
-    pub default_gateway: Option<Ipv4Addr>,
+}
+
+/// A container's default route: via a network's gateway, out of the
+/// container's interface on that network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DefaultRoute {
+    pub gateway: Ipv4Addr,
+    /// Interface name inside the container.
+    pub ifname: String,
 }
 
 /// The host's network, as the engine changes it. Host-side operations act
@@ -197,6 +204,15 @@ pub trait HostNet {
         &mut self,
         netns: &str,
         iface: &ContainerIface,
+    ) -> Result<(), HostError>;
+    /// The default route in namespace `netns`, if it has one through a
+    /// gateway.
+    fn default_route(&mut self, netns: &str) -> Result<Option<DefaultRoute>, HostError>;
+    /// Replaces (`Some`) or removes (`None`) the default route in `netns`.
+    fn set_default_route(
+        &mut self,
+        netns: &str,
+        route: Option<&DefaultRoute>,
     ) -> Result<(), HostError>;
     /// Brings a host-side interface up; its ifindex and MAC.
     fn link_up(&mut self, name: &str) -> Result<(u32, MacAddr), HostError>;
@@ -349,12 +365,42 @@ impl HostNet for System {
             nl.set_mac(link.index, iface.mac)?;
             nl.add_address(link.index, iface.ip, iface.prefix_len)?;
             nl.set_up(link.index)?;
-            if let Some(gw) = iface.default_gateway {
-                nl.add_default_route(gw, link.index)?;
-            }
             // XDP-redirected frames reach a veth only when its peer has GRO.
             host::ethtool::enable_gro(&iface.ifname)
         })?
+    }
+
+    fn default_route(&mut self, netns: &str) -> Result<Option<DefaultRoute>, HostError> {
+        let mut nl = Netlink::open_in(netns)?;
+        let Some((gateway, oif)) = nl
+            .routes()?
+            .into_iter()
+            .find_map(|r| (r.prefix_len == 0).then_some(()).and(r.gateway.zip(r.oif)))
+        else {
+            return Ok(None);
+        };
+        let ifname = nl
+            .links()?
+            .into_iter()
+            .find(|l| l.index == oif)
+            .map(|l| l.name)
+            .unwrap_or_default();
+        Ok(Some(DefaultRoute { gateway, ifname }))
+    }
+
+    fn set_default_route(
+        &mut self,
+        netns: &str,
+        route: Option<&DefaultRoute>,
+    ) -> Result<(), HostError> {
+        let mut nl = Netlink::open_in(netns)?;
+        match route {
+            Some(r) => {
+                let link = nl.require_link(&r.ifname)?;
+                nl.replace_default_route(r.gateway, link.index)
+            }
+            None => nl.delete_default_route().map(drop),
+        }
     }
 
     fn link_up(&mut self, name: &str) -> Result<(u32, MacAddr), HostError> {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use overlay_common::EndpointInfo;
 
-use super::{Engine, EngineError};
+use super::{ConnectOptions, Engine, EngineError};
 use crate::{
     dataplane::{LocalEndpoint, Underlay},
     model::EndpointRecord,
@@ -26,6 +26,9 @@ pub struct Repairs {
     pub stale_veths: Vec<String>,
     /// Networks in the maps that the store does not know.
     pub stale_networks: usize,
+    /// Containers whose default route was missing or through the wrong
+    /// network.
+    pub default_routes: Vec<String>,
     /// The underlay program was re-attached.
     pub underlay_reattached: bool,
 }
@@ -44,6 +47,12 @@ impl Engine {
         self.remove_stale_networks(&mut repairs)?;
         self.release_vanished_containers(&mut repairs)?;
         let owned = self.repair_endpoints(&mut repairs)?;
+        let names: Vec<String> = self.state.containers.keys().cloned().collect();
+        for name in names {
+            if self.sync_default_route(&name)? {
+                repairs.default_routes.push(name);
+            }
+        }
         // Map entries and links of interfaces nobody owns.
         for (ifindex, _) in self.dp.local_endpoints()? {
             if !owned.contains(&ifindex) {
@@ -142,7 +151,14 @@ impl Engine {
             let Some((ifindex, host_mac)) = self.host.link(&ep.host_ifname)? else {
                 let c = self.state.containers.get_mut(&container).expect("present");
                 c.endpoints.retain(|e| e.id != ep.id);
-                let new = self.connect(&net.id, &container, Some(ep.ip))?;
+                let new = self.connect(
+                    &net.id,
+                    &container,
+                    ConnectOptions {
+                        ip: Some(ep.ip),
+                        gw_priority: ep.gw_priority,
+                    },
+                )?;
                 if let Some((ifindex, _)) = self.host.link(&new.host_ifname)? {
                     owned.insert(ifindex);
                 }

@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Datapath, HostNet};
+use super::{Datapath, DefaultRoute, HostNet};
 use crate::{
     cluster::ClusterStore,
     dataplane::{DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay},
@@ -66,6 +66,11 @@ pub(super) enum Undo {
     ClusterClaim(String, Ipv4Addr),
     /// An address released in the cluster store, claimed again on rollback.
     ClusterReleased(Claim),
+    /// A container's default route changed; `previous` goes back.
+    DefaultRoute {
+        netns: String,
+        previous: Option<DefaultRoute>,
+    },
 }
 
 impl Undo {
@@ -137,6 +142,9 @@ impl Undo {
                 Some(c) => c.put_claim(&claim).map(drop).map_err(drop),
                 None => Ok(()),
             },
+            Self::DefaultRoute { netns, previous } => host
+                .set_default_route(&netns, previous.as_ref())
+                .map_err(drop),
         };
     }
 }

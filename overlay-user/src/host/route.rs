@@ -17,6 +17,16 @@ use super::{
 };
 use crate::model::MacAddr;
 
+/// An IPv4 route of the main table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface index; `None` for multipath and blackhole routes.
+    pub oif: Option<u32>,
+}
+
 fn route(dst: Ipv4Addr, prefix_len: u8, oif: u32, scope: RouteScope) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet;
@@ -44,21 +54,66 @@ impl Netlink {
         .map(drop)
     }
 
-    /// `ip route add default via GATEWAY dev OIF`; EEXIST when there is
-    /// one already.
-    pub fn add_default_route(&mut self, gateway: Ipv4Addr, oif: u32) -> Result<(), HostError> {
+    /// `ip route replace default via GATEWAY dev OIF`.
+    pub fn replace_default_route(&mut self, gateway: Ipv4Addr, oif: u32) -> Result<(), HostError> {
         let mut m = route(Ipv4Addr::UNSPECIFIED, 0, oif, RouteScope::Universe);
         m.attributes
             .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
-        let op = || format!("adding a default route via {gateway}");
-        if self.create(RouteNetlinkMessage::NewRoute(m), Create::New, op)? {
-            Ok(())
-        } else {
-            Err(HostError::Netlink {
-                op: op(),
-                source: std::io::Error::from_raw_os_error(libc::EEXIST),
-            })
+        self.create(RouteNetlinkMessage::NewRoute(m), Create::Replace, || {
+            format!("routing by default via {gateway}")
+        })
+        .map(drop)
+    }
+
+    /// `ip route del default`; false when there was none (ESRCH).
+    pub fn delete_default_route(&mut self) -> Result<bool, HostError> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.scope = RouteScope::NoWhere;
+        match self.change(RouteNetlinkMessage::DelRoute(m), || {
+            "removing the default route".into()
+        }) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Every IPv4 route of the main table.
+    pub fn routes(&mut self) -> Result<Vec<Route>, HostError> {
+        let mut query = RouteMessage::default();
+        query.header.address_family = AddressFamily::Inet;
+        let replies = self.dump(RouteNetlinkMessage::GetRoute(query), || {
+            "listing routes".into()
+        })?;
+        Ok(replies
+            .iter()
+            .filter_map(|r| match r {
+                RouteNetlinkMessage::NewRoute(m)
+                    if m.header.table == RouteHeader::RT_TABLE_MAIN =>
+                {
+                    let mut route = Route {
+                        dst: Ipv4Addr::UNSPECIFIED,
+                        prefix_len: m.header.destination_prefix_length,
+                        gateway: None,
+                        oif: None,
+                    };
+                    for a in &m.attributes {
+                        match a {
+                            RouteAttribute::Destination(RouteAddress::Inet(ip)) => route.dst = *ip,
+                            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => {
+                                route.gateway = Some(*ip);
+                            }
+                            RouteAttribute::Oif(i) => route.oif = Some(*i),
+                            _ => {}
+                        }
+                    }
+                    Some(route)
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// `ip neigh replace IP lladdr MAC dev INDEX nud permanent`.

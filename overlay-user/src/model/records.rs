@@ -63,6 +63,10 @@ pub struct EndpointRecord {
     pub ifname: String,
     /// Host-side veth name.
     pub host_ifname: String,
+    /// Docker's `gw-priority`: among routable networks the highest gives
+    /// the container its default route.
+    #[serde(default)]
+    pub gw_priority: i32,
 }
 
 /// A container: a network namespace, maybe running a process.

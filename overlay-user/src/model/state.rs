@@ -196,6 +196,7 @@ mod tests {
                 pid_start: None,
                 created: String::new(),
                 endpoints: vec![EndpointRecord {
+                    gw_priority: 0,
                     id: "e".into(),
                     network_id: "n".into(),
                     ip: ip("10.0.0.2"),

@@ -17,7 +17,7 @@ use crate::{
     dataplane::{
         Counters, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay,
     },
-    engine::{ContainerIface, Datapath, HostNet, ports::Nic},
+    engine::{ContainerIface, Datapath, DefaultRoute, HostNet, ports::Nic},
     host::{HostError, filter::Ruleset},
     model::{AttachedMode, DecapMode, MacAddr, ProcessRef},
 };
@@ -50,6 +50,8 @@ pub struct Kernel {
     /// /32 routes to endpoints: address -> host-side veth.
     pub host_routes: BTreeMap<Ipv4Addr, String>,
     pub running: BTreeSet<ProcessRef>,
+    /// Default routes by container namespace.
+    pub default_routes: BTreeMap<String, DefaultRoute>,
 }
 
 impl Kernel {
@@ -58,6 +60,13 @@ impl Kernel {
         let existed = self.links.remove(host_end).is_some();
         self.veth_mtus.remove(host_end);
         if let Some((ns, name)) = self.container_links.remove(host_end) {
+            if self
+                .default_routes
+                .get(&ns)
+                .is_some_and(|r| r.ifname == name)
+            {
+                self.default_routes.remove(&ns);
+            }
             self.configured.remove(&(ns, name));
         }
         self.host_routes.retain(|_, dev| dev != host_end);
@@ -396,6 +405,7 @@ impl HostNet for FakeHost {
                 w.kernel.remove_link(&host_end);
             }
             w.kernel.configured.retain(|(ns, _), _| ns != name);
+            w.kernel.default_routes.remove(name);
         }
         Ok(())
     }
@@ -486,6 +496,36 @@ impl HostNet for FakeHost {
         w.kernel
             .configured
             .insert((netns.to_owned(), iface.ifname.clone()), iface.clone());
+        Ok(())
+    }
+
+    fn default_route(&mut self, netns: &str) -> Result<Option<DefaultRoute>, HostError> {
+        let mut w = self.0.borrow_mut();
+        w.read(format!("host.default_route({netns})"));
+        Ok(w.kernel.default_routes.get(netns).cloned())
+    }
+
+    fn set_default_route(
+        &mut self,
+        netns: &str,
+        route: Option<&DefaultRoute>,
+    ) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.set_default_route({netns}, {route:?})"))
+            .map_err(host_err(netns))?;
+        match route {
+            // The kernel refuses a route through an interface it lacks.
+            Some(r)
+                if !w
+                    .kernel
+                    .configured
+                    .contains_key(&(netns.to_owned(), r.ifname.clone())) =>
+            {
+                return Err(host_err(netns)(io::Error::from_raw_os_error(libc::ENODEV)));
+            }
+            Some(r) => w.kernel.default_routes.insert(netns.to_owned(), r.clone()),
+            None => w.kernel.default_routes.remove(netns),
+        };
         Ok(())
     }
 

@@ -7,7 +7,7 @@ mod fakes;
 use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use self::fakes::{FakeDatapath, FakeHost, Kernel, Shared, World};
-use super::{CreateNetwork, Engine, EngineError};
+use super::{ConnectOptions, CreateNetwork, DefaultRoute, Engine, EngineError};
 use crate::{
     cluster::{ClusterView, StoredClaim},
     model::{
@@ -78,6 +78,13 @@ impl Harness {
 
 type Command = fn(&mut Engine) -> Result<(), EngineError>;
 type Setup = fn(&Harness);
+
+fn route(gateway: &str, ifname: &str) -> DefaultRoute {
+    DefaultRoute {
+        gateway: ip(gateway),
+        ifname: ifname.into(),
+    }
+}
 
 fn bridge(name: &str, subnet: &str) -> CreateNetwork {
     CreateNetwork {
@@ -205,7 +212,7 @@ fn every_command_is_undone_at_every_failing_step() {
             .map(drop)
         }),
         ("connect", populated, |e| {
-            e.connect("back", "c1", None).map(drop)
+            e.connect("back", "c1", ConnectOptions::default()).map(drop)
         }),
         ("disconnect", populated, |e| e.disconnect("back", "c2")),
         ("rm -f", populated, |e| {
@@ -256,10 +263,11 @@ fn a_committed_command_leaves_kernel_and_store_in_step() {
     assert_eq!(k.host_routes.len(), 3);
     let c2 = &s.containers["c2"];
     assert_eq!(c2.endpoints[1].ip, ip("10.2.0.9"), "the address asked for");
-    let eth0 = &k.configured[&("c2".to_owned(), "eth0".to_owned())];
-    let eth1 = &k.configured[&("c2".to_owned(), "eth1".to_owned())];
-    assert_eq!(eth0.default_gateway, Some(ip("10.1.0.1")));
-    assert_eq!(eth1.default_gateway, None, "only the first network routes");
+    assert_eq!(
+        k.default_routes["c2"],
+        route("10.1.0.1", "eth0"),
+        "front routes; back is internal"
+    );
     assert!(k.peers.contains(&(ip("192.0.2.2"), 5000)));
     assert!(k.remotes.contains_key(&(5000, ip("10.2.0.200"))));
     let mut routed: Vec<&str> = k
@@ -371,7 +379,9 @@ fn bad_input_changes_nothing() {
         }),
     ];
     for (what, network, addr, expect) in &connects {
-        let err = h.run(|e| e.connect(network, "c1", *addr)).expect_err(what);
+        let err = h
+            .run(|e| e.connect(network, "c1", ConnectOptions::at(*addr)))
+            .expect_err(what);
         assert!(expect(&err), "{what}: {err}");
         assert_eq!(h.changes(), changes, "{what}: a change was attempted");
     }
@@ -742,4 +752,90 @@ fn overlay_mtus_follow_the_underlay() {
     let mut got: Vec<u32> = k.veth_mtus.values().copied().collect();
     got.sort_unstable();
     assert_eq!(got, [1300, 1350]);
+}
+
+#[test]
+fn the_default_route_follows_dockers_choice_of_network() {
+    let h = Harness::new();
+    h.run(|e| {
+        e.create_network(&CreateNetwork {
+            internal: true,
+            ..bridge("inner", "10.3.0.0/24")
+        })?;
+        e.create_network(&bridge("front", "10.4.0.0/24"))?;
+        e.create_network(&bridge("alpha", "10.5.0.0/24"))?;
+        e.create_network(&bridge("zz", "10.6.0.0/24"))?;
+        e.create_container(Some("c"), &[("inner".into(), None)], &[])
+            .map(drop)
+    })
+    .expect("setup");
+    let routes = || h.kernel().default_routes.get("c").cloned();
+    assert_eq!(routes(), None, "an internal network gives no way out");
+
+    let connect = |net: &'static str, gw_priority: i32| {
+        h.run(|e| {
+            e.connect(
+                net,
+                "c",
+                ConnectOptions {
+                    ip: None,
+                    gw_priority,
+                },
+            )
+            .map(drop)
+        })
+        .expect("connect");
+    };
+    let disconnect = |net: &'static str| {
+        h.run(|e| e.disconnect(net, "c")).expect("disconnect");
+    };
+    connect("front", 0);
+    assert_eq!(
+        routes(),
+        Some(route("10.4.0.1", "eth1")),
+        "the first routable"
+    );
+    connect("alpha", 0);
+    assert_eq!(
+        routes(),
+        Some(route("10.5.0.1", "eth2")),
+        "ties: name order"
+    );
+    connect("zz", 1);
+    assert_eq!(
+        routes(),
+        Some(route("10.6.0.1", "eth3")),
+        "gw-priority first"
+    );
+    disconnect("zz");
+    assert_eq!(
+        routes(),
+        Some(route("10.5.0.1", "eth2")),
+        "moved on disconnect"
+    );
+    disconnect("alpha");
+    assert_eq!(routes(), Some(route("10.4.0.1", "eth1")));
+    disconnect("front");
+    assert_eq!(routes(), None, "only the internal network is left");
+
+    // A route someone else put there (not through our interfaces) stays.
+    h.world
+        .borrow_mut()
+        .kernel
+        .default_routes
+        .insert("c".into(), route("192.0.2.1", "uplink"));
+    connect("front", 0);
+    assert_eq!(routes(), Some(route("192.0.2.1", "uplink")));
+}
+
+#[test]
+fn reconcile_restores_a_lost_default_route() {
+    let h = Harness::new();
+    populated(&h);
+    h.world.borrow_mut().kernel.default_routes.remove("c2");
+    let repairs = h.run(|e| e.reconcile()).expect("reconcile");
+    assert_eq!(repairs.default_routes, ["c2"]);
+    assert_eq!(h.kernel().default_routes["c2"], route("10.1.0.1", "eth0"));
+    let again = h.run(|e| e.reconcile()).expect("again");
+    assert!(again.is_empty(), "{again:?}");
 }
