@@ -352,6 +352,16 @@ fn default_pools_and_overlay_vnis() {
         return;
     }
     let h = host();
+    // Prefixes the host already routes (a LAN, a VPN) are skipped.
+    for argv in [
+        &["ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1"][..],
+        &["ip", "link", "set", "lan0", "up"],
+        &["ip", "addr", "add", "172.18.5.1/16", "dev", "lan0"],
+        &["ip", "route", "add", "10.0.0.0/24", "dev", "lan0"],
+    ] {
+        let out = h.ns.exec(argv).expect("ip");
+        assert!(out.status.success(), "{argv:?}: {out:?}");
+    }
     h.ok(&["network", "create", "b1"]);
     h.ok(&["network", "create", "-d", "overlay", "o1"]);
     h.ok(&[
@@ -372,10 +382,10 @@ fn default_pools_and_overlay_vnis() {
         h.inspect("bridge")["IPAM"]["Config"][0]["Subnet"],
         "172.17.0.0/16"
     );
-    assert_eq!(b1["IPAM"]["Config"][0]["Subnet"], "172.18.0.0/16");
-    assert_eq!(b1["IPAM"]["Config"][0]["Gateway"], "172.18.0.1");
-    assert_eq!(o1["IPAM"]["Config"][0]["Subnet"], "10.0.0.0/24");
-    assert_eq!(o2["IPAM"]["Config"][0]["Subnet"], "10.0.1.0/24");
+    assert_eq!(b1["IPAM"]["Config"][0]["Subnet"], "172.19.0.0/16");
+    assert_eq!(b1["IPAM"]["Config"][0]["Gateway"], "172.19.0.1");
+    assert_eq!(o1["IPAM"]["Config"][0]["Subnet"], "10.0.1.0/24");
+    assert_eq!(o2["IPAM"]["Config"][0]["Subnet"], "10.0.2.0/24");
     assert_eq!(o1["Scope"], "global");
     assert_eq!(
         o1["Options"]["com.docker.network.driver.overlay.vxlanid_list"],

@@ -110,7 +110,10 @@ impl Engine {
                     Driver::Bridge => ipam::BRIDGE_POOLS,
                     Driver::Overlay => ipam::OVERLAY_POOLS,
                 };
-                let used: Vec<Ipv4Net> = known.iter().map(|n| n.subnet).collect();
+                // Docker's rule: a subnet the host already routes (the
+                // LAN, a VPN) would cut containers off from it.
+                let mut used: Vec<Ipv4Net> = self.host.routed_prefixes()?;
+                used.extend(known.iter().map(|n| n.subnet));
                 ipam::pick_subnet(pools, &used).ok_or(EngineError::PoolExhausted)?
             }
             [one] => *one,

@@ -4,6 +4,7 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
+use ipnet::Ipv4Net;
 use overlay_common::{EndpointInfo, NextHop};
 
 use crate::{
@@ -205,6 +206,9 @@ pub trait HostNet {
         netns: &str,
         iface: &ContainerIface,
     ) -> Result<(), HostError>;
+    /// Prefixes the host routes (main table, the default route left out):
+    /// a VPN, the LAN, another bridge.
+    fn routed_prefixes(&mut self) -> Result<Vec<Ipv4Net>, HostError>;
     /// The default route in namespace `netns`, if it has one through a
     /// gateway.
     fn default_route(&mut self, netns: &str) -> Result<Option<DefaultRoute>, HostError>;
@@ -368,6 +372,16 @@ impl HostNet for System {
             // XDP-redirected frames reach a veth only when its peer has GRO.
             host::ethtool::enable_gro(&iface.ifname)
         })?
+    }
+
+    fn routed_prefixes(&mut self) -> Result<Vec<Ipv4Net>, HostError> {
+        Ok(self
+            .nl
+            .routes()?
+            .into_iter()
+            .filter(|r| r.prefix_len > 0)
+            .filter_map(|r| Ipv4Net::new(r.dst, r.prefix_len).ok())
+            .collect())
     }
 
     fn default_route(&mut self, netns: &str) -> Result<Option<DefaultRoute>, HostError> {

@@ -11,6 +11,7 @@ use std::{
     rc::Rc,
 };
 
+use ipnet::Ipv4Net;
 use overlay_common::{EndpointInfo, NextHop};
 
 use crate::{
@@ -50,6 +51,8 @@ pub struct Kernel {
     /// /32 routes to endpoints: address -> host-side veth.
     pub host_routes: BTreeMap<Ipv4Addr, String>,
     pub running: BTreeSet<ProcessRef>,
+    /// Prefixes the host routes.
+    pub routed: Vec<Ipv4Net>,
     /// Default routes by container namespace.
     pub default_routes: BTreeMap<String, DefaultRoute>,
 }
@@ -497,6 +500,12 @@ impl HostNet for FakeHost {
             .configured
             .insert((netns.to_owned(), iface.ifname.clone()), iface.clone());
         Ok(())
+    }
+
+    fn routed_prefixes(&mut self) -> Result<Vec<Ipv4Net>, HostError> {
+        let mut w = self.0.borrow_mut();
+        w.read("host.routed_prefixes".into());
+        Ok(w.kernel.routed.clone())
     }
 
     fn default_route(&mut self, netns: &str) -> Result<Option<DefaultRoute>, HostError> {

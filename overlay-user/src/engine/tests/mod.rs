@@ -839,3 +839,38 @@ fn reconcile_restores_a_lost_default_route() {
     let again = h.run(|e| e.reconcile()).expect("again");
     assert!(again.is_empty(), "{again:?}");
 }
+
+#[test]
+fn automatic_subnets_skip_prefixes_the_host_routes() {
+    let h = Harness::new();
+    h.world.borrow_mut().kernel.routed = ["172.18.0.0/16", "172.19.128.0/17", "10.0.0.0/23"]
+        .iter()
+        .map(|p| p.parse().expect("prefix"))
+        .collect();
+    h.run(|e| {
+        e.create_network(&CreateNetwork {
+            name: "b".into(),
+            ..CreateNetwork::default()
+        })?;
+        e.create_network(&CreateNetwork {
+            name: "o".into(),
+            driver: Some(Driver::Overlay),
+            ..CreateNetwork::default()
+        })?;
+        // An explicit subnet is the user's call, as in Docker.
+        e.create_network(&bridge("mine", "172.18.1.0/24")).map(drop)
+    })
+    .expect("create");
+    let s = h.stored();
+    let subnet = |name: &str| {
+        s.networks
+            .values()
+            .find(|n| n.name == name)
+            .map(|n| n.subnet.to_string())
+            .expect("network")
+    };
+    assert_eq!(subnet("bridge"), "172.17.0.0/16");
+    assert_eq!(subnet("b"), "172.20.0.0/16");
+    assert_eq!(subnet("o"), "10.0.2.0/24");
+    assert_eq!(subnet("mine"), "172.18.1.0/24");
+}
