@@ -354,7 +354,9 @@ fn default_pools_and_overlay_vnis() {
     let h = host();
     // Prefixes the host already routes (a LAN, a VPN) are skipped.
     for argv in [
-        &["ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1"][..],
+        &[
+            "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "lan1",
+        ][..],
         &["ip", "link", "set", "lan0", "up"],
         &["ip", "addr", "add", "172.18.5.1/16", "dev", "lan0"],
         &["ip", "route", "add", "10.0.0.0/24", "dev", "lan0"],
@@ -696,22 +698,10 @@ fn a_running_daemon_serves_the_cli_over_its_socket() {
     if !require_root("a_running_daemon_serves_the_cli_over_its_socket") {
         return;
     }
-    let h = host();
+    let mut h = host();
     h.ok(&["network", "ls"]); // first start: the store exists
-    let log = h.root.join("daemon.log");
-    let mut daemon = h
-        .cmd()
-        .args(["daemon", "--interval", "60"])
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("daemon");
+    h.start_daemon(&["--interval", "60"]);
     let socket = h.root.join("overlay.sock");
-    for _ in 0..100 {
-        if socket.exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&socket)
         .expect("socket")
@@ -723,9 +713,29 @@ fn a_running_daemon_serves_the_cli_over_its_socket() {
     let id = h.ok(&["network", "create", "--subnet", "10.95.0.0/24", "viasock"]);
     let bad = h.run(&["network", "create", "viasock"]);
     let inspect = h.inspect("viasock");
-    daemon.kill().expect("stop daemon");
-    let _ = daemon.wait();
-    let served = std::fs::read_to_string(&log).expect("daemon log");
+    // The same state named without --root, with a socket nobody serves:
+    // the command still goes to the daemon that holds the state.
+    let elsewhere = h
+        .bare_cmd()
+        .arg("--state-dir")
+        .arg(h.root.join("state"))
+        .arg("--pin-dir")
+        .arg(h.root.join("bpf"))
+        .arg("--socket")
+        .arg(h.root.join("nobody.sock"))
+        .args(["--netns", h.ns.name()])
+        .args(["network", "create", "--subnet", "10.95.1.0/24", "found"])
+        .output()
+        .expect("overlay");
+    // A second daemon on the same state, serving or not, is refused.
+    let second = h.run(&["daemon", "--interval", "60"]);
+    let once = h.run(&["daemon", "--once"]);
+    // A daemon that holds the state but cannot be reached: commands
+    // refuse rather than run beside it.
+    std::fs::remove_file(&socket).expect("remove the socket");
+    let unreachable = h.run(&["network", "create", "--subnet", "10.95.2.0/24", "never"]);
+    h.stop_daemon();
+    let served = h.log();
 
     assert_eq!(
         inspect["Id"],
@@ -738,11 +748,35 @@ fn a_running_daemon_serves_the_cli_over_its_socket() {
             .starts_with("overlay: network with name viasock already exists")
     );
     assert!(
-        served.matches("served").count() >= 3,
+        elsewhere.status.success(),
+        "{}",
+        String::from_utf8_lossy(&elsewhere.stderr)
+    );
+    for (what, out) in [("daemon", &second), ("daemon --once", &once)] {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second {what} started");
+        assert!(
+            err.contains("another daemon (pid ")
+                && err.contains(&format!("socket {}", socket.display())),
+            "{what}: {err}"
+        );
+    }
+    let err = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        !unreachable.status.success() && err.contains("does not answer"),
+        "{err}"
+    );
+    assert!(
+        served.matches("served").count() >= 4,
         "the daemon served the commands:\n{served}"
     );
     // Without the daemon the same store answers directly.
     assert_eq!(h.inspect("viasock")["Id"], id.as_str());
+    assert!(h.inspect("found")["Id"].is_string());
+    assert!(
+        !h.ok(&["network", "ls"]).contains("never"),
+        "nothing changed"
+    );
 }
 
 #[test]

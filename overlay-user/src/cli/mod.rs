@@ -82,16 +82,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         other => request(other)?,
     };
-    let reply = match api::client::call(
-        &socket,
-        &Request {
-            target: Target {
-                paths: paths.clone(),
-                netns: host::netns::current_id()?,
-            },
-            command: command.clone(),
+    let request = Request {
+        target: Target {
+            paths: paths.clone(),
+            netns: host::netns::current_id()?,
         },
-    )? {
+        command: command.clone(),
+    };
+    let reply = match daemon_reply(&paths, &socket, &request)? {
         Some(reply) => reply,
         None => transaction(&paths, |engine| api::handler::execute(engine, command))
             .map_err(|e| api::error_chain(&e)),
@@ -112,6 +110,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// How long a command waits for a starting daemon to answer.
+const DAEMON_STARTUP: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The reply of the daemon that manages this state, if one runs: the one
+/// at `socket`, or the one the state directory's lock names (whatever
+/// socket it serves). A daemon that holds the state but does not answer
+/// is an error: running the command here would race it.
+fn daemon_reply(
+    paths: &Paths,
+    socket: &std::path::Path,
+    request: &Request,
+) -> anyhow::Result<Option<api::Reply>> {
+    if let Some(reply) = api::client::call(socket, request)? {
+        return Ok(Some(reply));
+    }
+    let Some(holder) = daemon::lock::holder(&paths.state_dir)? else {
+        return Ok(None);
+    };
+    let Some(its_socket) = &holder.socket else {
+        // `daemon --once`: one pass under the store's lock, which this
+        // command waits for.
+        return Ok(None);
+    };
+    // A daemon takes the lock before it binds its socket (it may first
+    // reach the cluster store): give it that long.
+    let deadline = std::time::Instant::now() + DAEMON_STARTUP;
+    loop {
+        if let Some(reply) = api::client::call(its_socket, request)? {
+            return Ok(Some(reply));
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bail!(
+        "a daemon ({holder}) manages {} but does not answer; not running this command beside it",
+        paths.state_dir.display()
+    )
 }
 
 /// The API command for a CLI command, with how to show its answer.

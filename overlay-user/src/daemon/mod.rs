@@ -2,6 +2,7 @@
 //! in cluster mode, the etcd agent ([`agent`]).
 
 pub mod agent;
+pub mod lock;
 pub mod server;
 pub mod settings;
 
@@ -55,6 +56,8 @@ pub enum DaemonError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -111,6 +114,7 @@ fn init_logging() {
 /// namespace), serving `socket`, until killed (or once).
 pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonError> {
     init_logging();
+    let _lock = lock::acquire(&paths.state_dir, (!options.once).then_some(socket))?;
     let file = settings::load_file(options.config.as_deref(), options.default_config)?;
     let s = options.flags.over(file);
     if let Some(store) = &s.store {
