@@ -19,7 +19,8 @@ use crate::model::Snapshot;
 /// cluster mode `cluster`, `learned/<network id>/<ip>`, `cluster-host/<ip>`
 /// (a cache of the cluster store, so forwarding state survives restarts
 /// while etcd is unreachable), `rejected/<key>` and `rejected-count`
-/// (cluster records skipped in the last view).
+/// (cluster records skipped in the last view), `pending-netns/<name>` (a
+/// namespace being created).
 const OBJECTS: TableDefinition<'_, &str, &str> = TableDefinition::new("objects");
 /// Version of the key layout and records; bumped on incompatible changes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -106,6 +107,9 @@ mod layout {
         if snap.rejected_count > 0 {
             out.insert("rejected-count".to_owned(), snap.rejected_count.to_string());
         }
+        for name in &snap.pending_netns {
+            out.insert(format!("pending-netns/{name}"), String::new());
+        }
         Ok(out)
     }
 
@@ -149,6 +153,8 @@ mod layout {
                 snap.rejected.insert(k.to_owned(), value.clone());
             } else if key == "rejected-count" {
                 snap.rejected_count = value.parse().unwrap_or_default();
+            } else if let Some(name) = key.strip_prefix("pending-netns/") {
+                snap.pending_netns.insert(name.to_owned());
             }
         }
         Ok(snap)

@@ -556,6 +556,44 @@ fn daemon_repairs_drift() {
             })
             .expect("b is programmed");
         dp.remove_local_endpoint(ifindex).expect("remove b");
+        // Drift 4: a peer and a remote route nobody recorded (what a
+        // crash between map writes and the store's commit leaves).
+        let net = u32::from("10.93.0.0".parse::<std::net::Ipv4Addr>().expect("ip")).to_be();
+        let vni = dp
+            .state()
+            .expect("state")
+            .subnets
+            .into_iter()
+            .find(|((_, addr), _)| *addr == net)
+            .expect("net's subnet")
+            .1;
+        dp.add_peer("192.0.2.66".parse().expect("ip"), vni)
+            .expect("stale peer");
+        dp.add_remote_endpoint(&overlay_user::dataplane::RemoteEndpoint {
+            vni,
+            ip: "10.93.0.77".parse().expect("ip"),
+            mac: overlay_user::model::MacAddr::from_ipv4("10.93.0.77".parse().expect("ip")),
+            host: "192.0.2.66".parse().expect("ip"),
+        })
+        .expect("stale route");
+    }
+    // Drift 5: a gateway address of ours (by its label) for a network
+    // that is gone, beside one of the admin's that must stay.
+    for argv in [
+        &[
+            "ip",
+            "addr",
+            "add",
+            "10.66.0.1/32",
+            "dev",
+            "lo",
+            "label",
+            "lo:overlay",
+        ][..],
+        &["ip", "addr", "add", "10.67.0.1/32", "dev", "lo"],
+    ] {
+        let out = h.ns.exec(argv).expect("ip");
+        assert!(out.status.success(), "{argv:?}: {out:?}");
     }
     assert!(
         !h.pings(&a, &b_ip),
@@ -598,6 +636,36 @@ fn daemon_repairs_drift() {
     assert!(log.contains("repaired drift"), "{log}");
 
     assert!(h.pings(&a, &b_ip), "b reachable again after the repair");
+    {
+        let state = overlay_user::dataplane::Dataplane::load(h.root.join("bpf"))
+            .expect("open pinned maps")
+            .state()
+            .expect("state");
+        assert!(
+            state.peers.is_empty(),
+            "stale peer removed: {:?}",
+            state.peers
+        );
+        assert_eq!(
+            state.routes.len(),
+            2,
+            "only a's and b's routes: {:?}",
+            state.routes
+        );
+    }
+    let addrs = h.stdout_of(&["ip", "-4", "-o", "addr", "show", "dev", "lo"]);
+    assert!(
+        !addrs.contains("10.66.0.1"),
+        "our stale gateway removed: {addrs}"
+    );
+    assert!(
+        addrs.contains("10.67.0.1"),
+        "the admin's address stays: {addrs}"
+    );
+    assert!(
+        addrs.contains("10.93.0.1/32") && addrs.contains("lo:overlay"),
+        "the network's gateway, labelled: {addrs}"
+    );
     let links = String::from_utf8_lossy(&h.ns.exec(&["ip", "-o", "link"]).expect("links").stdout)
         .into_owned();
     assert!(

@@ -6,7 +6,8 @@ use std::net::Ipv4Addr;
 use overlay_testkit::{PinDir, assert_no_failures, require_root};
 use overlay_user::{
     dataplane::{
-        Dataplane, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay,
+        Dataplane, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, RouteTarget,
+        Underlay,
     },
     model::{MacAddr, RuleError},
 };
@@ -314,6 +315,29 @@ fn removing_a_network_removes_its_routes_and_peers() {
     // And the same subnet and VNI can be used again.
     dp.add_network(&net(100, "10.0.1.0/24", None))
         .expect("re-add");
+}
+
+#[test]
+fn route_targets_read_back_as_written() {
+    if !require_root("route_targets_read_back_as_written") {
+        return;
+    }
+    let pins = PinDir::new("rt");
+    let mut dp = Dataplane::load(&pins.0).expect("load");
+    dp.add_network(&net(100, "10.0.1.0/24", Some("10.0.1.1")))
+        .expect("net");
+    dp.add_local_endpoint(&local(100, "10.0.1.2", 7))
+        .expect("local");
+    dp.add_remote_endpoint(&remote(100, "10.0.1.3", "192.0.2.2"))
+        .expect("remote");
+    let target = |dp: &Dataplane, a: &str| dp.route_target(100, ip(a)).expect("read");
+    assert_eq!(target(&dp, "10.0.1.2"), Some(RouteTarget::Local(7)));
+    assert_eq!(
+        target(&dp, "10.0.1.3"),
+        Some(RouteTarget::Remote(ip("192.0.2.2")))
+    );
+    assert_eq!(target(&dp, "10.0.1.4"), None);
+    assert_eq!(dp.route_target(101, ip("10.0.1.2")).expect("read"), None);
 }
 
 #[test]

@@ -8,8 +8,18 @@ use overlay_common::{
     EndpointInfo, PeerKey, PeerValue, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey, RouteValue,
 };
 
-use super::{Dataplane, DataplaneError, LocalEndpoint, Network, RemoteEndpoint, be, not_found};
+use super::{
+    Dataplane, DataplaneError, LocalEndpoint, Network, RemoteEndpoint, RouteTarget, be, not_found,
+};
 use crate::model::rules;
+
+fn target(r: &RouteValue) -> RouteTarget {
+    if r.kind == ROUTE_LOCAL {
+        RouteTarget::Local(r.ifindex)
+    } else {
+        RouteTarget::Remote(Ipv4Addr::from(u32::from_be(r.remote_ip)))
+    }
+}
 
 impl Dataplane {
     fn check_endpoint_address(&self, vni: u32, ip: Ipv4Addr) -> Result<Network, DataplaneError> {
@@ -17,6 +27,38 @@ impl Dataplane {
         let net = self.network(vni)?;
         rules::check_endpoint_address(net.subnet, net.gateway, ip)?;
         Ok(net)
+    }
+
+    /// Every route: (VNI, address, where it leads).
+    pub fn routes(&self) -> Result<Vec<(u32, Ipv4Addr, RouteTarget)>, DataplaneError> {
+        self.routes
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| {
+                    let ip = Ipv4Addr::from(u32::from_be(k.ip));
+                    (k.vni, ip, target(&v))
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map_err(DataplaneError::map("listing routes"))
+    }
+
+    /// Every (peer host, VNI) allowed to send.
+    pub fn peers(&self) -> Result<Vec<(Ipv4Addr, u32)>, DataplaneError> {
+        self.peers
+            .keys()
+            .map(|k| k.map(|k| (Ipv4Addr::from(u32::from_be(k.ip)), k.vni)))
+            .collect::<Result<_, _>>()
+            .map_err(DataplaneError::map("listing peers"))
+    }
+
+    /// Where `(vni, ip)` is routed, if anywhere.
+    pub fn route_target(
+        &self,
+        vni: u32,
+        ip: Ipv4Addr,
+    ) -> Result<Option<RouteTarget>, DataplaneError> {
+        Ok(self.route(vni, ip)?.as_ref().map(target))
     }
 
     fn route(&self, vni: u32, ip: Ipv4Addr) -> Result<Option<RouteValue>, DataplaneError> {

@@ -34,7 +34,7 @@ use overlay_common::{
 pub use self::{
     error::DataplaneError,
     guards::Guard,
-    types::{Counters, LocalEndpoint, Network, RemoteEndpoint, State, Underlay},
+    types::{Counters, LocalEndpoint, Network, RemoteEndpoint, RouteTarget, State, Underlay},
 };
 
 /// The eBPF object built by `build.rs` (aya-build) for this binary.

@@ -44,6 +44,15 @@ pub struct RemoteEndpoint {
     pub host: Ipv4Addr,
 }
 
+/// Where the route of an overlay address leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// An endpoint here, by host-side ifindex.
+    Local(u32),
+    /// An endpoint on the host at this underlay address.
+    Remote(Ipv4Addr),
+}
+
 /// This host's underlay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Underlay {

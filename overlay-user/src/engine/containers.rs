@@ -21,8 +21,15 @@ impl Engine {
         let id = ids::new_id();
         let name = name.map_or_else(|| format!("c{}", &id[..12]), str::to_owned);
         rules::check_name(&name)?;
-        if self.state.containers.contains_key(&name) || self.host.netns_exists(&name) {
+        if self.state.containers.contains_key(&name) {
             return Err(EngineError::DuplicateContainer(name));
+        }
+        if self.host.netns_exists(&name) {
+            if !self.state.pending_netns.contains(&name) {
+                return Err(EngineError::DuplicateContainer(name));
+            }
+            // Left by a `run` that crashed half-way: ours, and garbage.
+            self.host.delete_netns(&name)?;
         }
         let networks = if networks.is_empty() {
             vec![(DEFAULT_NETWORK.to_owned(), None)]
@@ -32,6 +39,7 @@ impl Engine {
         for (n, _) in &networks {
             self.network(n)?;
         }
+        self.mark_pending_netns(&name)?;
         self.host.create_netns(&name)?;
         self.undo.push(Undo::Netns(name.clone()));
         self.state.containers.insert(
@@ -52,6 +60,7 @@ impl Engine {
         for (n, ip) in &networks {
             self.connect(n, &name, ConnectOptions::at(*ip))?;
         }
+        self.state.pending_netns.remove(&name);
         Ok(self.state.containers[&name].clone())
     }
 

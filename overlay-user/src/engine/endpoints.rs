@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use super::{ContainerIface, DefaultRoute, Engine, EngineError, undo::Undo};
 use crate::{
     cluster::ClusterError,
-    dataplane::{DataplaneError, LocalEndpoint},
+    dataplane::{DataplaneError, LocalEndpoint, RouteTarget},
     model::{Claim, ContainerRecord, EndpointRecord, MacAddr, ids, ipam, rules},
 };
 
@@ -108,6 +108,7 @@ impl Engine {
         // the container answers the first packet that reaches it (an ARP
         // request, a reply), and meeting no program there would leave its
         // ARP unanswered until the kernel's 1 s retry.
+        self.remove_leftover_route(net.vni, ip)?;
         self.undo.push(Undo::Endpoint(host_ifindex));
         self.dp.attach_endpoint(host_ifindex)?;
         self.dp.add_local_endpoint(&LocalEndpoint {
@@ -135,6 +136,26 @@ impl Engine {
             .push(endpoint.clone());
         self.sync_default_route(&name)?;
         Ok(endpoint)
+    }
+
+    /// Clears the maps' route for an address the store has just handed
+    /// out: the entry can only be a leftover (a command that crashed
+    /// before its commit, an endpoint whose veth vanished, an address that
+    /// moved here from another host), and would refuse the new endpoint.
+    fn remove_leftover_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), EngineError> {
+        match self.dp.route_target(vni, ip)? {
+            Some(RouteTarget::Local(ifindex)) => {
+                self.dp.detach_endpoint(ifindex)?;
+                match self.dp.remove_local_endpoint(ifindex) {
+                    // A route that outlived its endpoint entry.
+                    Err(DataplaneError::UnknownEndpoint(_)) => self.dp.remove_route(vni, ip)?,
+                    other => other?,
+                }
+            }
+            Some(RouteTarget::Remote(_)) => self.dp.remove_route(vni, ip)?,
+            None => {}
+        }
+        Ok(())
     }
 
     /// `network disconnect`: removes the interface and frees the address.

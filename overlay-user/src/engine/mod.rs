@@ -143,6 +143,9 @@ pub struct Engine {
     /// Connected on first use, and only for global networks: local
     /// commands work while etcd is unreachable.
     cluster: Option<ClusterStore>,
+    /// Namespaces this command marked pending in the store ahead of its
+    /// commit (see [`Snapshot::pending_netns`]).
+    marked_netns: Vec<String>,
 }
 
 /// Runs `f` as one command on the host at `paths`: opens the store (and
@@ -181,6 +184,7 @@ impl Engine {
             host,
             undo: Vec::new(),
             cluster: None,
+            marked_netns: Vec::new(),
         };
         let started = engine.restore_networks().and_then(|()| {
             if engine.state.find_network(DEFAULT_NETWORK).is_none() {
@@ -247,7 +251,31 @@ impl Engine {
         if self.filter_changed() {
             let _ = self.host.sync_filter(&ruleset(&self.before));
         }
+        // Namespaces marked pending are gone again (undone above).
+        if !self.marked_netns.is_empty() {
+            let mut disk = self.before.clone();
+            for name in self.marked_netns.drain(..) {
+                disk.pending_netns.remove(&name);
+            }
+            if self.store.save(&self.before, &disk).is_ok() {
+                self.before = disk;
+            }
+        }
         self.state = self.before.clone();
+    }
+
+    /// Records in the store, now rather than at commit, that namespace
+    /// `name` is about to be created: a crash before the commit then
+    /// leaves a namespace known to be ours, which reconcile removes.
+    fn mark_pending_netns(&mut self, name: &str) -> Result<(), EngineError> {
+        let mut disk = self.before.clone();
+        if disk.pending_netns.insert(name.to_owned()) {
+            self.store.save(&self.before, &disk)?;
+            self.before = disk;
+            self.marked_netns.push(name.to_owned());
+        }
+        self.state.pending_netns.insert(name.to_owned());
+        Ok(())
     }
 
     /// The state as this command has changed it so far.

@@ -10,7 +10,7 @@ use overlay_common::{EndpointInfo, NextHop};
 use crate::{
     dataplane::{
         Counters, Dataplane, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint,
-        Underlay,
+        RouteTarget, Underlay,
     },
     host::{self, HostError, filter::Ruleset, link::VethEnd, netlink::Netlink},
     model::{AttachedMode, DecapMode, MacAddr, ProcessRef},
@@ -31,6 +31,11 @@ pub trait Datapath {
     fn remove_remote_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError>;
     /// Removes whatever route `(vni, ip)` has; absent is fine.
     fn remove_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError>;
+    fn route_target(&self, vni: u32, ip: Ipv4Addr) -> Result<Option<RouteTarget>, DataplaneError>;
+    /// Every route: (VNI, address, where it leads).
+    fn routes(&self) -> Result<Vec<(u32, Ipv4Addr, RouteTarget)>, DataplaneError>;
+    /// Every (peer host, VNI).
+    fn peers(&self) -> Result<Vec<(Ipv4Addr, u32)>, DataplaneError>;
     fn add_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError>;
     fn remove_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError>;
     fn attach_endpoint(&mut self, ifindex: u32) -> Result<(), DataplaneError>;
@@ -84,6 +89,15 @@ impl Datapath for Dataplane {
     }
     fn remove_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
         Dataplane::remove_route(self, vni, ip)
+    }
+    fn route_target(&self, vni: u32, ip: Ipv4Addr) -> Result<Option<RouteTarget>, DataplaneError> {
+        Dataplane::route_target(self, vni, ip)
+    }
+    fn routes(&self) -> Result<Vec<(u32, Ipv4Addr, RouteTarget)>, DataplaneError> {
+        Dataplane::routes(self)
+    }
+    fn peers(&self) -> Result<Vec<(Ipv4Addr, u32)>, DataplaneError> {
+        Dataplane::peers(self)
     }
     fn add_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError> {
         Dataplane::add_peer(self, host, vni)
@@ -222,6 +236,8 @@ pub trait HostNet {
     fn link_up(&mut self, name: &str) -> Result<(u32, MacAddr), HostError>;
     /// Adds a gateway address (a /32 on `lo`); false when present.
     fn add_gateway_address(&mut self, ip: Ipv4Addr) -> Result<bool, HostError>;
+    /// The gateway addresses this program added (labelled `lo:overlay`).
+    fn gateway_addresses(&mut self) -> Result<Vec<Ipv4Addr>, HostError>;
     /// Removes a gateway address (absent is fine).
     fn remove_gateway_address(&mut self, ip: Ipv4Addr) -> Result<(), HostError>;
     fn enable_ip_forward(&mut self) -> Result<(), HostError>;
@@ -239,6 +255,10 @@ pub trait HostNet {
     /// Stops a process (SIGTERM, then SIGKILL), unless it is gone.
     fn stop(&mut self, process: Option<ProcessRef>);
 }
+
+/// The label on the gateway addresses this program puts on `lo`: marks
+/// them as ours, so ones left by a crash can be told from the admin's.
+pub const GATEWAY_LABEL: &str = "lo:overlay";
 
 /// The host itself: a netlink socket in the namespace it was opened in.
 pub struct System {
@@ -425,7 +445,18 @@ impl HostNet for System {
 
     fn add_gateway_address(&mut self, ip: Ipv4Addr) -> Result<bool, HostError> {
         let lo = self.nl.require_link("lo")?;
-        self.nl.add_address(lo.index, ip, 32)
+        self.nl
+            .add_labelled_address(lo.index, ip, 32, Some(GATEWAY_LABEL))
+    }
+
+    fn gateway_addresses(&mut self) -> Result<Vec<Ipv4Addr>, HostError> {
+        Ok(self
+            .nl
+            .addresses()?
+            .into_iter()
+            .filter(|a| a.prefix_len == 32 && a.label.as_deref() == Some(GATEWAY_LABEL))
+            .map(|a| a.ip)
+            .collect())
     }
 
     fn remove_gateway_address(&mut self, ip: Ipv4Addr) -> Result<(), HostError> {

@@ -1,7 +1,10 @@
 //! Repairing drift: making the kernel match the store after a reboot, a
 //! crash, or changes made behind this program's back.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use overlay_common::EndpointInfo;
 
@@ -16,6 +19,8 @@ use crate::{
 pub struct Repairs {
     /// Containers whose namespace vanished: records and addresses released.
     pub containers_gone: Vec<String>,
+    /// Namespaces a crashed `run` left half-made: removed.
+    pub half_made: Vec<String>,
     /// Endpoints whose veth vanished while the namespace stayed: recreated.
     pub endpoints_recreated: Vec<String>,
     /// Endpoints whose map entry or program link was missing or wrong.
@@ -26,6 +31,15 @@ pub struct Repairs {
     pub stale_veths: Vec<String>,
     /// Networks in the maps that the store does not know.
     pub stale_networks: usize,
+    /// Routes to addresses no endpoint, static entry or cluster record
+    /// has (a re-used VNI would inherit them).
+    pub stale_routes: usize,
+    /// Peers no static entry or cluster record allows.
+    pub stale_peers: usize,
+    /// Gateway addresses of networks the store does not know: removed.
+    pub stale_gateways: Vec<Ipv4Addr>,
+    /// Gateway addresses of known networks that were missing: added.
+    pub gateways_restored: Vec<Ipv4Addr>,
     /// Containers whose default route was missing or through the wrong
     /// network.
     pub default_routes: Vec<String>,
@@ -46,6 +60,7 @@ impl Engine {
         let mut repairs = Repairs::default();
         self.remove_stale_networks(&mut repairs)?;
         self.release_vanished_containers(&mut repairs)?;
+        self.remove_half_made_containers(&mut repairs)?;
         let owned = self.repair_endpoints(&mut repairs)?;
         let names: Vec<String> = self.state.containers.keys().cloned().collect();
         for name in names {
@@ -73,6 +88,8 @@ impl Engine {
             }
         }
         self.program_static_entries(None)?;
+        self.remove_stale_routes_and_peers(&mut repairs)?;
+        self.repair_gateways(&mut repairs)?;
         self.sync_guards()?;
         // The underlay program, if this host was attached.
         if let Some(h) = self.state.host.clone()
@@ -130,6 +147,72 @@ impl Engine {
                 self.release_endpoint(ep)?;
             }
             repairs.containers_gone.push(name);
+        }
+        Ok(())
+    }
+
+    /// Routes and peers the state does not account for. Local routes go
+    /// with their endpoint entries above; what is left here is a route
+    /// without an owner.
+    fn remove_stale_routes_and_peers(&mut self, repairs: &mut Repairs) -> Result<(), EngineError> {
+        let vni = |id: &String| self.state.networks.get(id).map(|n| n.vni);
+        let mut routes: BTreeSet<(u32, Ipv4Addr)> = BTreeSet::new();
+        let mut peers: BTreeSet<(Ipv4Addr, u32)> = BTreeSet::new();
+        for (_, ep) in self.state.endpoints() {
+            routes.extend(vni(&ep.network_id).map(|v| (v, ep.ip)));
+        }
+        for r in self.state.remotes.values() {
+            routes.extend(vni(&r.network_id).map(|v| (v, r.ip)));
+        }
+        for e in self.state.learned.values() {
+            routes.extend(vni(&e.network_id).map(|v| (v, e.ip)));
+            peers.extend(vni(&e.network_id).map(|v| (e.host, v)));
+        }
+        for (ip, id) in &self.state.peers {
+            peers.extend(vni(id).map(|v| (*ip, v)));
+        }
+        for (v, ip, _) in self.dp.routes()? {
+            if !routes.contains(&(v, ip)) {
+                self.dp.remove_route(v, ip)?;
+                repairs.stale_routes += 1;
+            }
+        }
+        for (host, v) in self.dp.peers()? {
+            if !peers.contains(&(host, v)) {
+                self.dp.remove_peer(host, v)?;
+                repairs.stale_peers += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gateway addresses: each known network's on `lo`, and none of ours
+    /// (by label) for networks that are gone.
+    fn repair_gateways(&mut self, repairs: &mut Repairs) -> Result<(), EngineError> {
+        let wanted: BTreeSet<Ipv4Addr> = self.state.networks.values().map(|n| n.gateway).collect();
+        let present: BTreeSet<Ipv4Addr> = self.host.gateway_addresses()?.into_iter().collect();
+        for gw in present.difference(&wanted) {
+            self.host.remove_gateway_address(*gw)?;
+            repairs.stale_gateways.push(*gw);
+        }
+        for gw in wanted.difference(&present) {
+            // False for one there already without our label (from before
+            // labels, or the admin's own).
+            if self.host.add_gateway_address(*gw)? {
+                repairs.gateways_restored.push(*gw);
+            }
+        }
+        Ok(())
+    }
+
+    /// Namespaces marked pending whose container was never recorded.
+    fn remove_half_made_containers(&mut self, repairs: &mut Repairs) -> Result<(), EngineError> {
+        let pending = std::mem::take(&mut self.state.pending_netns);
+        for name in pending {
+            if !self.state.containers.contains_key(&name) && self.host.netns_exists(&name) {
+                self.host.delete_netns(&name)?;
+                repairs.half_made.push(name);
+            }
         }
         Ok(())
     }

@@ -13,11 +13,13 @@ use super::{
 };
 
 /// An address on an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Address {
     pub index: u32,
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
+    /// `IFA_LABEL` (`lo:overlay`), when it has one.
+    pub label: Option<String>,
 }
 
 fn message(index: u32, ip: Ipv4Addr, prefix_len: u8) -> AddressMessage {
@@ -44,11 +46,25 @@ impl Netlink {
         ip: Ipv4Addr,
         prefix_len: u8,
     ) -> Result<bool, HostError> {
-        self.create(
-            RouteNetlinkMessage::NewAddress(message(index, ip, prefix_len)),
-            Create::New,
-            || format!("adding address {ip}/{prefix_len} to interface {index}"),
-        )
+        self.add_labelled_address(index, ip, prefix_len, None)
+    }
+
+    /// As [`Self::add_address`], with an `IFA_LABEL` (the interface's name,
+    /// a colon, a tag: how `ip addr` shows whose address it is).
+    pub fn add_labelled_address(
+        &mut self,
+        index: u32,
+        ip: Ipv4Addr,
+        prefix_len: u8,
+        label: Option<&str>,
+    ) -> Result<bool, HostError> {
+        let mut m = message(index, ip, prefix_len);
+        if let Some(l) = label {
+            m.attributes.push(AddressAttribute::Label(l.to_owned()));
+        }
+        self.create(RouteNetlinkMessage::NewAddress(m), Create::New, || {
+            format!("adding address {ip}/{prefix_len} to interface {index}")
+        })
     }
 
     /// Removes `ip/prefix_len` from interface `index`; false when it was
@@ -84,10 +100,15 @@ impl Netlink {
                         AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
                         _ => None,
                     })?;
+                    let label = m.attributes.iter().find_map(|a| match a {
+                        AddressAttribute::Label(l) => Some(l.clone()),
+                        _ => None,
+                    });
                     Some(Address {
                         index: m.header.index,
                         ip,
                         prefix_len: m.header.prefix_len,
+                        label,
                     })
                 }
                 _ => None,

@@ -32,6 +32,10 @@ pub struct Snapshot {
     pub rejected: BTreeMap<String, String>,
     /// How many records were skipped in the last view.
     pub rejected_count: u64,
+    /// Namespaces a `run` is creating: recorded (and made durable) before
+    /// the namespace exists, dropped when the container is recorded, so
+    /// one left by a crash is known as ours and removed.
+    pub pending_netns: BTreeSet<String>,
 }
 
 /// Skipped cluster records kept by name; the rest are only counted.

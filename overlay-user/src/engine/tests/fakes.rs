@@ -16,7 +16,8 @@ use overlay_common::{EndpointInfo, NextHop};
 
 use crate::{
     dataplane::{
-        Counters, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay,
+        Counters, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint, RouteTarget,
+        Underlay,
     },
     engine::{ContainerIface, Datapath, DefaultRoute, HostNet, ports::Nic},
     host::{HostError, filter::Ruleset},
@@ -239,6 +240,45 @@ impl Datapath for FakeDatapath {
             .remove(&(vni, ip))
             .map(drop)
             .ok_or(DataplaneError::UnknownAddress { ip, vni })
+    }
+
+    fn route_target(&self, vni: u32, ip: Ipv4Addr) -> Result<Option<RouteTarget>, DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.read(format!("dp.route_target({vni}, {ip})"));
+        let local = w
+            .kernel
+            .endpoints
+            .iter()
+            .find(|(_, e)| e.vni == vni && e.ip == ip)
+            .map(|(i, _)| RouteTarget::Local(*i));
+        Ok(local.or_else(|| {
+            w.kernel
+                .remotes
+                .get(&(vni, ip))
+                .map(|r| RouteTarget::Remote(r.host))
+        }))
+    }
+
+    fn routes(&self) -> Result<Vec<(u32, Ipv4Addr, RouteTarget)>, DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.read("dp.routes".into());
+        let local = w
+            .kernel
+            .endpoints
+            .iter()
+            .map(|(i, e)| (e.vni, e.ip, RouteTarget::Local(*i)));
+        let remote = w
+            .kernel
+            .remotes
+            .values()
+            .map(|r| (r.vni, r.ip, RouteTarget::Remote(r.host)));
+        Ok(local.chain(remote).collect())
+    }
+
+    fn peers(&self) -> Result<Vec<(Ipv4Addr, u32)>, DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.read("dp.peers".into());
+        Ok(w.kernel.peers.iter().copied().collect())
     }
 
     fn remove_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
@@ -554,6 +594,12 @@ impl HostNet for FakeHost {
         w.change(format!("host.add_gateway_address({ip})"))
             .map_err(host_err("lo"))?;
         Ok(w.kernel.gateway_addrs.insert(ip))
+    }
+
+    fn gateway_addresses(&mut self) -> Result<Vec<Ipv4Addr>, HostError> {
+        let mut w = self.0.borrow_mut();
+        w.read("host.gateway_addresses".into());
+        Ok(w.kernel.gateway_addrs.iter().copied().collect())
     }
 
     fn remove_gateway_address(&mut self, ip: Ipv4Addr) -> Result<(), HostError> {

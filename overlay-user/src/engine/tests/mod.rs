@@ -874,3 +874,87 @@ fn automatic_subnets_skip_prefixes_the_host_routes() {
     assert_eq!(subnet("o"), "10.0.2.0/24");
     assert_eq!(subnet("mine"), "172.18.1.0/24");
 }
+
+#[test]
+fn a_run_that_crashed_half_way_leaves_nothing_in_the_way() {
+    let h = Harness::new();
+    // `run` dies between its kernel changes and its commit: the engine
+    // is dropped, neither committed nor rolled back.
+    let crash = |name: &str| {
+        let mut e = h.engine().expect("engine");
+        e.create_container(Some(name), &[], &[]).expect("create");
+    };
+    crash("c");
+    assert!(h.kernel().netns.contains("c"), "the namespace was left");
+    assert_eq!(h.kernel().endpoints.len(), 1, "and its endpoint's entries");
+    assert!(h.stored().pending_netns.contains("c"));
+    assert!(!h.stored().containers.contains_key("c"));
+
+    // The name is not blocked, nor the address the crashed run had.
+    let c = h
+        .run(|e| e.create_container(Some("c"), &[], &[]))
+        .expect("the name is free again");
+    assert_eq!(c.endpoints[0].ip, ip("172.17.0.2"), "the same address");
+    assert_eq!(h.kernel().endpoints.len(), 1, "the leftover entry is gone");
+    assert!(h.stored().pending_netns.is_empty());
+
+    // The daemon's pass removes one nobody re-used.
+    crash("d");
+    let repairs = h.run(|e| e.reconcile()).expect("reconcile");
+    assert_eq!(repairs.half_made, ["d"]);
+    assert!(!h.kernel().netns.contains("d"));
+    assert!(h.stored().pending_netns.is_empty());
+    assert_eq!(h.kernel().endpoints.len(), 1, "only c's");
+
+    // A namespace that is not ours keeps its name to itself.
+    h.world.borrow_mut().kernel.netns.insert("theirs".into());
+    let err = h
+        .run(|e| e.create_container(Some("theirs"), &[], &[]).map(drop))
+        .expect_err("someone else's namespace");
+    assert!(matches!(err, EngineError::DuplicateContainer(_)), "{err}");
+    let repairs = h.run(|e| e.reconcile()).expect("reconcile");
+    assert!(repairs.half_made.is_empty());
+    assert!(h.kernel().netns.contains("theirs"));
+}
+
+#[test]
+fn reconcile_removes_routes_peers_and_gateways_nobody_owns() {
+    let h = Harness::new();
+    populated(&h);
+    {
+        let mut w = h.world.borrow_mut();
+        // Left by commands that crashed, or by a network removed while
+        // its entries were being written: a VNI re-used later would
+        // inherit them.
+        w.kernel.peers.insert((ip("192.0.2.66"), 5000));
+        w.kernel.remotes.insert(
+            (5000, ip("10.2.0.77")),
+            crate::dataplane::RemoteEndpoint {
+                vni: 5000,
+                ip: ip("10.2.0.77"),
+                mac: MacAddr::from_ipv4(ip("10.2.0.77")),
+                host: ip("192.0.2.66"),
+            },
+        );
+        w.kernel.gateway_addrs.insert(ip("10.9.9.1"));
+        w.kernel.gateway_addrs.remove(&ip("10.1.0.1"));
+    }
+    let repairs = h.run(|e| e.reconcile()).expect("reconcile");
+    assert_eq!(repairs.stale_routes, 1, "{repairs:?}");
+    assert_eq!(repairs.stale_peers, 1, "{repairs:?}");
+    assert_eq!(repairs.stale_gateways, [ip("10.9.9.1")]);
+    assert_eq!(repairs.gateways_restored, [ip("10.1.0.1")]);
+    let k = h.kernel();
+    assert!(!k.peers.contains(&(ip("192.0.2.66"), 5000)));
+    assert!(
+        k.peers.contains(&(ip("192.0.2.2"), 5000)),
+        "the static peer stays"
+    );
+    assert!(!k.remotes.contains_key(&(5000, ip("10.2.0.77"))));
+    assert!(
+        k.remotes.contains_key(&(5000, ip("10.2.0.200"))),
+        "the static remote stays"
+    );
+    let again = h.run(|e| e.reconcile()).expect("again");
+    assert!(again.is_empty(), "{again:?}");
+}
