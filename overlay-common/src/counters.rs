@@ -30,10 +30,16 @@ pub enum Counter {
     ToHost = 5,
     /// Underlay traffic that is not ours, passed untouched.
     UnderlayPass = 6,
+    /// Too big for the path once encapsulated: answered with an ICMP
+    /// "fragmentation needed" carrying the overlay's path MTU, and dropped.
+    IcmpFragNeeded = 7,
+    /// An ICMP "fragmentation needed" about one of our encapsulated
+    /// packets: the path MTU to that host learned, the message passed on.
+    PathMtuLearned = 8,
 }
 
 impl Counter {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::ForwardLocal,
         Self::Encap,
         Self::DecapXdp,
@@ -41,6 +47,8 @@ impl Counter {
         Self::ArpReply,
         Self::ToHost,
         Self::UnderlayPass,
+        Self::IcmpFragNeeded,
+        Self::PathMtuLearned,
     ];
 
     /// Slot in the counters map.
@@ -57,6 +65,8 @@ impl Counter {
             Self::ArpReply => "arp_reply",
             Self::ToHost => "to_host",
             Self::UnderlayPass => "underlay_pass",
+            Self::IcmpFragNeeded => "icmp_frag_needed",
+            Self::PathMtuLearned => "underlay_path_mtu_learned",
         }
     }
 }
@@ -111,6 +121,9 @@ pub enum DropReason {
     /// From a container, through its host, to a service of the overlay
     /// itself (the cluster store's client port).
     ToGuarded = 20,
+    /// Too big for the path once encapsulated, and no ICMP could be built
+    /// for it (IPv4 options in the inner header).
+    TooBig = 21,
 }
 
 /// First counter slot used by drop reasons.
@@ -119,7 +132,7 @@ pub const DROP_BASE: u32 = 16;
 pub const COUNTER_SLOTS: u32 = 48;
 
 impl DropReason {
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::Malformed,
         Self::Spoofed,
         Self::Isolation,
@@ -141,6 +154,7 @@ impl DropReason {
         Self::HelperFailed,
         Self::ToTunnelPort,
         Self::ToGuarded,
+        Self::TooBig,
     ];
 
     /// Slot in the counters map.
@@ -171,6 +185,7 @@ impl DropReason {
             Self::HelperFailed => "drop_helper_failed",
             Self::ToTunnelPort => "drop_to_tunnel_port",
             Self::ToGuarded => "drop_to_guarded_service",
+            Self::TooBig => "drop_too_big",
         }
     }
 }

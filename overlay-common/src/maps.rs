@@ -22,12 +22,14 @@ pub mod names {
     pub const NET_COUNTERS: &str = "OVL_NET_COUNTERS";
     /// Remote underlay IPv4 -> [`super::NextHop`] (LRU cache).
     pub const NEXTHOPS: &str = "OVL_NEXTHOPS";
+    /// Remote underlay IPv4 -> [`super::PathMtu`] learned from ICMP (LRU).
+    pub const PATH_MTUS: &str = "OVL_PATH_MTUS";
     /// [`super::GuardKey`] -> [`super::GuardValue`]: destinations containers
     /// may not reach through their host.
     pub const GUARDS: &str = "OVL_GUARDS";
 
     /// Every map, for pin management and the name check.
-    pub const ALL: [&str; 10] = [
+    pub const ALL: [&str; 11] = [
         ENDPOINTS,
         ROUTES,
         PEERS,
@@ -37,6 +39,7 @@ pub mod names {
         COUNTERS,
         NET_COUNTERS,
         NEXTHOPS,
+        PATH_MTUS,
         GUARDS,
     ];
 }
@@ -52,6 +55,8 @@ pub mod capacity {
     /// Remote hosts whose next hop is cached; least recently used ones are
     /// evicted (and looked up in the FIB again when next needed).
     pub const NEXTHOPS: u32 = 16_384;
+    /// Remote hosts with a learned path MTU (LRU, like the next hops).
+    pub const PATH_MTUS: u32 = 16_384;
     /// Guarded destinations (the cluster store's endpoints).
     pub const GUARDS: u32 = 256;
 }
@@ -61,6 +66,14 @@ pub mod capacity {
 /// moving) goes unnoticed. Set against the FIB lookup it saves on every
 /// packet (about 200 ns here), one lookup per peer per 100 ms is free.
 pub const NEXTHOP_TTL_NS: u64 = 100_000_000;
+
+/// How long a path MTU learned from an ICMP "fragmentation needed" holds
+/// before full-size packets are tried again (Linux's `mtu_expires`).
+pub const PATH_MTU_TTL_NS: u64 = 600_000_000_000;
+/// The smallest path MTU an ICMP message can set (Linux's `min_pmtu`):
+/// smaller claims are raised to it, so a forged message cannot shrink
+/// the overlay below a usable size.
+pub const MIN_PATH_MTU: u32 = 552;
 
 /// The underlay next hop towards one remote host, as `bpf_fib_lookup` found
 /// it with the neighbour resolved. Written by the encap path only; userspace
@@ -74,11 +87,31 @@ pub struct NextHop {
     pub smac: [u8; 6],
     /// Outer destination MAC (the next hop's neighbour entry).
     pub dmac: [u8; 6],
+    /// Path MTU towards the remote host (bytes of outer IPv4 packet): the
+    /// FIB's (route metric, the kernel's learned exception or the device)
+    /// or, when smaller, the one learned from ICMP ([`PathMtu`]).
+    pub mtu: u32,
+    pub _pad0: u32,
     /// `bpf_ktime_get_coarse_ns` time (CLOCK_MONOTONIC, ns) after which the
     /// entry is stale and the FIB is asked again.
     pub expires_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<NextHop>() == 24);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+
+/// A path MTU towards one remote host, learned from an ICMP "fragmentation
+/// needed" a router on the underlay sent about an encapsulated packet.
+/// Written by the underlay programs; userspace reads it (`status`) and
+/// flushes it when the underlay changes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathMtu {
+    /// Bytes of outer IPv4 packet (host order), at least [`MIN_PATH_MTU`].
+    pub mtu: u32,
+    pub _pad0: u32,
+    /// `bpf_ktime_get_coarse_ns` time after which it no longer applies.
+    pub expires_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<PathMtu>() == 16);
 
 /// A container endpoint on this host, keyed by the ifindex of its host-side
 /// veth (where the endpoint program runs).
@@ -247,6 +280,7 @@ mod pod {
     unsafe impl aya::Pod for super::SubnetKey {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::PathMtu {}
     unsafe impl aya::Pod for super::GuardKey {}
     unsafe impl aya::Pod for super::GuardValue {}
     unsafe impl aya::Pod for crate::CounterValue {}

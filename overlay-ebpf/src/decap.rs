@@ -8,8 +8,12 @@ use overlay_common::{
 };
 
 use crate::{
+    icmp::learn_path_mtu,
     maps::{OVL_CONFIG, OVL_NETWORKS, OVL_PEERS, OVL_ROUTES},
-    parse::{ETH_P_IP, IPPROTO_UDP, addr, ipv4_header_len, is_first_fragment, is_fragment, ptr_at},
+    parse::{
+        ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP, addr, ipv4_header_len, is_first_fragment, is_fragment,
+        ptr_at,
+    },
 };
 
 /// Offsets of a VXLAN packet whose outer IPv4 header has no options.
@@ -24,6 +28,9 @@ const _: () = assert!(INNER_ETH_OFF == VXLAN_ENCAP_LEN as usize);
 pub enum Underlay {
     /// Not VXLAN for us: leave it to the kernel untouched.
     Pass,
+    /// An ICMP "fragmentation needed" about our VXLAN: path MTU learned,
+    /// the message passed on to the kernel untouched.
+    PathMtuLearned,
     /// Strip `VXLAN_ENCAP_LEN` bytes and deliver to a local endpoint.
     Decap(Delivery),
 }
@@ -58,7 +65,7 @@ pub fn classify(start: usize, end: usize, vni_out: &mut u32) -> Result<Underlay,
     let Some(header_len) = ipv4_header_len(&ip) else {
         return Ok(Underlay::Pass);
     };
-    if ip.proto != IPPROTO_UDP {
+    if ip.proto != IPPROTO_UDP && ip.proto != IPPROTO_ICMP {
         return Ok(Underlay::Pass);
     }
     let cfg = match OVL_CONFIG.get(0) {
@@ -67,6 +74,14 @@ pub fn classify(start: usize, end: usize, vni_out: &mut u32) -> Result<Underlay,
     };
     if addr(ip.dst_addr) != cfg.underlay_ip {
         return Ok(Underlay::Pass);
+    }
+    if ip.proto == IPPROTO_ICMP {
+        let learned = header_len == 20 && !is_fragment(&ip) && learn_path_mtu(start, end, &cfg);
+        return Ok(if learned {
+            Underlay::PathMtuLearned
+        } else {
+            Underlay::Pass
+        });
     }
     // Later fragments carry no UDP header: nothing to match on.
     if is_fragment(&ip) && !is_first_fragment(&ip) {

@@ -2,7 +2,9 @@
 //! `bpf_skb_adjust_room` and the ENCAP flags so GSO/TSO super-packets keep
 //! their offloads and get segmented as UDP tunnel packets, write the outer
 //! headers in one store, and send it to the next hop the kernel FIB picked
-//! (cached per remote host for `NEXTHOP_TTL_NS`).
+//! (cached per remote host for `NEXTHOP_TTL_NS`). A packet the path to that
+//! host cannot carry once encapsulated is answered with an ICMP
+//! "fragmentation needed" instead ([`crate::icmp`]).
 
 use core::mem;
 
@@ -19,11 +21,12 @@ use aya_ebpf::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr, vxlan::VxlanHdr};
 use overlay_common::{
-    CONFIG_FLAG_READY, Config, DropReason, NEXTHOP_TTL_NS, NextHop, VXLAN_ENCAP_LEN, VXLAN_FLAG_I,
+    CONFIG_FLAG_READY, Config, Counter, DropReason, NEXTHOP_TTL_NS, NextHop, VXLAN_ENCAP_LEN,
+    VXLAN_FLAG_I,
 };
 
 use crate::{
-    csum,
+    csum, icmp,
     maps::{OVL_CONFIG, OVL_NEXTHOPS},
     parse::{ETH_P_IP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, addr, is_fragment, ptr_at},
 };
@@ -31,6 +34,10 @@ use crate::{
 const AF_INET: u8 = 2;
 const IP_DF: [u8; 2] = 0x4000u16.to_be_bytes();
 const OUTER_TTL: u8 = 64;
+/// `tot_len` for the FIB lookup: any nonzero length makes the kernel
+/// report the route's MTU (its metric, a learned exception, or the
+/// device's) in `mtu_result`; the smallest IPv4 packet never fails it.
+const FIB_PROBE_LEN: u16 = 68;
 
 /// Everything in front of the inner IPv4 header after encapsulation.
 #[repr(C)]
@@ -70,12 +77,40 @@ fn source_port(hash: u32, cfg: &Config) -> u16 {
 /// or the FIB), or one whose neighbour the kernel still has to resolve.
 enum Route {
     Resolved(NextHop),
-    /// Egress device and next-hop address (network order) for
-    /// `bpf_redirect_neigh`.
+    /// Egress device, next-hop address (network order) for
+    /// `bpf_redirect_neigh`, and path MTU.
     Unresolved {
         ifindex: u32,
         gateway: u32,
+        mtu: u32,
     },
+}
+
+impl Route {
+    /// Bytes of outer IPv4 packet the path carries.
+    #[inline(always)]
+    fn mtu(&self) -> u32 {
+        match self {
+            Self::Resolved(hop) => hop.mtu,
+            Self::Unresolved { mtu, .. } => *mtu,
+        }
+    }
+}
+
+/// The path MTU towards `remote_ip`: the FIB's, or the one learned from
+/// ICMP when smaller.
+#[inline(always)]
+fn path_mtu(fib_mtu: u16, remote_ip: u32, now: u64) -> u32 {
+    // Zero: a kernel that does not report it; the device bounds it then.
+    let fib = if fib_mtu == 0 {
+        u32::from(u16::MAX)
+    } else {
+        u32::from(fib_mtu)
+    };
+    match icmp::learned_path_mtu(remote_ip, now) {
+        Some(learned) if learned < fib => learned,
+        _ => fib,
+    }
 }
 
 /// The underlay next hop towards `remote_ip`: the cached one while it is
@@ -97,6 +132,7 @@ fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32) -> Result<Route, Drop
     fib.family = AF_INET;
     fib.l4_protocol = IPPROTO_UDP;
     fib.ifindex = cfg.underlay_ifindex;
+    fib.__bindgen_anon_1.tot_len = FIB_PROBE_LEN;
     fib.__bindgen_anon_3.ipv4_src = cfg.underlay_ip;
     fib.__bindgen_anon_4.ipv4_dst = remote_ip;
     // SAFETY: fib is a valid, writable bpf_fib_lookup of the given size.
@@ -116,6 +152,10 @@ fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32) -> Result<Route, Drop
                 ifindex: fib.ifindex,
                 smac: macs.smac,
                 dmac: macs.dmac,
+                // SAFETY: after a lookup with tot_len set the union holds
+                // the route's MTU.
+                mtu: path_mtu(unsafe { fib.__bindgen_anon_1.mtu_result }, remote_ip, now),
+                _pad0: 0,
                 expires_ns: now + NEXTHOP_TTL_NS,
             };
             // A failed insert only costs the next packet another lookup.
@@ -128,6 +168,10 @@ fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32) -> Result<Route, Drop
             ifindex: fib.ifindex,
             // SAFETY: after a lookup the union holds the next hop's address.
             gateway: unsafe { fib.__bindgen_anon_4.ipv4_dst },
+            // The kernel returns before it reports the MTU (the field
+            // still holds our probe length): only a learned one applies
+            // until the neighbour resolves and the hop is cached.
+            mtu: path_mtu(0, remote_ip, now),
         }),
         _ => Err(DropReason::FibFailed),
     }
@@ -181,10 +225,36 @@ fn mix(a: u32, b: u32, c: u32) -> u32 {
     h as u32
 }
 
+/// Bytes of inner IPv4 packet that go on the wire per segment: the whole
+/// packet, or for a GSO super-packet one segment (headers plus
+/// `gso_size`). Zero when unknown (GSO of another protocol): not checked.
+#[inline(always)]
+fn segment_len(ctx: &TcContext, ip: &Ipv4Hdr, header_len: usize) -> u32 {
+    // SAFETY: ctx wraps the program's valid __sk_buff.
+    let gso_size = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).gso_size };
+    if gso_size == 0 {
+        return u32::from(u16::from_be_bytes(ip.tot_len));
+    }
+    let l4_header = match ip.proto {
+        IPPROTO_TCP => {
+            // Data offset: the high nibble of byte 12, in 32-bit words.
+            let at = mem::size_of::<EthHdr>() + header_len + 12;
+            match ctx.load::<u8>(at) {
+                Ok(b) => u32::from(b >> 4) * 4,
+                Err(_) => return 0,
+            }
+        }
+        IPPROTO_UDP => mem::size_of::<UdpHdr>() as u32,
+        _ => return 0,
+    };
+    header_len as u32 + l4_header + gso_size
+}
+
 /// Encapsulates the frame in `ctx` (whose Ethernet header is `inner_eth`
 /// and IPv4 header `inner_ip`, `header_len` bytes) for endpoint MAC
 /// `dst_mac` in `vni` behind underlay address `remote_ip`, and redirects it
-/// out of the underlay. Returns the TC action.
+/// out of the underlay; or, when it would not fit the path, answers it
+/// with an ICMP "fragmentation needed". Returns the TC action and outcome.
 #[inline(always)]
 pub fn encapsulate(
     ctx: &TcContext,
@@ -194,12 +264,18 @@ pub fn encapsulate(
     vni: u32,
     dst_mac: [u8; 6],
     remote_ip: u32,
-) -> Result<i32, DropReason> {
+) -> Result<(i32, Counter), DropReason> {
     let cfg = config()?;
 
     // Resolve the next hop before touching the packet, so a failure drops
     // an unmodified frame.
     let route = next_hop(ctx, &cfg, remote_ip)?;
+    // DF or not: the overlay cannot fragment, and the outer header has DF
+    // set, so a larger packet would only be lost further on.
+    let mtu = route.mtu();
+    if segment_len(ctx, inner_ip, header_len) + VXLAN_ENCAP_LEN > mtu {
+        return icmp::frag_needed(ctx, inner_eth, inner_ip, header_len, vni, mtu);
+    }
     let sport = source_port(flow_hash(ctx, inner_ip, header_len), &cfg);
 
     let flags = u64::from(BPF_F_ADJ_ROOM_FIXED_GSO)
@@ -274,7 +350,9 @@ pub fn encapsulate(
     let action = unsafe {
         match route {
             Route::Resolved(hop) => bpf_redirect(hop.ifindex, 0),
-            Route::Unresolved { ifindex, gateway } => {
+            Route::Unresolved {
+                ifindex, gateway, ..
+            } => {
                 // Let the kernel resolve the neighbour (and queue the
                 // packet meanwhile) towards the next hop the FIB chose.
                 let mut nh: bpf_redir_neigh = mem::zeroed();
@@ -289,7 +367,7 @@ pub fn encapsulate(
             }
         }
     };
-    Ok(action as i32)
+    Ok((action as i32, Counter::Encap))
 }
 
 /// 24-bit VNI in network order.

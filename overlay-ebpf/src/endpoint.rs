@@ -100,7 +100,7 @@ fn try_endpoint_ingress(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter)
             return Ok((action as i32, Counter::ForwardLocal));
         }
         if route.kind == ROUTE_REMOTE {
-            let action = encap::encapsulate(
+            return encap::encapsulate(
                 ctx,
                 &eth,
                 &ip,
@@ -108,8 +108,7 @@ fn try_endpoint_ingress(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter)
                 ep.vni,
                 route.mac,
                 route.remote_ip,
-            )?;
-            return Ok((action, Counter::Encap));
+            );
         }
     }
     let action = gateway_path(&ep, dst)?;

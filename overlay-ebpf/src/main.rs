@@ -11,7 +11,8 @@
 //!   NIC. VXLAN decapsulation into local endpoints; everything else passes.
 //!
 //! Helpers by concern: [`parse`] (bounds-checked header access), [`arp`],
-//! [`encap`], [`decap`], [`guard`] (what containers may not reach), [`csum`],
+//! [`encap`], [`decap`], [`icmp`] (path MTU: errors to containers, learning
+//! from the underlay), [`guard`] (what containers may not reach), [`csum`],
 //! [`counters`]; every map is in [`maps`].
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -30,6 +31,8 @@ mod encap;
 mod endpoint;
 #[cfg(target_arch = "bpf")]
 mod guard;
+#[cfg(target_arch = "bpf")]
+mod icmp;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

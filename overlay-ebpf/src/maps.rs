@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use overlay_common::{
     COUNTER_SLOTS, Config, CounterValue, EndpointInfo, GuardKey, GuardValue, NetCounters,
-    NetworkInfo, NextHop, PeerKey, PeerValue, RouteKey, RouteValue, capacity,
+    NetworkInfo, NextHop, PathMtu, PeerKey, PeerValue, RouteKey, RouteValue, capacity,
 };
 
 /// host-side veth ifindex -> local endpoint. Written by userspace on connect.
@@ -58,6 +58,14 @@ pub static OVL_NET_COUNTERS: PerCpuHashMap<u32, NetCounters> =
 /// the entry expires; userspace only flushes it when the underlay changes.
 #[map]
 pub static OVL_NEXTHOPS: LruHashMap<u32, NextHop> = LruHashMap::pinned(capacity::NEXTHOPS, 0);
+
+/// Remote underlay IPv4 (network order) -> path MTU learned from an ICMP
+/// "fragmentation needed" a router sent about our VXLAN to that host.
+/// Written by the underlay programs (which also drop that host's cached
+/// next hop, so the encap path picks the new MTU up at once); userspace
+/// reads it and flushes it when the underlay changes.
+#[map]
+pub static OVL_PATH_MTUS: LruHashMap<u32, PathMtu> = LruHashMap::pinned(capacity::PATH_MTUS, 0);
 
 /// (IPv4, protocol, port) -> guarded: destinations containers may not reach
 /// through their host (the cluster store's endpoints). Written by

@@ -8,6 +8,7 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 /// EtherType values in network byte order, as read from the header.
 pub const ETH_P_IP: u16 = 0x0800u16.to_be();
 pub const ETH_P_ARP: u16 = 0x0806u16.to_be();
+pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const IPPROTO_SCTP: u8 = 132;

@@ -39,6 +39,7 @@ pub fn underlay_xdp(ctx: XdpContext) -> u32 {
 fn try_underlay_xdp(ctx: &XdpContext, vni: &mut u32) -> Result<(u32, Counter), DropReason> {
     let delivery = match classify(ctx.data(), ctx.data_end(), vni)? {
         Underlay::Pass => return Ok((xdp_action::XDP_PASS, Counter::UnderlayPass)),
+        Underlay::PathMtuLearned => return Ok((xdp_action::XDP_PASS, Counter::PathMtuLearned)),
         Underlay::Decap(delivery) => delivery,
     };
     // Drop outer Ethernet/IPv4/UDP/VXLAN: the inner frame starts at data.
@@ -81,6 +82,7 @@ fn try_underlay_tc(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter), Dro
     }
     let delivery = match classify(ctx.data(), ctx.data_end(), vni)? {
         Underlay::Pass => return Ok((TC_ACT_OK, Counter::UnderlayPass)),
+        Underlay::PathMtuLearned => return Ok((TC_ACT_OK, Counter::PathMtuLearned)),
         Underlay::Decap(delivery) => delivery,
     };
     // Remove the 50 bytes after the outer MAC header (outer IPv4, UDP,

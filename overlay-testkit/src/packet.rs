@@ -32,6 +32,8 @@ pub struct Ipv4 {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub proto: u8,
+    pub tos: u8,
+    pub id: u16,
     pub ttl: u8,
     /// Header length in 32-bit words (5 = no options).
     pub ihl: u8,
@@ -47,6 +49,8 @@ impl Ipv4 {
             src,
             dst,
             proto,
+            tos: 0,
+            id: 0x1234,
             ttl: 64,
             ihl: 5,
             frags: 0,
@@ -60,8 +64,9 @@ impl Ipv4 {
         let tot = self.tot_len.unwrap_or((hl + payload.len()) as u16);
         let mut h = vec![0u8; hl];
         h[0] = 0x40 | self.ihl;
+        h[1] = self.tos;
         h[2..4].copy_from_slice(&tot.to_be_bytes());
-        h[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        h[4..6].copy_from_slice(&self.id.to_be_bytes());
         h[6..8].copy_from_slice(&self.frags.to_be_bytes());
         h[8] = self.ttl;
         h[9] = self.proto;
@@ -85,6 +90,17 @@ pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     v.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     v.extend_from_slice(&[0, 0]);
     v.extend_from_slice(payload);
+    v
+}
+
+/// ICMP destination unreachable, fragmentation needed (type 3 code 4)
+/// with next-hop MTU `mtu`, quoting `quoted`; checksum valid.
+pub fn icmp_frag_needed(mtu: u16, quoted: &[u8]) -> Vec<u8> {
+    let mut v = vec![3, 4, 0, 0, 0, 0];
+    v.extend_from_slice(&mtu.to_be_bytes());
+    v.extend_from_slice(quoted);
+    let c = csum(&v);
+    v[2..4].copy_from_slice(&c.to_be_bytes());
     v
 }
 

@@ -11,7 +11,8 @@ use crate::{
 
 /// A namespace for BPF_PROG_RUN: an underlay `ul0` (10.99.0.1/24, IPv4
 /// forwarding on so `bpf_fib_lookup` answers) with a permanent neighbour
-/// 10.99.0.2 at [`ProgRunHost::NEIGH_MAC`], a route to 10.98.0.0/16 via
+/// 10.99.0.2 at [`ProgRunHost::NEIGH_MAC`], a neighbour 10.99.0.3 behind a locked
+/// route of MTU [`ProgRunHost::NARROW_MTU`], a route to 10.98.0.0/16 via
 /// 10.99.0.254 that has no neighbour entry, and veths `ep1`..`ep3` that
 /// stand in for endpoint host sides (no dummy driver in this kernel).
 pub struct ProgRunHost {
@@ -24,6 +25,9 @@ impl ProgRunHost {
     pub const UNDERLAY_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
     pub const NEIGH_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 2);
     pub const NEIGH_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x02];
+    /// A host whose route carries a smaller MTU than the device's.
+    pub const NARROW_IP: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 3);
+    pub const NARROW_MTU: u32 = 1400;
     pub const ENDPOINT_DEVS: [&str; 3] = ["ep1", "ep2", "ep3"];
 
     pub fn new() -> Result<Self, LabError> {
@@ -36,6 +40,8 @@ impl ProgRunHost {
             "ip addr add 10.99.0.1/24 dev ul0",
             "ip neigh replace 10.99.0.2 lladdr 02:00:00:00:99:02 dev ul0 nud permanent",
             "ip route add 10.98.0.0/16 via 10.99.0.254 dev ul0",
+            "ip neigh replace 10.99.0.3 lladdr 02:00:00:00:99:03 dev ul0 nud permanent",
+            "ip route add 10.99.0.3/32 dev ul0 mtu lock 1400",
         ] {
             ns.sh(cmd)?;
         }

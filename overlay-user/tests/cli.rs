@@ -1017,6 +1017,158 @@ fn two_hosts_over_the_cli_with_static_peers() {
     );
 }
 
+/// Both hosts' NICs carry 1500 bytes, a link between the routers that join
+/// them only 1400: the routers' ICMP about the tunnel teaches each host
+/// the path MTU, and the containers learn theirs from the dataplane's own
+/// ICMP. Bulk TCP gets through both ways with default settings.
+#[test]
+fn a_path_narrower_than_the_nics_is_discovered() {
+    if !require_root("a_path_narrower_than_the_nics_is_discovered") {
+        return;
+    }
+    let (h1, h2) = (host(), host());
+    let r1 = NetNs::new(&overlay_testkit::unique_name("ovlr1")).expect("router 1");
+    let r2 = NetNs::new(&overlay_testkit::unique_name("ovlr2")).expect("router 2");
+    h1.uplink(&r1, "10.61.1.1/24", "10.61.1.254/24");
+    h2.uplink(&r2, "10.61.2.1/24", "10.61.2.254/24");
+    overlay_testkit::netns::ip(&[
+        "link",
+        "add",
+        "narrow",
+        "netns",
+        r1.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "narrow",
+        "netns",
+        r2.name(),
+    ])
+    .expect("router link");
+    for (r, mine, other, theirs) in [
+        (&r1, "10.61.9.1/30", "10.61.9.2", "10.61.2.0/24"),
+        (&r2, "10.61.9.2/30", "10.61.9.1", "10.61.1.0/24"),
+    ] {
+        for cmd in [
+            "ip link set narrow mtu 1400".to_owned(),
+            format!("ip addr add {mine} dev narrow"),
+            "ip link set narrow up".to_owned(),
+            format!("ip route add {theirs} via {other}"),
+            "sysctl -qw net.ipv4.ip_forward=1".to_owned(),
+        ] {
+            r.sh(&cmd).expect("router setup");
+        }
+    }
+    for (h, gw) in [(&h1, "10.61.1.254"), (&h2, "10.61.2.254")] {
+        h.ns.sh(&format!("ip route add 10.61.0.0/16 via {gw}"))
+            .expect("route to the other host");
+        // The uplinks segment tunnel packets in software, as a NIC puts
+        // frames on a wire: a veth otherwise hands GSO super-packets whole
+        // through the routers, which then never see a frame too big for
+        // the narrow link.
+        h.ns.sh("ethtool -K up0 tx-udp_tnl-segmentation off tx-udp_tnl-csum-segmentation off")
+            .expect("ethtool");
+        h.ok(&["attach", "--iface", "up0"]);
+        h.ok(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.78.0.0/24",
+            "--vni",
+            "7778",
+            "ov",
+        ]);
+    }
+    let (a, b) = (h1.name("a"), h2.name("b"));
+    h1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &a,
+        "--network",
+        "ov",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let a_ip = h1.ip_of("ov", &a);
+    h2.ok(&[
+        "endpoint",
+        "add",
+        "--remote",
+        "10.61.1.1",
+        "--network",
+        "ov",
+        "--ip",
+        &a_ip,
+    ]);
+    h2.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "--network",
+        "ov",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let b_ip = h2.ip_of("ov", &b);
+    h1.ok(&[
+        "endpoint",
+        "add",
+        "--remote",
+        "10.61.2.1",
+        "--network",
+        "ov",
+        "--ip",
+        &b_ip,
+    ]);
+    h1.ok(&["peer", "add", "--remote", "10.61.2.1", "--network", "ov"]);
+    h2.ok(&["peer", "add", "--remote", "10.61.1.1", "--network", "ov"]);
+    assert!(h1.pings(&a, &b_ip), "small packets pass the narrow link");
+    let mtu = h1.ok(&["exec", &a, "--", "cat", "/sys/class/net/eth0/mtu"]);
+    assert_eq!(
+        mtu, "1450",
+        "the NIC's MTU minus 50: the narrow link is not known yet"
+    );
+
+    let (a_ns, b_ns) = (NetNs::existing(&a), NetNs::existing(&b));
+    let (a_addr, b_addr) = (a_ip.parse().expect("ip"), b_ip.parse().expect("ip"));
+    let (sent, got, n) = tcp_transfer(&a_ns, &b_ns, b_addr, 5201, 8 << 20);
+    assert!(n == 8 << 20 && sent == got, "TCP a -> b intact");
+    // a now advertises the smaller MSS it learned; forgotten, b has to
+    // discover the narrow link on its own.
+    h1.ok(&["exec", &a, "--", "ip", "route", "flush", "cache"]);
+    let (sent, got, n) = tcp_transfer(&b_ns, &a_ns, a_addr, 5202, 8 << 20);
+    assert!(n == 8 << 20 && sent == got, "TCP b -> a intact");
+
+    for (h, other) in [(&h1, "10.61.2.1"), (&h2, "10.61.1.1")] {
+        let stats = h.ok(&["stats"]);
+        let count = |name: &str| {
+            stats
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        assert!(
+            count("underlay_path_mtu_learned") >= 1,
+            "{}: {stats}",
+            h.tag
+        );
+        assert!(count("icmp_frag_needed") >= 1, "{}: {stats}", h.tag);
+        let status = h.ok(&["status"]);
+        assert!(
+            status.contains(&format!("path MTUs learned from ICMP: {other} 1400")),
+            "{status}"
+        );
+    }
+}
+
 #[test]
 fn daemon_settings_are_validated_before_anything_changes() {
     if !require_root("daemon_settings_are_validated_before_anything_changes") {

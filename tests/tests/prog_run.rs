@@ -11,7 +11,10 @@ use aya::programs::{TestRun, TestRunOptions};
 use overlay_common::{Counter, DropReason, VXLAN_PORT};
 use overlay_testkit::{
     PinDir, assert_no_failures,
-    packet::{ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, arp, eth, ipv4_udp_frame, udp, vxlan_frame},
+    packet::{
+        ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, Ipv4, arp, eth, icmp_frag_needed, ipv4_udp_frame, udp,
+        vxlan_frame,
+    },
     prog_run::ProgRunHost,
     require_root,
 };
@@ -31,7 +34,10 @@ const MAC_A: [u8; 6] = [0x02, 0x42, 10, 0, 1, 2];
 const MAC_B: [u8; 6] = [0x02, 0x42, 10, 0, 1, 3];
 const MAC_C: [u8; 6] = [0x02, 0x42, 10, 0, 1, 4];
 const MAC_D: [u8; 6] = [0x02, 0x42, 10, 0, 1, 5];
+const MAC_F: [u8; 6] = [0x02, 0x42, 10, 0, 1, 7];
 const MAC_I: [u8; 6] = [0x02, 0x42, 10, 0, 3, 2];
+/// The neighbour MAC of F's host (`ProgRunHost::NARROW_IP`).
+const NARROW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x03];
 const HOST_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 1];
 const NEIGH_MAC: [u8; 6] = ProgRunHost::NEIGH_MAC;
 
@@ -60,6 +66,8 @@ enum Out {
 #[derive(Clone, Copy, Debug)]
 enum UnderlayVerdict {
     Pass,
+    /// Passed on, after the path MTU was learned from it.
+    Learned,
     Drop(DropReason),
     Decap,
 }
@@ -151,6 +159,9 @@ fn program(dp: &mut Dataplane, env: &Env) {
         .expect("D");
     dp.add_remote_endpoint(&remote("10.0.1.6", MAC_D, "10.77.0.1"))
         .expect("E");
+    // F's host is behind a route of MTU 1400.
+    dp.add_remote_endpoint(&remote("10.0.1.7", MAC_F, "10.99.0.3"))
+        .expect("F");
     dp.add_peer(ip("10.99.0.2"), 100).expect("peer");
     dp.add_guard(Guard("192.0.2.9:2379".parse().expect("endpoint")))
         .expect("guard");
@@ -202,6 +213,23 @@ fn cases(env: &Env) -> Vec<Case> {
         );
         f
     };
+    let sized_to_f = |tot_len, ihl, frags| sized_from_a(MAC_F, ip("10.0.1.7"), tot_len, ihl, frags);
+    // What A gets back for `input`: from its gateway, quoting the header
+    // and 8 bytes.
+    let frag_needed_reply = |input: &[u8], mtu: u16| {
+        let mut f = eth(MAC_A, MAC_F, ETH_P_IP);
+        f.extend(
+            Ipv4 {
+                tos: 0xc0,
+                id: 0,
+                ..Ipv4::new(ip("10.0.1.1"), a, 1)
+            }
+            .build(&icmp_frag_needed(mtu, &input[14..42])),
+        );
+        f
+    };
+    let icmp_about =
+        |from: &str, dport, sent, mtu| router_icmp(ip(from), ip("10.98.1.1"), dport, sent, mtu);
     let inner_to_a = ipv4_udp_frame(MAC_A, MAC_C, ip("10.0.1.4"), a, 7777);
     let vx = |src: &str, dport, flags, vni, inner: &[u8]| {
         vxlan_frame(ip(src), ip("10.99.0.1"), dport, flags, vni, inner)
@@ -395,6 +423,47 @@ fn cases(env: &Env) -> Vec<Case> {
                 vni: 100,
                 inner_dst_mac: MAC_D,
             },
+        ),
+        case(
+            "too big for the path once encapsulated: icmp frag needed back",
+            Endpoint,
+            "ep1",
+            sized_to_f(1351, 5, 0x4000),
+            TC_ACT_REDIRECT,
+            Ok(Counter::IcmpFragNeeded),
+            Out::Bytes(frag_needed_reply(&sized_to_f(1351, 5, 0x4000), 1350)),
+        ),
+        case(
+            "too big without DF: icmp frag needed too (no fragmenting)",
+            Endpoint,
+            "ep1",
+            sized_to_f(1400, 5, 0),
+            TC_ACT_REDIRECT,
+            Ok(Counter::IcmpFragNeeded),
+            Out::Bytes(frag_needed_reply(&sized_to_f(1400, 5, 0), 1350)),
+        ),
+        case(
+            "exactly what the path carries: encapsulated",
+            Endpoint,
+            "ep1",
+            sized_to_f(1350, 5, 0x4000),
+            TC_ACT_REDIRECT,
+            Ok(Counter::Encap),
+            Out::Encap {
+                dst_mac: NARROW_MAC,
+                remote: ProgRunHost::NARROW_IP,
+                vni: 100,
+                inner_dst_mac: MAC_F,
+            },
+        ),
+        case(
+            "too big with ip options: dropped",
+            Endpoint,
+            "ep1",
+            sized_to_f(1351, 6, 0x4000),
+            TC_ACT_SHOT,
+            Drop(DropReason::TooBig),
+            Out::Any,
         ),
         case(
             "remote host without route dropped unmodified",
@@ -776,6 +845,36 @@ fn cases(env: &Env) -> Vec<Case> {
             vec![0xff; 14],
             UnderlayVerdict::Pass,
         ),
+        (
+            "icmp frag needed about our vxlan: path mtu learned, passed on",
+            icmp_about("10.99.0.1", VXLAN_PORT, 1500, 1400),
+            UnderlayVerdict::Learned,
+        ),
+        (
+            "icmp frag needed about other udp passed",
+            icmp_about("10.99.0.1", 53, 1500, 1400),
+            UnderlayVerdict::Pass,
+        ),
+        (
+            "icmp frag needed about another host's packet passed",
+            icmp_about("10.99.0.7", VXLAN_PORT, 1500, 1400),
+            UnderlayVerdict::Pass,
+        ),
+        (
+            "icmp frag needed with an mtu no smaller than the packet passed",
+            icmp_about("10.99.0.1", VXLAN_PORT, 1400, 1400),
+            UnderlayVerdict::Pass,
+        ),
+        (
+            "icmp frag needed without an mtu (pre-rfc 1191) passed",
+            icmp_about("10.99.0.1", VXLAN_PORT, 1500, 0),
+            UnderlayVerdict::Pass,
+        ),
+        (
+            "truncated icmp frag needed passed",
+            icmp_about("10.99.0.1", VXLAN_PORT, 1500, 1400)[..60].to_vec(),
+            UnderlayVerdict::Pass,
+        ),
     ];
     for (what, input, verdict) in underlay_cases {
         for prog in [Xdp, Tc] {
@@ -785,6 +884,12 @@ fn cases(env: &Env) -> Vec<Case> {
                 }
                 (UnderlayVerdict::Pass, _) => {
                     (TC_ACT_OK, Ok(Counter::UnderlayPass), Out::Unchanged)
+                }
+                (UnderlayVerdict::Learned, Xdp) => {
+                    (XDP_PASS, Ok(Counter::PathMtuLearned), Out::Unchanged)
+                }
+                (UnderlayVerdict::Learned, _) => {
+                    (TC_ACT_OK, Ok(Counter::PathMtuLearned), Out::Unchanged)
                 }
                 (UnderlayVerdict::Drop(r), Xdp) => (XDP_DROP, Drop(r), Out::Any),
                 (UnderlayVerdict::Drop(r), _) => (TC_ACT_SHOT, Drop(r), Out::Any),
@@ -947,7 +1052,16 @@ fn run_case(dp: &mut Dataplane, env: &Env, case: &Case) -> Result<(), String> {
         }
         Out::Unchanged => {}
         Out::Bytes(want) if out != want.as_slice() => {
-            return Err(format!("output\n  got  {out:02x?}\n  want {want:02x?}"));
+            // Long frames: from the first difference, a bounded window.
+            let at = out.iter().zip(want).take_while(|(a, b)| a == b).count();
+            let window = |b: &[u8]| b[at.min(b.len())..b.len().min(at + 48)].to_vec();
+            return Err(format!(
+                "output ({} bytes, want {}) differs from byte {at}\n  got  {:02x?}\n  want {:02x?}",
+                out.len(),
+                want.len(),
+                window(out),
+                window(want)
+            ));
         }
         Out::Bytes(_) => {}
         Out::Encap {
@@ -1206,4 +1320,156 @@ fn next_hop_cache_follows_neighbour_changes() {
         assert!(dp.next_hops().expect("cache").is_empty(), "flushed");
     })
     .expect("enter netns");
+}
+
+/// From A to `dst` (MAC `dst_mac`): `tot_len` bytes of IPv4 UDP with `ihl`
+/// header words and the flags field `frags`.
+fn sized_from_a(dst_mac: [u8; 6], dst: Ipv4Addr, tot_len: usize, ihl: u8, frags: u16) -> Vec<u8> {
+    let payload = vec![0x5a; tot_len - usize::from(ihl) * 4 - 8];
+    let mut f = eth(dst_mac, MAC_A, ETH_P_IP);
+    f.extend(
+        Ipv4 {
+            ihl,
+            frags,
+            ..Ipv4::new(ip("10.0.1.2"), dst, 17)
+        }
+        .build(&udp(5555, 9000, &payload)),
+    );
+    f
+}
+
+/// A router's ICMP "fragmentation needed" to this host (10.99.0.1) about
+/// a UDP packet from `from` to `to` port `dport`, `sent` bytes long, of
+/// which `mtu` would have fit.
+fn router_icmp(from: Ipv4Addr, to: Ipv4Addr, dport: u16, sent: u16, mtu: u16) -> Vec<u8> {
+    let mut quoted = Ipv4 {
+        tot_len: Some(sent),
+        ..Ipv4::new(from, to, 17)
+    }
+    .build(&[]);
+    quoted.extend(udp(40000, dport, &[]));
+    let mut f = eth([2, 0, 0, 0, 0x99, 1], NEIGH_MAC, ETH_P_IP);
+    f.extend(
+        Ipv4::new(ip("10.99.0.254"), ip("10.99.0.1"), 1).build(&icmp_frag_needed(mtu, &quoted)),
+    );
+    f
+}
+
+/// A router's ICMP teaches the path MTU to one host: the encap path then
+/// answers what no longer fits with ICMP (next-hop MTU 50 less), a claim
+/// below `MIN_PATH_MTU` is raised to it, a larger claim does not undo a
+/// smaller one in force, and setting the underlay forgets them all.
+#[test]
+fn a_path_mtu_learned_from_icmp_applies_to_its_host() {
+    if !require_root("a_path_mtu_learned_from_icmp_applies_to_its_host") {
+        return;
+    }
+    let env = Env::new();
+    let pins = PinDir::new("pm");
+    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
+    program(&mut dp, &env);
+    let c = ip("10.0.1.4");
+    let host_c = ProgRunHost::NEIGH_IP;
+    let to_c = |len| sized_from_a(MAC_C, c, len, 5, 0x4000);
+    // The endpoint program's action and output for a frame from A.
+    let send = |dp: &mut Dataplane, frame: &[u8]| -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 64];
+        let ctx = env.host.skb_ctx("ep1");
+        let r = dp
+            .tc_program(overlay_common::programs::ENDPOINT_INGRESS)
+            .expect("program")
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                ..TestRunOptions::default()
+            })
+            .expect("test_run");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    };
+    // Encapsulated (outer 50 bytes longer), or the advertised ICMP MTU.
+    let outcome = |dp: &mut Dataplane, len: usize| -> Result<(), u16> {
+        let frame = to_c(len);
+        let (action, out) = send(dp, &frame);
+        assert_eq!(action, TC_ACT_REDIRECT, "{len} bytes");
+        if out.len() == frame.len() + 50 {
+            return Ok(());
+        }
+        assert_eq!(out.len(), 70, "an ICMP error frame");
+        assert_eq!(&out[34..36], &[3, 4], "type 3 code 4");
+        Err(u16::from_be_bytes([out[40], out[41]]))
+    };
+    let learn = |dp: &mut Dataplane, mtu: u16| {
+        let frame = router_icmp(ip("10.99.0.1"), host_c, VXLAN_PORT, 1500, mtu);
+        let mut out = vec![0u8; frame.len()];
+        let r = dp
+            .xdp_program()
+            .expect("xdp")
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                data_out: Some(&mut out),
+                ..TestRunOptions::default()
+            })
+            .expect("test_run");
+        assert_eq!(r.return_value, XDP_PASS, "passed on to the kernel");
+    };
+    let learned = |dp: &Dataplane| -> Vec<(Ipv4Addr, u32)> {
+        dp.path_mtus()
+            .expect("path mtus")
+            .into_iter()
+            .map(|(h, m)| (h, m.mtu))
+            .collect()
+    };
+    env.host
+        .ns
+        .run(|| {
+            assert_eq!(
+                outcome(&mut dp, 1450),
+                Ok(()),
+                "the device's 1500 holds 1450"
+            );
+            assert_eq!(outcome(&mut dp, 1451), Err(1450));
+            assert!(
+                dp.next_hops()
+                    .expect("hops")
+                    .iter()
+                    .any(|(h, _)| *h == host_c),
+                "C's host cached"
+            );
+
+            learn(&mut dp, 1300);
+            assert_eq!(learned(&dp), [(host_c, 1300)]);
+            assert!(
+                !dp.next_hops()
+                    .expect("hops")
+                    .iter()
+                    .any(|(h, _)| *h == host_c),
+                "its cached next hop dropped, to take the new MTU"
+            );
+            assert_eq!(outcome(&mut dp, 1400), Err(1250));
+            assert_eq!(outcome(&mut dp, 1250), Ok(()));
+            // Other hosts keep their own path.
+            let (_, out) = send(
+                &mut dp,
+                &sized_from_a(MAC_F, ip("10.0.1.7"), 1351, 5, 0x4000),
+            );
+            assert_eq!(u16::from_be_bytes([out[40], out[41]]), 1350, "F's route");
+
+            learn(&mut dp, 100);
+            assert_eq!(learned(&dp), [(host_c, overlay_common::MIN_PATH_MTU)]);
+            assert_eq!(outcome(&mut dp, 1250), Err(502));
+            learn(&mut dp, 1400);
+            assert_eq!(
+                learned(&dp),
+                [(host_c, overlay_common::MIN_PATH_MTU)],
+                "a larger claim does not undo a smaller one in force"
+            );
+
+            dp.set_underlay(&Underlay::new(env.ifindex("ul0"), ip("10.99.0.1")))
+                .expect("underlay");
+            assert!(learned(&dp).is_empty(), "forgotten with the underlay");
+            assert_eq!(outcome(&mut dp, 1450), Ok(()));
+        })
+        .expect("enter netns");
 }

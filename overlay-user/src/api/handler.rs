@@ -9,7 +9,7 @@ use super::{
     Command, Response,
     views::{
         ClusterStatus, ContainerSummary, CounterRow, InspectEndpoint, InspectPeer, Ipam,
-        IpamConfig, NetworkInspect, NetworkSummary, NextHopView, PeerView, StatusView,
+        IpamConfig, NetworkInspect, NetworkSummary, NextHopView, PathMtuView, PeerView, StatusView,
         UnderlayView,
     },
 };
@@ -301,6 +301,7 @@ fn status(engine: &Engine) -> Result<StatusView, EngineError> {
         .into_iter()
         .map(|(remote, hop)| NextHopView {
             remote,
+            mtu: hop.mtu,
             mac: crate::model::MacAddr(hop.dmac),
             device: host::link::name_of(hop.ifindex).unwrap_or_else(|_| hop.ifindex.to_string()),
             fresh: now < hop.expires_ns,
@@ -318,6 +319,16 @@ fn status(engine: &Engine) -> Result<StatusView, EngineError> {
             reason: h.decap_reason.clone(),
         }),
         next_hops,
+        path_mtus: dp
+            .path_mtus()?
+            .into_iter()
+            .filter(|(_, m)| now < m.expires_ns)
+            .map(|(remote, m)| PathMtuView {
+                remote,
+                mtu: m.mtu,
+                expires_in: (m.expires_ns - now) / 1_000_000_000,
+            })
+            .collect(),
         cluster: state.cluster.as_ref().map(|c| ClusterStatus {
             endpoints: c.endpoints.clone(),
             advertise: state.advertise_ip(),

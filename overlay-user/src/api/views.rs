@@ -108,6 +108,8 @@ pub struct StatusView {
     pub pin_dir: String,
     pub underlay: Option<UnderlayView>,
     pub next_hops: Vec<NextHopView>,
+    /// Path MTUs learned from routers' ICMP, still in force.
+    pub path_mtus: Vec<PathMtuView>,
     pub cluster: Option<ClusterStatus>,
     pub pinned_links: usize,
     pub networks: usize,
@@ -129,10 +131,22 @@ pub struct UnderlayView {
     pub reason: Option<String>,
 }
 
+/// A path MTU towards one remote host, learned from ICMP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathMtuView {
+    pub remote: Ipv4Addr,
+    /// Bytes of outer IPv4 packet.
+    pub mtu: u32,
+    /// Seconds until full-size packets are tried again.
+    pub expires_in: u64,
+}
+
 /// A cached underlay next hop of the encap path.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextHopView {
     pub remote: Ipv4Addr,
+    /// Path MTU (bytes of outer IPv4 packet) the encap path applies.
+    pub mtu: u32,
     pub mac: MacAddr,
     /// Egress device name (its index when it has none here).
     pub device: String,

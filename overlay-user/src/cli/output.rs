@@ -147,7 +147,10 @@ fn status(s: &StatusView) -> String {
             .take(NEXT_HOPS_SHOWN)
             .map(|h| {
                 let age = if h.fresh { "fresh" } else { "stale" };
-                format!("{} via {} on {} {age}", h.remote, h.mac, h.device)
+                format!(
+                    "{} via {} on {} mtu {} {age}",
+                    h.remote, h.mac, h.device, h.mtu
+                )
             })
             .collect();
         if s.next_hops.len() > NEXT_HOPS_SHOWN {
@@ -156,6 +159,17 @@ fn status(s: &StatusView) -> String {
         out.push_str(&format!(
             "underlay next hops: {} cached ({})\n",
             s.next_hops.len(),
+            list.join(", ")
+        ));
+    }
+    if !s.path_mtus.is_empty() {
+        let list: Vec<String> = s
+            .path_mtus
+            .iter()
+            .map(|p| format!("{} {} ({}s left)", p.remote, p.mtu, p.expires_in))
+            .collect();
+        out.push_str(&format!(
+            "underlay path MTUs learned from ICMP: {}\n",
             list.join(", ")
         ));
     }

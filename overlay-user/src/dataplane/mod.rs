@@ -27,8 +27,8 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use overlay_common::{
-    Config, CounterValue, EndpointInfo, GuardKey, GuardValue, NetworkInfo, NextHop, PeerKey,
-    PeerValue, RouteKey, RouteValue, maps::names, programs,
+    Config, CounterValue, EndpointInfo, GuardKey, GuardValue, NetworkInfo, NextHop, PathMtu,
+    PeerKey, PeerValue, RouteKey, RouteValue, maps::names, programs,
 };
 
 pub use self::{
@@ -53,7 +53,35 @@ pub struct Dataplane {
     counters: PerCpuArray<MapData, CounterValue>,
     net_counters: PerCpuHashMap<MapData, u32, overlay_common::NetCounters>,
     nexthops: HashMap<MapData, u32, NextHop>,
+    path_mtus: HashMap<MapData, u32, PathMtu>,
     guards: HashMap<MapData, GuardKey, GuardValue>,
+}
+
+/// Maps the programs fill on their own (caches): a pin whose layout is
+/// from another version is dropped and made anew, rather than failing the
+/// load as a changed state map must.
+const CACHES: [(&str, usize); 2] = [
+    (names::NEXTHOPS, std::mem::size_of::<NextHop>()),
+    (names::PATH_MTUS, std::mem::size_of::<PathMtu>()),
+];
+
+/// Unpins cache maps under `map_dir` whose value layout differs from this
+/// build's.
+fn drop_stale_caches(map_dir: &Path) -> Result<(), DataplaneError> {
+    for (name, value_size) in CACHES {
+        let path = map_dir.join(name);
+        let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
+            continue;
+        };
+        if info.value_size() as usize != value_size {
+            fs::remove_file(&path).map_err(|source| DataplaneError::Io {
+                op: "remove",
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// A lookup or delete of an absent key: aya reports lookups as
@@ -93,6 +121,7 @@ impl Dataplane {
             path: pin_dir.join("links"),
             source,
         })?;
+        drop_stale_caches(&map_dir)?;
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&map_dir)
             .load(EBPF_OBJECT)
@@ -136,6 +165,8 @@ impl Dataplane {
             .map_err(conv(names::NET_COUNTERS))?;
         let nexthops = HashMap::try_from(take_map(&mut ebpf, names::NEXTHOPS)?)
             .map_err(conv(names::NEXTHOPS))?;
+        let path_mtus = HashMap::try_from(take_map(&mut ebpf, names::PATH_MTUS)?)
+            .map_err(conv(names::PATH_MTUS))?;
         let guards =
             HashMap::try_from(take_map(&mut ebpf, names::GUARDS)?).map_err(conv(names::GUARDS))?;
         Ok(Self {
@@ -150,6 +181,7 @@ impl Dataplane {
             counters,
             net_counters,
             nexthops,
+            path_mtus,
             guards,
         })
     }

@@ -3,7 +3,8 @@
 
 use std::net::Ipv4Addr;
 
-use overlay_common::{CONFIG_FLAG_READY, Config, NextHop};
+use aya::maps::{HashMap, MapData};
+use overlay_common::{CONFIG_FLAG_READY, Config, NextHop, PathMtu};
 
 use super::{Dataplane, DataplaneError, Underlay, be, not_found, v4};
 use crate::model::rules;
@@ -36,8 +37,10 @@ impl Dataplane {
         self.config
             .set(0, &cfg, 0)
             .map_err(DataplaneError::map("writing the underlay config"))?;
-        // Next hops found from the old NIC or address are void.
-        self.flush_next_hops()
+        // Next hops found from the old NIC or address are void, and so
+        // are path MTUs learned on the old paths.
+        self.flush_next_hops()?;
+        flush(&mut self.path_mtus, "the path-MTU cache")
     }
 
     /// The encap path's cache of underlay next hops: (remote host, entry).
@@ -53,24 +56,23 @@ impl Dataplane {
         Ok(hops)
     }
 
+    /// Path MTUs learned from ICMP: (remote host, entry). Entries may be
+    /// expired; the encap path ignores those.
+    pub fn path_mtus(&self) -> Result<Vec<(Ipv4Addr, PathMtu)>, DataplaneError> {
+        let mut mtus = self
+            .path_mtus
+            .iter()
+            .map(|r| r.map(|(ip, m)| (v4(ip), m)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DataplaneError::map("reading the path-MTU cache"))?;
+        mtus.sort_by_key(|(ip, _)| *ip);
+        Ok(mtus)
+    }
+
     /// Empties the next-hop cache, so the next packet to each remote host
     /// asks the FIB again.
     pub fn flush_next_hops(&mut self) -> Result<(), DataplaneError> {
-        let keys = self
-            .nexthops
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DataplaneError::map("reading the next-hop cache"))?;
-        for key in keys {
-            match self.nexthops.remove(&key) {
-                // The programs may evict or replace it meanwhile.
-                Err(e) if !not_found(&e) => {
-                    return Err(DataplaneError::map("flushing the next-hop cache")(e));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        flush(&mut self.nexthops, "the next-hop cache")
     }
 
     /// The configured underlay, if any.
@@ -89,4 +91,25 @@ impl Dataplane {
             src_ports: (cfg.src_port_min, cfg.src_port_max),
         }))
     }
+}
+
+/// Removes every entry of a cache the programs fill.
+fn flush<V: aya::Pod>(
+    map: &mut HashMap<MapData, u32, V>,
+    what: &'static str,
+) -> Result<(), DataplaneError> {
+    let keys = map
+        .keys()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(DataplaneError::map(format!("reading {what}")))?;
+    for key in keys {
+        match map.remove(&key) {
+            // The programs may evict or replace it meanwhile.
+            Err(e) if !not_found(&e) => {
+                return Err(DataplaneError::map(format!("flushing {what}"))(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

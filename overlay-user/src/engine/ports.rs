@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use ipnet::Ipv4Net;
-use overlay_common::{EndpointInfo, NextHop};
+use overlay_common::{EndpointInfo, NextHop, PathMtu};
 
 use crate::{
     dataplane::{
@@ -60,6 +60,7 @@ pub trait Datapath {
     fn counters(&self) -> Result<Counters, DataplaneError>;
     fn network_counters(&self, vni: u32) -> Result<Counters, DataplaneError>;
     fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError>;
+    fn path_mtus(&self) -> Result<Vec<(Ipv4Addr, PathMtu)>, DataplaneError>;
 }
 
 impl Datapath for Dataplane {
@@ -153,6 +154,9 @@ impl Datapath for Dataplane {
     }
     fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError> {
         Dataplane::next_hops(self)
+    }
+    fn path_mtus(&self) -> Result<Vec<(Ipv4Addr, PathMtu)>, DataplaneError> {
+        Dataplane::path_mtus(self)
     }
 }
 

@@ -12,7 +12,7 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use overlay_common::{EndpointInfo, NextHop};
+use overlay_common::{EndpointInfo, NextHop, PathMtu};
 
 use crate::{
     dataplane::{
@@ -407,6 +407,10 @@ impl Datapath for FakeDatapath {
         } else {
             Err(DataplaneError::UnknownNetwork(vni))
         }
+    }
+
+    fn path_mtus(&self) -> Result<Vec<(Ipv4Addr, PathMtu)>, DataplaneError> {
+        Ok(Vec::new())
     }
 
     fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError> {
