@@ -18,7 +18,8 @@ use crate::model::Snapshot;
 /// `remote/<vni>/<ip>`, `peer/<ip>/<vni>`, `host`, `meta/schema`, and in
 /// cluster mode `cluster`, `learned/<network id>/<ip>`, `cluster-host/<ip>`
 /// (a cache of the cluster store, so forwarding state survives restarts
-/// while etcd is unreachable), `rejected/<key>` and `rejected-count`
+/// while etcd is unreachable), `cluster-down/<ip>` (since when a host with
+/// claims is down), `rejected/<key>` and `rejected-count`
 /// (cluster records skipped in the last view), `pending-netns/<name>` (a
 /// namespace being created).
 const OBJECTS: TableDefinition<'_, &str, &str> = TableDefinition::new("objects");
@@ -101,6 +102,9 @@ mod layout {
         for (ip, name) in &snap.cluster_hosts {
             out.insert(format!("cluster-host/{ip}"), name.clone());
         }
+        for (ip, since) in &snap.cluster_down_since {
+            out.insert(format!("cluster-down/{ip}"), since.to_string());
+        }
         for (key, why) in &snap.rejected {
             out.insert(format!("rejected/{key}"), why.clone());
         }
@@ -149,6 +153,11 @@ mod layout {
                 && let Ok(ip) = ip.parse()
             {
                 snap.cluster_hosts.insert(ip, value.clone());
+            } else if let Some(ip) = key.strip_prefix("cluster-down/")
+                && let Ok(ip) = ip.parse()
+            {
+                snap.cluster_down_since
+                    .insert(ip, value.parse().unwrap_or_default());
             } else if let Some(k) = key.strip_prefix("rejected/") {
                 snap.rejected.insert(k.to_owned(), value.clone());
             } else if key == "rejected-count" {

@@ -24,10 +24,16 @@ struct Cluster {
     hosts: Vec<Host>,
     etcd: Etcd,
     _switch: Switch,
+    /// More daemon flags for every host.
+    flags: Vec<String>,
 }
 
 impl Cluster {
     fn new(decaps: &[&str]) -> Self {
+        Self::with_flags(decaps, &[])
+    }
+
+    fn with_flags(decaps: &[&str], flags: &[&str]) -> Self {
         let hosts: Vec<Host> = decaps.iter().map(|_| host()).collect();
         let mut switch = Switch::new(&hosts[0].tag);
         for (h, decap) in hosts.iter().zip(decaps) {
@@ -45,6 +51,7 @@ impl Cluster {
             hosts,
             etcd,
             _switch: switch,
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
         };
         for i in 0..decaps.len() {
             cluster.start_agent(i);
@@ -81,9 +88,11 @@ impl Cluster {
                 ),
             )
             .expect("config file");
-            h.start_daemon(&["--config", config.to_str().expect("utf-8 path")]);
+            let mut args = vec!["--config", config.to_str().expect("utf-8 path")];
+            args.extend(self.flags.iter().map(String::as_str));
+            h.start_daemon(&args);
         } else {
-            h.start_daemon(&[
+            let mut args = vec![
                 "--store",
                 &store,
                 "--lease-ttl",
@@ -92,7 +101,9 @@ impl Cluster {
                 "2",
                 "--host-name",
                 &name,
-            ]);
+            ];
+            args.extend(self.flags.iter().map(String::as_str));
+            h.start_daemon(&args);
         }
     }
 
@@ -310,8 +321,8 @@ fn etcd_outage_keeps_forwarding_and_the_agents_resync() {
 }
 
 #[test]
-fn a_dead_agents_containers_keep_talking_until_its_lease_expires() {
-    if !require_root("a_dead_agents_containers_keep_talking_until_its_lease_expires") {
+fn a_dead_agents_containers_keep_their_addresses_until_the_host_is_removed() {
+    if !require_root("a_dead_agents_containers_keep_their_addresses_until_the_host_is_removed") {
         return;
     }
     let mut c = Cluster::new(&["tc", "tc", "tc"]);
@@ -326,21 +337,47 @@ fn a_dead_agents_containers_keep_talking_until_its_lease_expires() {
         c.hosts[0].pings(&a, &x_ip) && c.hosts[2].pings(&x, &a_ip),
         "forwarding does not depend on the agent"
     );
-    // Its lease expires: the others forget host 3 and its containers.
-    let gone = eventually(20, || {
-        let net = c.hosts[1].inspect("net");
-        !containers(&net).iter().any(|(n, _)| *n == x) && !peer_ips(&net).contains("10.100.0.3")
-    });
-    assert!(gone.is_some(), "host 2 still lists host 3 after its lease");
+    // Its lease expires: host 3 is down, but x keeps its address (and the
+    // others their route to it).
     assert!(
-        eventually(10, || c.hosts[0]
+        eventually(20, || c.hosts[0]
             .ok(&["status"])
             .contains("cluster hosts: 2 "))
         .is_some()
     );
+    let hosts = c.hosts[0].ok(&["host", "ls"]);
+    let line = hosts
+        .lines()
+        .find(|l| l.starts_with("10.100.0.3 "))
+        .unwrap_or_else(|| panic!("host 3 listed: {hosts}"));
+    assert!(line.contains("down") && line.ends_with(" 1"), "{hosts}");
+    assert!(
+        containers(&c.hosts[1].inspect("net"))
+            .iter()
+            .any(|(n, _)| *n == x),
+        "x is still known"
+    );
+    assert!(c.hosts[0].pings(&a, &x_ip), "and reachable");
+    let y = c.hosts[1].container("y", "net");
+    assert_ne!(
+        c.hosts[1].ip_of("net", &y),
+        x_ip,
+        "its address is not reused"
+    );
+
+    // Gone for good: an operator releases its addresses.
+    let err = c.hosts[0].fails(&["host", "rm", "10.100.0.1"]);
+    assert!(err.contains("only another host's"), "{err}");
+    let out = c.hosts[0].ok(&["host", "rm", "10.100.0.3"]);
+    assert_eq!(out, "10.100.0.3: released 1 addresses");
+    let gone = eventually(10, || {
+        let net = c.hosts[1].inspect("net");
+        !containers(&net).iter().any(|(n, _)| *n == x) && !peer_ips(&net).contains("10.100.0.3")
+    });
+    assert!(gone.is_some(), "host 2 still lists host 3's container");
     assert!(
         !c.hosts[0].pings(&a, &x_ip),
-        "host 1 no longer sends to the dead host"
+        "host 1 no longer sends to the removed host"
     );
     // The agent comes back: it registers again and re-claims its addresses.
     c.start_agent(2);
@@ -349,6 +386,161 @@ fn a_dead_agents_containers_keep_talking_until_its_lease_expires() {
         "host 3 is back:\n{}",
         c.hosts[2].log()
     );
+}
+
+/// Every container's address on `net` as each host lists them (its own
+/// and those it learned), with the host that lists it.
+fn addresses(c: &Cluster, net: &str) -> Vec<(String, String, String)> {
+    c.hosts
+        .iter()
+        .flat_map(|h| {
+            containers(&h.inspect(net))
+                .into_iter()
+                .map(|(name, ip)| (h.tag.clone(), name, ip))
+        })
+        .collect()
+}
+
+/// Cuts `h` off from etcd (not from the other hosts): its agent's
+/// requests go nowhere until `reconnect`.
+fn cut_off(h: &Host) {
+    h.ns.sh(&format!("ip route add blackhole {SWITCH_IP}/32"))
+        .expect("blackhole route");
+}
+
+fn reconnect(h: &Host) {
+    h.ns.sh(&format!("ip route del blackhole {SWITCH_IP}/32"))
+        .expect("blackhole route");
+}
+
+/// A host cut off from etcd for longer than its lease keeps its
+/// containers' addresses: containers started elsewhere meanwhile get
+/// others, and when it returns no address is in use twice.
+#[test]
+fn a_partitioned_hosts_addresses_are_not_handed_out_again() {
+    if !require_root("a_partitioned_hosts_addresses_are_not_handed_out_again") {
+        return;
+    }
+    let c = Cluster::new(&["tc", "tc"]);
+    c.create(0, "net", "10.240.0.0/24");
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    let mine: Vec<String> = (0..3)
+        .map(|i| h1.container(&format!("a{i}"), "net"))
+        .collect();
+    let mine_ips: Vec<String> = mine.iter().map(|n| h1.ip_of("net", n)).collect();
+    let b = h2.container("b", "net");
+    assert!(eventually(10, || h2.pings(&b, &mine_ips[0])).is_some());
+
+    cut_off(h1);
+    assert!(
+        eventually(20, || h2.ok(&["status"]).contains("cluster hosts: 1 ")).is_some(),
+        "host 1's lease expired"
+    );
+    let theirs: Vec<String> = (0..3)
+        .map(|i| h2.container(&format!("n{i}"), "net"))
+        .collect();
+    let their_ips: Vec<String> = theirs.iter().map(|n| h2.ip_of("net", n)).collect();
+    for ip in &their_ips {
+        assert!(
+            !mine_ips.contains(ip),
+            "{ip} handed out again: {mine_ips:?}"
+        );
+    }
+    reconnect(h1);
+    assert!(
+        eventually(20, || h1.ok(&["status"]).contains("cluster hosts: 2 ")).is_some(),
+        "host 1 registered again:\n{}",
+        h1.log()
+    );
+    // Each host lists each address once, for one container.
+    let listed = addresses(&c, "net");
+    for (host, name, ip) in &listed {
+        let holders: BTreeSet<&str> = listed
+            .iter()
+            .filter(|(_, _, i)| i == ip)
+            .map(|(_, n, _)| n.as_str())
+            .collect();
+        assert_eq!(
+            holders.len(),
+            1,
+            "{ip} ({name} on {host}) in use twice: {listed:?}"
+        );
+    }
+    assert!(
+        h1.ok(&["status"])
+            .lines()
+            .all(|l| !l.starts_with("address conflict"))
+    );
+    for ip in &their_ips {
+        assert!(
+            eventually(10, || h1.pings(&mine[0], ip)).is_some(),
+            "host 1 reaches {ip}"
+        );
+    }
+}
+
+/// A host cut off for longer than the claim grace loses its claims; an
+/// address of one of its containers goes to a container elsewhere. Back,
+/// it finds the conflict and resolves it as every host does: the claim
+/// wins. Its container steps aside and says so until it is given another
+/// address.
+#[test]
+fn an_address_conflict_after_the_grace_is_resolved_by_the_claim() {
+    if !require_root("an_address_conflict_after_the_grace_is_resolved_by_the_claim") {
+        return;
+    }
+    let c = Cluster::with_flags(&["tc", "tc"], &["--claim-grace", "10"]);
+    c.create(0, "net", "10.250.0.0/24");
+    let (h1, h2) = (&c.hosts[0], &c.hosts[1]);
+    let a = h1.container("a", "net");
+    let a_ip = h1.ip_of("net", &a);
+    let witness = h1.container("w", "net");
+
+    cut_off(h1);
+    let released = eventually(40, || {
+        !containers(&h2.inspect("net")).iter().any(|(n, _)| *n == a)
+    });
+    assert!(
+        released.is_some(),
+        "host 2 released host 1's claims after the grace:\n{}",
+        h2.log()
+    );
+    // Lowest free first: the new container takes a's address.
+    let n = h2.container("n", "net");
+    assert_eq!(
+        h2.ip_of("net", &n),
+        a_ip,
+        "a's address was handed out again"
+    );
+    reconnect(h1);
+
+    let conflict = format!("address conflict: {a_ip} of {a} on net, claimed by {n} on 10.100.0.2");
+    assert!(
+        eventually(20, || h1.ok(&["status"]).contains(&conflict)).is_some(),
+        "host 1 reports the conflict:\n{}\n{}",
+        h1.ok(&["status"]),
+        h1.log()
+    );
+    let err = h1.fails(&["exec", &a, "--", "true"]);
+    assert!(err.contains("address conflict"), "{err}");
+    let ps = h1.ok(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.contains(&a) && l.contains("address conflict")),
+        "{ps}"
+    );
+    // On host 1 too the address leads to host 2's container: w's ping is
+    // answered although a is out of the dataplane.
+    assert!(eventually(10, || h1.pings(&witness, &a_ip)).is_some());
+
+    // Another address resolves it.
+    h1.ok(&["network", "disconnect", "net", &a]);
+    h1.ok(&["network", "connect", "net", &a]);
+    let new_ip = h1.ip_of("net", &a);
+    assert_ne!(new_ip, a_ip);
+    assert!(!h1.ok(&["status"]).contains("address conflict"));
+    assert!(eventually(10, || h2.pings(&n, &new_ip)).is_some());
+    assert!(h1.pings(&a, &a_ip), "a reaches n at its old address");
 }
 
 #[test]

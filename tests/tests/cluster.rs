@@ -175,11 +175,13 @@ fn concurrent_claims_from_two_hosts_never_collide() {
     );
 }
 
+/// A host's registration goes with its lease, its claims do not: they
+/// stay until released, and only while the host is down.
 #[test]
-fn a_dead_hosts_claims_expire_with_its_lease() {
+fn a_down_hosts_claims_stay_until_released() {
     let etcd = etcd();
     let net = network("n", 7000, "10.2.0.0/24");
-    let (dead_ip, live_ip) = (Ipv4Addr::new(10, 100, 0, 1), Ipv4Addr::new(10, 100, 0, 2));
+    let (down_ip, live_ip) = (Ipv4Addr::new(10, 100, 0, 1), Ipv4Addr::new(10, 100, 0, 2));
     let mut live = etcd.connect().expect("connect");
     live.create_network(&net).expect("create");
     live.register_host(
@@ -191,47 +193,64 @@ fn a_dead_hosts_claims_expire_with_its_lease() {
         0,
     )
     .expect("register live");
-    live.claim_address(&net, None, &BTreeSet::new(), claim(&net, live_ip, "l"))
+    let live_addr = live
+        .claim_address(&net, None, &BTreeSet::new(), claim(&net, live_ip, "l"))
         .expect("live claim");
-    {
-        let mut dead = etcd.connect().expect("connect");
-        dead.register_host(
+    let mut down = etcd.connect().expect("connect");
+    let register_down = |down: &mut ClusterStore| {
+        down.register_host(
             &HostInfo {
-                underlay_ip: dead_ip,
-                name: "dead".into(),
+                underlay_ip: down_ip,
+                name: "down".into(),
             },
             2,
             0,
         )
-        .expect("register dead");
-        dead.claim_address(&net, None, &BTreeSet::new(), claim(&net, dead_ip, "d"))
-            .expect("dead claim");
-        // The dead host stops renewing: dropped without revoking.
-    }
-    assert_eq!(
-        live.hosts().expect("hosts").len(),
-        2,
-        "both hosts registered"
-    );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        live.keep_alive().expect("renew the live host");
-        let hosts = live.hosts().expect("hosts");
-        let claims = live.claims(&net.id).expect("claims");
-        if hosts.len() == 1 {
-            assert_eq!(hosts[0].underlay_ip, live_ip, "the live host stays");
-            assert!(
-                claims.iter().all(|c| c.host == live_ip) && claims.len() == 1,
-                "the dead host's claims went with its lease: {claims:?}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the dead host's lease never expired"
+        .expect("register");
+    };
+    register_down(&mut down);
+    let mut down_addrs = BTreeSet::new();
+    for c in ["d1", "d2"] {
+        down_addrs.insert(
+            down.claim_address(&net, None, &BTreeSet::new(), claim(&net, down_ip, c))
+                .expect("claim"),
         );
+    }
+    let err = live.release_host(down_ip).expect_err("registered");
+    assert!(
+        matches!(err, ClusterError::HostAlive(ip) if ip == down_ip),
+        "{err}"
+    );
+
+    // It stops renewing (cut off, or its daemon killed).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while live.hosts().expect("hosts").len() == 2 {
+        assert!(Instant::now() < deadline, "the lease never expired");
+        live.keep_alive().expect("renew the live host");
         std::thread::sleep(Duration::from_millis(500));
     }
+    let claims = live.claims(&net.id).expect("claims");
+    assert_eq!(claims.len(), 3, "its claims outlive its lease: {claims:?}");
+    let next = live
+        .claim_address(&net, None, &BTreeSet::new(), claim(&net, live_ip, "l2"))
+        .expect("claim");
+    assert!(
+        !down_addrs.contains(&next) && next != live_addr,
+        "its addresses are not handed out again: {next}"
+    );
+
+    assert_eq!(live.release_host(down_ip).expect("release"), 2);
+    let claims = live.claims(&net.id).expect("claims");
+    assert!(claims.iter().all(|c| c.host == live_ip), "{claims:?}");
+    assert_eq!(live.release_host(down_ip).expect("again"), 0, "idempotent");
+    // Back, it may claim again.
+    register_down(&mut down);
+    assert!(
+        down.put_claim(&claim(&net, down_ip, "d1")(
+            *down_addrs.first().expect("one")
+        ))
+        .expect("put")
+    );
 }
 
 #[test]

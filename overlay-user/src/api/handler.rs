@@ -8,7 +8,7 @@ use overlay_common::CounterValue;
 use super::{
     Command, Response,
     views::{
-        ClusterStatus, ContainerSummary, CounterRow, InspectEndpoint, InspectPeer, Ipam,
+        ClusterStatus, ContainerSummary, CounterRow, HostView, InspectEndpoint, InspectPeer, Ipam,
         IpamConfig, NetworkInspect, NetworkSummary, NextHopView, PathMtuView, PeerView, StatusView,
         UnderlayView,
     },
@@ -52,6 +52,9 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
             ip,
             gw_priority,
         } => {
+            if let Ok(c) = engine.container(&container) {
+                engine.check_no_conflict(c)?;
+            }
             engine.connect(&network, &container, ConnectOptions { ip, gw_priority })?;
             Response::Done
         }
@@ -117,6 +120,25 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
                     })
                     .collect(),
             )
+        }
+        Command::HostLs => Response::Hosts(
+            engine
+                .cluster_hosts()
+                .into_iter()
+                .map(|h| HostView {
+                    ip: h.ip,
+                    name: h.name,
+                    down_for: h.down_for,
+                    endpoints: h.endpoints,
+                })
+                .collect(),
+        ),
+        Command::HostRm { hosts } => {
+            let mut released = Vec::new();
+            for ip in hosts {
+                released.push((ip, engine.remove_cluster_host(ip)?));
+            }
+            Response::Released(released)
         }
         Command::EndpointAdd {
             remote,
@@ -263,14 +285,20 @@ fn ps(engine: &Engine, all: bool) -> Vec<ContainerSummary> {
         .map(|c| ContainerSummary {
             id: c.id.clone(),
             name: c.name.clone(),
-            status: if engine.is_running(c.process()) {
-                "running"
-            } else if c.owned_netns {
-                "exited"
-            } else {
-                "external"
-            }
-            .into(),
+            status: {
+                let status = if engine.is_running(c.process()) {
+                    "running"
+                } else if c.owned_netns {
+                    "exited"
+                } else {
+                    "external"
+                };
+                if c.endpoints.iter().any(|e| e.conflict.is_some()) {
+                    format!("{status}, address conflict")
+                } else {
+                    status.into()
+                }
+            },
             networks: c
                 .endpoints
                 .iter()
@@ -319,6 +347,23 @@ fn status(engine: &Engine) -> Result<StatusView, EngineError> {
             reason: h.decap_reason.clone(),
         }),
         next_hops,
+        conflicts: state
+            .containers
+            .values()
+            .flat_map(|c| {
+                c.endpoints.iter().filter_map(move |e| {
+                    let holder = e.conflict.as_ref()?;
+                    let net = state
+                        .networks
+                        .get(&e.network_id)
+                        .map_or("?", |n| n.name.as_str());
+                    Some(format!(
+                        "{} of {} on {net}, claimed by {holder}",
+                        e.ip, c.name
+                    ))
+                })
+            })
+            .collect(),
         path_mtus: dp
             .path_mtus()?
             .into_iter()

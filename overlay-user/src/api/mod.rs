@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 
 pub use self::views::{
-    ContainerSummary, CounterRow, NetworkInspect, NetworkSummary, PeerView, StatusView,
+    ContainerSummary, CounterRow, HostView, NetworkInspect, NetworkSummary, PeerView, StatusView,
 };
 use crate::{
     engine::{Attached, CreateNetwork, Paths},
@@ -92,6 +92,10 @@ pub enum Command {
         network: String,
     },
     PeerLs,
+    HostLs,
+    HostRm {
+        hosts: Vec<Ipv4Addr>,
+    },
     EndpointAdd {
         remote: Ipv4Addr,
         network: String,
@@ -129,6 +133,9 @@ pub enum Response {
     Status(Box<StatusView>),
     Stats(Vec<CounterRow>),
     Peers(Vec<PeerView>),
+    Hosts(Vec<HostView>),
+    /// Addresses released per host (`host rm`).
+    Released(Vec<(Ipv4Addr, usize)>),
 }
 
 /// A command's outcome: the response, or the error as the user reads it

@@ -102,6 +102,17 @@ pub struct PeerView {
     pub network: String,
 }
 
+/// A cluster host (`host ls`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostView {
+    pub ip: Ipv4Addr,
+    /// Registered name; `None` while down.
+    pub name: Option<String>,
+    /// Seconds down, seen from this host; `None` while registered.
+    pub down_for: Option<u64>,
+    pub endpoints: usize,
+}
+
 /// `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusView {
@@ -110,6 +121,9 @@ pub struct StatusView {
     pub next_hops: Vec<NextHopView>,
     /// Path MTUs learned from routers' ICMP, still in force.
     pub path_mtus: Vec<PathMtuView>,
+    /// Endpoints stepped aside because another host holds their address:
+    /// `ip of container on network, claimed by holder`.
+    pub conflicts: Vec<String>,
     pub cluster: Option<ClusterStatus>,
     pub pinned_links: usize,
     pub networks: usize,

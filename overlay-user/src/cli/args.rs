@@ -107,6 +107,9 @@ pub enum Command {
     /// Static endpoints on hosts that run the kernel's VXLAN.
     #[command(subcommand)]
     Endpoint(EndpointCmd),
+    /// The cluster's hosts (cluster mode).
+    #[command(subcommand)]
+    Host(HostCmd),
     /// Keep the kernel in line with the stored state: repair on start and
     /// every --interval seconds (foreground; logs to stderr). Forwarding
     /// never depends on it: the programs and maps are pinned.
@@ -243,6 +246,18 @@ pub struct RunArgs {
 }
 
 #[derive(Subcommand)]
+pub enum HostCmd {
+    /// Registered hosts, and hosts that are down but still hold addresses.
+    Ls,
+    /// Release the addresses a down host still holds, at once rather than
+    /// after the claim grace (for a host that is gone for good).
+    Rm {
+        #[arg(required = true)]
+        hosts: Vec<Ipv4Addr>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum PeerCmd {
     Add {
         #[arg(long)]
@@ -303,9 +318,14 @@ pub struct DaemonArgs {
     #[arg(long)]
     pub advertise_addr: Option<Ipv4Addr>,
     /// Seconds after which a host that stopped renewing its registration
-    /// (and its containers' addresses) disappears from the cluster [default: 15].
+    /// counts as down [default: 15]. Its containers' addresses stay claimed.
     #[arg(long)]
     pub lease_ttl: Option<i64>,
+    /// Seconds a host may stay down before the live hosts release its
+    /// containers' addresses [default: 86400]; `overlay host rm` does it
+    /// at once.
+    #[arg(long)]
+    pub claim_grace: Option<u64>,
     /// CA bundle for etcd over TLS (PEM); turns TLS on.
     #[arg(long)]
     pub etcd_cacert: Option<PathBuf>,
@@ -334,6 +354,7 @@ impl DaemonArgs {
             store: self.store.clone(),
             advertise_addr: self.advertise_addr,
             lease_ttl: self.lease_ttl,
+            claim_grace: self.claim_grace,
             etcd_cacert: self.etcd_cacert.clone(),
             etcd_cert: self.etcd_cert.clone(),
             etcd_key: self.etcd_key.clone(),

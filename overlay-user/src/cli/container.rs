@@ -76,6 +76,7 @@ pub fn exec(paths: &Paths, key: &str, command: &[String]) -> anyhow::Result<Exit
         if c.owned_netns && !engine.is_running(c.process()) {
             bail!("container {} is not running", c.name);
         }
+        engine.check_no_conflict(c)?;
         c.netns.clone()
         // The store is released here: the command may run for long.
     };

@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 
 use self::{
-    args::{Cli, Command, EndpointCmd, Format, NetworkCmd, PeerCmd},
+    args::{Cli, Command, EndpointCmd, Format, HostCmd, NetworkCmd, PeerCmd},
     output::Display,
 };
 use crate::{
@@ -191,6 +191,8 @@ fn request(command: Command) -> Result<(api::Command, Display), RuleError> {
             (api::Command::PeerRm { remote, network }, plain)
         }
         Command::Peer(PeerCmd::Ls) => (api::Command::PeerLs, plain),
+        Command::Host(HostCmd::Ls) => (api::Command::HostLs, plain),
+        Command::Host(HostCmd::Rm { hosts }) => (api::Command::HostRm { hosts }, plain),
         Command::Endpoint(EndpointCmd::Add {
             remote,
             network,

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use crate::api::{ContainerSummary, CounterRow, NetworkSummary, PeerView, Response, StatusView};
+use crate::api::{
+    ContainerSummary, CounterRow, HostView, NetworkSummary, PeerView, Response, StatusView,
+};
 
 /// How a command wants its answer shown.
 #[derive(Clone, Copy, Debug, Default)]
@@ -51,6 +53,12 @@ pub fn render(response: &Response, display: Display) -> serde_json::Result<Strin
         Response::Status(s) => status(s),
         Response::Stats(rows) => stats(rows),
         Response::Peers(rows) => peers(rows),
+        Response::Hosts(rows) => hosts(rows),
+        Response::Released(rows) => rows
+            .iter()
+            .map(|(ip, n)| format!("{ip}: released {n} addresses"))
+            .collect::<Vec<_>>()
+            .join("\n"),
     })
 }
 
@@ -162,6 +170,9 @@ fn status(s: &StatusView) -> String {
             list.join(", ")
         ));
     }
+    for c in &s.conflicts {
+        out.push_str(&format!("address conflict: {c}\n"));
+    }
     if !s.path_mtus.is_empty() {
         let list: Vec<String> = s
             .path_mtus
@@ -216,6 +227,24 @@ fn stats(rows: &[CounterRow]) -> String {
         out.push_str(&format!(
             "\n{:<28} {:>12} {:>16}",
             r.name, r.packets, r.bytes
+        ));
+    }
+    out
+}
+
+fn hosts(rows: &[HostView]) -> String {
+    let mut out = format!("{:<16} {:<20} {:<18} ENDPOINTS", "HOST", "NAME", "STATE");
+    for h in rows {
+        let state = match h.down_for {
+            Some(secs) => format!("down {secs}s"),
+            None => "registered".into(),
+        };
+        out.push_str(&format!(
+            "\n{:<16} {:<20} {:<18} {}",
+            h.ip.to_string(),
+            h.name.as_deref().unwrap_or("-"),
+            state,
+            h.endpoints
         ));
     }
     out

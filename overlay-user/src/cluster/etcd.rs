@@ -16,6 +16,10 @@ use super::{
 };
 use crate::model::{Claim, HostInfo, NetworkRecord, ipam};
 
+/// Claims released per transaction: under etcd's default cap of 128
+/// operations, with room for the compares.
+const RELEASE_BATCH: usize = 60;
+
 /// Keys with their values parsed, or why not.
 type Listed<T> = Vec<(String, Result<T, ClusterError>)>;
 
@@ -397,19 +401,17 @@ impl ClusterStore {
             .collect())
     }
 
-    /// Writes `claim` on this host's lease if its address is free, or
-    /// already held by the same container on the same host (a re-claim after
-    /// a restart or a recreated veth). True when written.
+    /// Writes `claim` if its address is free, or already held by the same
+    /// container on the same host (a re-claim after a restart, a recreated
+    /// veth, or a claim from before claims outlived leases). True when
+    /// written. Only a registered host claims (the daemon runs), though the
+    /// claim itself is not on the lease.
     pub fn put_claim(&mut self, claim: &Claim) -> Result<bool, ClusterError> {
         if self.lease == 0 {
             return Err(ClusterError::NoLease(0));
         }
         let key = key_claim(claim);
-        let put = TxnOp::put(
-            key.clone(),
-            json(claim),
-            Some(PutOptions::new().with_lease(self.lease)),
-        );
+        let put = TxnOp::put(key.clone(), json(claim), None);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([put.clone()])
@@ -497,6 +499,69 @@ impl ClusterStore {
             self.client.delete(key_address(net_id, ip), None),
         )?;
         Ok(())
+    }
+
+    /// Releases every address claimed by `host`, which must be down (its
+    /// key gone with its lease): each batch is deleted in a transaction
+    /// that checks this again and that each claim is still the version
+    /// read, so a host that comes back, or re-claims, keeps what it has.
+    /// Returns how many were released.
+    pub fn release_host(&mut self, host: Ipv4Addr) -> Result<usize, ClusterError> {
+        let resp = call(
+            &self.rt,
+            &self.endpoints,
+            self.client.get(
+                format!("{PREFIX}addresses/"),
+                Some(GetOptions::new().with_prefix()),
+            ),
+        )?;
+        let held: Vec<(String, i64)> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let claim: Claim = parse(&key, kv.value()).ok()?;
+                (claim.host == host).then_some((key, kv.mod_revision()))
+            })
+            .collect();
+        let alive = Compare::create_revision(key_host(host), CompareOp::Equal, 0);
+        if held.is_empty() {
+            let txn = Txn::new().when([alive]);
+            return if call(&self.rt, &self.endpoints, self.client.txn(txn))?.succeeded() {
+                Ok(0)
+            } else {
+                Err(ClusterError::HostAlive(host))
+            };
+        }
+        let mut released = 0;
+        // etcd caps operations per transaction (128 by default).
+        for batch in held.chunks(RELEASE_BATCH) {
+            let mut compares = vec![alive.clone()];
+            compares.extend(
+                batch
+                    .iter()
+                    .map(|(k, rev)| Compare::mod_revision(k.clone(), CompareOp::Equal, *rev)),
+            );
+            let deletes: Vec<TxnOp> = batch
+                .iter()
+                .map(|(k, _)| TxnOp::delete(k.clone(), None))
+                .collect();
+            let txn = Txn::new().when(compares).and_then(deletes);
+            if call(&self.rt, &self.endpoints, self.client.txn(txn))?.succeeded() {
+                released += batch.len();
+                continue;
+            }
+            // Registered again, or one of the batch changed: say which.
+            let live = call(
+                &self.rt,
+                &self.endpoints,
+                self.client.get(key_host(host), None),
+            )?;
+            if !live.kvs().is_empty() {
+                return Err(ClusterError::HostAlive(host));
+            }
+        }
+        Ok(released)
     }
 
     /// Deletes a claim only if it is still the version `stored` saw.

@@ -5,14 +5,18 @@
 //! - `networks/<id>`            -> [`NetworkRecord`](crate::model::NetworkRecord) JSON
 //! - `names/<name>`             -> network id (one network per name)
 //! - `vnis/<vni>`               -> network id (one network per VNI)
-//! - `addresses/<id>/<ip>`      -> [`Claim`] JSON, on the owning host's lease
+//! - `addresses/<id>/<ip>`      -> [`Claim`] JSON, naming the owning host
 //! - `hosts/<underlay ip>`      -> [`HostInfo`](crate::model::HostInfo) JSON, on the host's lease
 //!
 //! Uniqueness comes from etcd transactions that create a key only while it
 //! does not exist (`create_revision == 0`): of two hosts claiming the same
-//! name, VNI or address at once, exactly one succeeds. Claims and host keys
-//! live on the host's lease, so a host that stops renewing it disappears
-//! from every other host's view when the lease expires.
+//! name, VNI or address at once, exactly one succeeds. A host's key lives
+//! on its lease, so a host that stops renewing it shows as down when the
+//! lease expires; its claims do not: an address stays claimed while its
+//! container may exist, through any partition. Claims of a host that is
+//! down are released only by `overlay host rm` or, after the claim grace,
+//! by the live hosts ([`ClusterStore::release_host`], which re-checks that
+//! the host is still down in the same transaction).
 
 mod etcd;
 mod mirror;
@@ -54,6 +58,10 @@ pub enum ClusterError {
     AddressTaken(Ipv4Addr),
     #[error("no free address left in network {0}")]
     Exhausted(String),
+    #[error(
+        "host {0} is registered (its agent runs): only a down host's addresses can be released"
+    )]
+    HostAlive(Ipv4Addr),
     #[error("this host's cluster lease {0} expired or was never granted: is the daemon running?")]
     NoLease(i64),
     #[error("the cluster store's watch was cancelled ({0}); resynchronising")]

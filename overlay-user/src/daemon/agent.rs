@@ -24,6 +24,9 @@ use crate::{
     model::HostInfo,
 };
 
+/// How often the agent re-applies an unchanged view.
+const REAPPLY: Duration = Duration::from_secs(5);
+
 /// What the agent needs.
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -137,15 +140,22 @@ fn session(cfg: &AgentConfig, stop: &AtomicBool) -> Result<(), AgentError> {
     );
     let mut mirror = store.mirror()?;
     apply(cfg, &mut store, &mirror)?;
+    let mut applied = Instant::now();
     store.watch(&mirror)?;
     while !stop.load(Ordering::Relaxed) {
         if lost.load(Ordering::Relaxed) {
             return Err(AgentError::LeaseLost(lease));
         }
-        if store.next_changes(&mut mirror, Duration::from_secs(1))? {
+        let changed = store.next_changes(&mut mirror, Duration::from_secs(1))?;
+        if changed {
             // Take a burst of events in one pass.
             while store.next_changes(&mut mirror, Duration::from_millis(5))? {}
+        }
+        // Also without changes now and then: a down host's claim grace
+        // runs out with time, not with an event.
+        if changed || applied.elapsed() >= REAPPLY {
             apply(cfg, &mut store, &mirror)?;
+            applied = Instant::now();
         }
     }
     Ok(())
@@ -175,8 +185,19 @@ fn apply(cfg: &AgentConfig, store: &mut ClusterStore, mirror: &Mirror) -> Result
         if store.put_claim(claim)? {
             tracing::info!(ip = %claim.ip, container = %claim.container, "claimed address");
         } else {
-            tracing::warn!(ip = %claim.ip, container = %claim.container,
+            // Named once, when the endpoint stepped aside; retried on
+            // every pass until the holder lets go.
+            tracing::debug!(ip = %claim.ip, container = %claim.container,
                 "address of a local endpoint is held by another host");
+        }
+    }
+    for host in &sync.hosts_expired {
+        match store.release_host(*host) {
+            Ok(n) => tracing::warn!(%host, released = n,
+                "host down longer than the claim grace: released its addresses"),
+            // Back meanwhile: it keeps them.
+            Err(ClusterError::HostAlive(_)) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     for stale in &sync.claims_stale {

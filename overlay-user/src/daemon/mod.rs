@@ -43,6 +43,8 @@ pub enum DaemonError {
     EtcdEndpoint(String),
     #[error("invalid --lease-ttl {0}: use 2-3600 seconds")]
     LeaseTtl(i64),
+    #[error("invalid --claim-grace {0}: use 10-31536000 seconds")]
+    ClaimGrace(u64),
     #[error(
         "cluster mode needs this host's underlay address: pass --advertise-addr or run `overlay attach` first"
     )]

@@ -9,7 +9,7 @@ use std::{
 use serde::Deserialize;
 
 use super::DaemonError;
-use crate::model::ClusterRecord;
+use crate::model::{ClusterRecord, DEFAULT_CLAIM_GRACE};
 
 /// Read when `--config` is not given (and `--root` is not used).
 pub const DEFAULT_CONFIG: &str = "/etc/overlay/daemon.toml";
@@ -17,6 +17,8 @@ pub const DEFAULT_INTERVAL: u64 = 5;
 pub const DEFAULT_LEASE_TTL: i64 = 15;
 /// Lease time to live a host may ask for, seconds.
 pub const LEASE_TTL_RANGE: std::ops::RangeInclusive<i64> = 2..=3600;
+/// Claim grace a host may set, seconds (up to a year).
+pub const CLAIM_GRACE_RANGE: std::ops::RangeInclusive<u64> = 10..=31_536_000;
 
 /// Every setting, from flags or the file.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -26,6 +28,7 @@ pub struct Settings {
     pub store: Option<String>,
     pub advertise_addr: Option<Ipv4Addr>,
     pub lease_ttl: Option<i64>,
+    pub claim_grace: Option<u64>,
     pub etcd_cacert: Option<PathBuf>,
     pub etcd_cert: Option<PathBuf>,
     pub etcd_key: Option<PathBuf>,
@@ -42,6 +45,7 @@ impl Settings {
             store: self.store.or(file.store),
             advertise_addr: self.advertise_addr.or(file.advertise_addr),
             lease_ttl: self.lease_ttl.or(file.lease_ttl),
+            claim_grace: self.claim_grace.or(file.claim_grace),
             etcd_cacert: self.etcd_cacert.or(file.etcd_cacert),
             etcd_cert: self.etcd_cert.or(file.etcd_cert),
             etcd_key: self.etcd_key.or(file.etcd_key),
@@ -57,6 +61,11 @@ impl Settings {
             && !LEASE_TTL_RANGE.contains(&ttl)
         {
             return Err(DaemonError::LeaseTtl(ttl));
+        }
+        if let Some(grace) = self.claim_grace
+            && !CLAIM_GRACE_RANGE.contains(&grace)
+        {
+            return Err(DaemonError::ClaimGrace(grace));
         }
         Ok(())
     }
@@ -80,6 +89,10 @@ impl Settings {
                 .lease_ttl
                 .or_else(|| old.map(|o| o.lease_ttl))
                 .unwrap_or(DEFAULT_LEASE_TTL),
+            claim_grace: self
+                .claim_grace
+                .or_else(|| old.map(|o| o.claim_grace))
+                .unwrap_or(DEFAULT_CLAIM_GRACE),
             endpoints,
             ca_file: self.etcd_cacert.clone(),
             cert_file: self.etcd_cert.clone(),

@@ -46,6 +46,9 @@ pub struct ClusterSync {
     pub claims_missing: Vec<Claim>,
     /// Claims under this host's address that no local endpoint owns.
     pub claims_stale: Vec<StoredClaim>,
+    /// Hosts down longer than the claim grace: the agent releases their
+    /// claims.
+    pub hosts_expired: Vec<Ipv4Addr>,
     /// Problems that need an operator; named, never fatal.
     pub conflicts: Vec<String>,
     /// Records skipped in this view that were not skipped in the last one:
@@ -99,6 +102,7 @@ impl Engine {
             .map(|h| (h.underlay_ip, h.name.clone()))
             .collect();
         self.own_claims(view, self_ip, &mut sync);
+        self.track_down_hosts(view, self_ip, &mut sync);
         sync.rejected = rejected.count;
         sync.newly_rejected = rejected
             .samples
@@ -214,12 +218,14 @@ impl Engine {
         sync: &mut ClusterSync,
         rejected: &mut Rejected,
     ) -> Result<(), EngineError> {
-        let local: BTreeSet<(&str, Ipv4Addr)> = self
+        let local: BTreeMap<(&str, Ipv4Addr), &str> = self
             .state
             .endpoints()
-            .map(|(_, e)| (e.network_id.as_str(), e.ip))
+            .map(|(_, e)| ((e.network_id.as_str(), e.ip), e.id.as_str()))
             .collect();
         let mut want = BTreeMap::new();
+        // Local endpoint id -> who holds its address in the store.
+        let mut taken: BTreeMap<String, String> = BTreeMap::new();
         for sc in &view.claims {
             let c = &sc.claim;
             let Some(net) = self
@@ -240,15 +246,15 @@ impl Engine {
                 );
                 continue;
             }
-            if local.contains(&(c.network_id.as_str(), c.ip)) {
-                sync.conflicts.push(format!(
-                    "{} is claimed by {} on {} but used by an endpoint here",
-                    c.ip, c.container, c.host
-                ));
-                continue;
+            // The store decides, the same way on every host: the claim
+            // wins, and the endpoint here steps aside (see conflicts.rs).
+            if let Some(id) = local.get(&(c.network_id.as_str(), c.ip)) {
+                taken.insert((*id).to_owned(), format!("{} on {}", c.container, c.host));
             }
             want.insert(learned_key(&c.network_id, c.ip), c.clone());
         }
+        // Out of the maps before the holder's route goes in.
+        self.mark_conflicts(&taken, sync)?;
         let old = std::mem::take(&mut self.state.learned);
         for (k, e) in &old {
             if want.get(k) != Some(e)
@@ -290,12 +296,12 @@ impl Engine {
             self.dp.add_peer(p.0, vni)?;
         }
         self.state.learned = want;
+        self.resolve_conflicts(view, self_ip)?;
         Ok(())
     }
 
     /// This host's own claims: exactly its endpoints on global networks.
     fn own_claims(&self, view: &ClusterView, self_ip: Ipv4Addr, sync: &mut ClusterSync) {
-        let lease = self.state.cluster.as_ref().map_or(0, |c| c.lease);
         let ours: BTreeMap<&str, &StoredClaim> = view
             .claims
             .iter()
@@ -309,7 +315,9 @@ impl Engine {
                 .get(&e.network_id)
                 .is_some_and(|n| self.state.is_global(n));
             let held = ours.get(e.id.as_str());
-            if global && held.is_none_or(|sc| sc.lease != lease) {
+            // A claim on a lease is from before claims outlived leases:
+            // written again without one.
+            if global && held.is_none_or(|sc| sc.lease != 0) {
                 sync.claims_missing.push(Claim {
                     network_id: e.network_id.clone(),
                     ip: e.ip,

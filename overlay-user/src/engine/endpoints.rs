@@ -127,6 +127,7 @@ impl Engine {
             ifname,
             host_ifname,
             gw_priority: options.gw_priority,
+            conflict: None,
         };
         self.state
             .containers
@@ -142,7 +143,11 @@ impl Engine {
     /// out: the entry can only be a leftover (a command that crashed
     /// before its commit, an endpoint whose veth vanished, an address that
     /// moved here from another host), and would refuse the new endpoint.
-    fn remove_leftover_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), EngineError> {
+    pub(super) fn remove_leftover_route(
+        &mut self,
+        vni: u32,
+        ip: Ipv4Addr,
+    ) -> Result<(), EngineError> {
         match self.dp.route_target(vni, ip)? {
             Some(RouteTarget::Local(ifindex)) => {
                 self.dp.detach_endpoint(ifindex)?;

@@ -13,6 +13,7 @@
 //! (repairing drift). The dataplane and the host sit behind [`ports`].
 
 mod cluster_sync;
+mod conflicts;
 mod containers;
 mod endpoints;
 mod networks;
@@ -31,6 +32,7 @@ use ipnet::Ipv4Net;
 use self::undo::Undo;
 pub use self::{
     cluster_sync::ClusterSync,
+    conflicts::ClusterHost,
     endpoints::ConnectOptions,
     networks::CreateNetwork,
     ports::{ContainerIface, Datapath, DefaultRoute, HostNet, Nic, System},
@@ -85,6 +87,17 @@ pub enum EngineError {
     Predefined(String),
     #[error("address {0} is already in use on network {1}")]
     AddressInUse(Ipv4Addr, String),
+    #[error(
+        "container {container}: address {ip} on network {network} is claimed by {holder} in the cluster store (address conflict); disconnect and connect it again for another address"
+    )]
+    AddressConflict {
+        container: String,
+        ip: Ipv4Addr,
+        network: String,
+        holder: String,
+    },
+    #[error("{0} is this host: only another host's addresses can be released")]
+    RemoveSelf(Ipv4Addr),
     #[error("no free address left in network {0}")]
     AddressesExhausted(String),
     #[error("container {0} is already connected to network {1}")]

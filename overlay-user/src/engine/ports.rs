@@ -253,6 +253,9 @@ pub trait HostNet {
         mac: MacAddr,
         host_ifname: &str,
     ) -> Result<(), HostError>;
+    /// Removes that /32 route (absent is fine); the neighbour entry goes
+    /// when the route's device does, or stays harmless without a route.
+    fn remove_endpoint_route(&mut self, ip: Ipv4Addr) -> Result<(), HostError>;
     /// Replaces the NAT and filter table.
     fn sync_filter(&mut self, ruleset: &Ruleset) -> Result<(), HostError>;
     fn is_running(&self, process: Option<ProcessRef>) -> bool;
@@ -481,6 +484,10 @@ impl HostNet for System {
         let link = self.nl.require_link(host_ifname)?;
         self.nl.replace_host_route(ip, link.index)?;
         self.nl.replace_neighbour(link.index, ip, mac)
+    }
+
+    fn remove_endpoint_route(&mut self, ip: Ipv4Addr) -> Result<(), HostError> {
+        self.nl.delete_host_route(ip).map(drop)
     }
 
     fn sync_filter(&mut self, ruleset: &Ruleset) -> Result<(), HostError> {

@@ -231,6 +231,12 @@ impl Engine {
             let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
                 continue;
             };
+            // Stepped aside for another host's claim: stays out of the
+            // maps (its entry, not owned, is removed below).
+            if ep.conflict.is_some() {
+                self.host.remove_endpoint_route(ep.ip)?;
+                continue;
+            }
             let Some((ifindex, host_mac)) = self.host.link(&ep.host_ifname)? else {
                 let c = self.state.containers.get_mut(&container).expect("present");
                 c.endpoints.retain(|e| e.id != ep.id);

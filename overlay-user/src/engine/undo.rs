@@ -32,6 +32,8 @@ pub(super) enum Undo {
     },
     /// An endpoint program detached from a host-side ifindex.
     Detached(u32),
+    /// An endpoint's map entries (not its program) on a host-side ifindex.
+    EndpointEntry(u32),
     /// A host-side interface.
     Link(String),
     /// A named network namespace.
@@ -111,6 +113,7 @@ impl Undo {
                 dp.add_local_endpoint(&ep).map_err(drop)
             }
             Self::Detached(ifindex) => dp.attach_endpoint(ifindex).map_err(drop),
+            Self::EndpointEntry(ifindex) => dp.remove_local_endpoint(ifindex).map_err(drop),
             Self::Link(name) => host.delete_link(&name).map_err(drop),
             Self::Netns(name) => host.delete_netns(&name).map_err(drop),
             Self::Peer(ip, vni) => dp.remove_peer(ip, vni).map_err(drop),

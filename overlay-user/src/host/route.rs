@@ -54,6 +54,24 @@ impl Netlink {
         .map(drop)
     }
 
+    /// `ip route del IP/32`; false when there was none (ESRCH).
+    pub fn delete_host_route(&mut self, ip: Ipv4Addr) -> Result<bool, HostError> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = 32;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.scope = RouteScope::NoWhere;
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(ip)));
+        match self.change(RouteNetlinkMessage::DelRoute(m), || {
+            format!("removing the route to {ip}/32")
+        }) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ESRCH) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// `ip route replace default via GATEWAY dev OIF`.
     pub fn replace_default_route(&mut self, gateway: Ipv4Addr, oif: u32) -> Result<(), HostError> {
         let mut m = route(Ipv4Addr::UNSPECIFIED, 0, oif, RouteScope::Universe);

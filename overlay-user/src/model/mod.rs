@@ -11,8 +11,9 @@ pub mod state;
 
 pub use mac::{MacAddr, ParseMacError};
 pub use records::{
-    AttachedMode, Claim, ClusterRecord, ContainerRecord, DecapMode, DecapRequest, Driver,
-    EndpointRecord, HostInfo, HostRecord, LearnedEndpoint, NetworkRecord, ProcessRef, RemoteRecord,
+    AttachedMode, Claim, ClusterRecord, ContainerRecord, DEFAULT_CLAIM_GRACE, DecapMode,
+    DecapRequest, Driver, EndpointRecord, HostInfo, HostRecord, LearnedEndpoint, NetworkRecord,
+    ProcessRef, RemoteRecord,
 };
 pub use rules::RuleError;
 pub use state::Snapshot;

@@ -67,6 +67,11 @@ pub struct EndpointRecord {
     /// the container its default route.
     #[serde(default)]
     pub gw_priority: i32,
+    /// Set while the cluster store has this endpoint's address claimed by
+    /// another endpoint (`container on host`): the endpoint is taken out
+    /// of the dataplane until its own claim succeeds again.
+    #[serde(default)]
+    pub conflict: Option<String>,
 }
 
 /// A container: a network namespace, maybe running a process.
@@ -219,7 +224,7 @@ pub struct HostRecord {
 }
 
 /// How this host reaches the cluster store (`overlay daemon --store`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterRecord {
     /// etcd client endpoints, `host:port`.
     pub endpoints: Vec<String>,
@@ -229,6 +234,10 @@ pub struct ClusterRecord {
     pub lease: i64,
     /// Lease time to live, seconds.
     pub lease_ttl: i64,
+    /// Seconds a host may stay unregistered (its lease gone) before the
+    /// live hosts release its addresses; until then they stay claimed.
+    #[serde(default = "default_claim_grace")]
+    pub claim_grace: u64,
     /// TLS: CA bundle, client certificate and key (PEM files).
     pub ca_file: Option<PathBuf>,
     pub cert_file: Option<PathBuf>,
@@ -236,6 +245,31 @@ pub struct ClusterRecord {
     /// etcd user; its password is read from `password_file`.
     pub user: Option<String>,
     pub password_file: Option<PathBuf>,
+}
+
+impl Default for ClusterRecord {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            advertise_ip: None,
+            lease: 0,
+            lease_ttl: 0,
+            claim_grace: DEFAULT_CLAIM_GRACE,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            user: None,
+            password_file: None,
+        }
+    }
+}
+
+/// A day: long enough that a host cut off from the cluster store by any
+/// ordinary outage finds its addresses still its own when it returns.
+pub const DEFAULT_CLAIM_GRACE: u64 = 86_400;
+
+fn default_claim_grace() -> u64 {
+    DEFAULT_CLAIM_GRACE
 }
 
 /// An address held by an endpoint on some host (in the cluster store;

@@ -27,6 +27,11 @@ pub struct Snapshot {
     pub learned: BTreeMap<String, LearnedEndpoint>,
     /// Live cluster hosts: underlay address -> host name.
     pub cluster_hosts: BTreeMap<Ipv4Addr, String>,
+    /// Hosts that hold claims but are not registered: underlay address ->
+    /// when this host first saw them so (Unix seconds, this host's clock,
+    /// so no two clocks are compared). After the claim grace their claims
+    /// are released.
+    pub cluster_down_since: BTreeMap<Ipv4Addr, u64>,
     /// Cluster-store records skipped in the last view: key -> why (at most
     /// [`REJECTED_SAMPLES`] of them).
     pub rejected: BTreeMap<String, String>,
@@ -201,6 +206,7 @@ mod tests {
                 created: String::new(),
                 endpoints: vec![EndpointRecord {
                     gw_priority: 0,
+                    conflict: None,
                     id: "e".into(),
                     network_id: "n".into(),
                     ip: ip("10.0.0.2"),

@@ -622,6 +622,14 @@ impl HostNet for FakeHost {
         Ok(())
     }
 
+    fn remove_endpoint_route(&mut self, ip: Ipv4Addr) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.remove_endpoint_route({ip})"))
+            .map_err(host_err("route"))?;
+        w.kernel.host_routes.remove(&ip);
+        Ok(())
+    }
+
     fn endpoint_route(
         &mut self,
         ip: Ipv4Addr,

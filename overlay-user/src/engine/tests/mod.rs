@@ -958,3 +958,180 @@ fn reconcile_removes_routes_peers_and_gateways_nobody_owns() {
     let again = h.run(|e| e.reconcile()).expect("again");
     assert!(again.is_empty(), "{again:?}");
 }
+
+/// A container `c` at 10.9.0.5 on global network `green` (VNI 6000) of a
+/// joined host (192.0.2.1). Connecting to a global network claims in etcd,
+/// which these tests have not: `c` is made on `bridge`, then its record
+/// and the fake kernel are moved to `green` as a connect would have left
+/// them. Returns the network's record and the endpoint's id.
+fn joined_with_an_endpoint(h: &Harness) -> (NetworkRecord, String) {
+    join(h);
+    let net = global("g1", "green", "10.9.0.0/24", 6000);
+    let view = ClusterView {
+        networks: vec![net.clone()],
+        ..ClusterView::default()
+    };
+    h.run(|e| e.apply_cluster_view(&view)).expect("network");
+    h.run(|e| e.create_container(Some("c"), &[("bridge".into(), None)], &[]))
+        .expect("container");
+    let addr = ip("10.9.0.5");
+    let store = Store::open(&h.dir, Duration::ZERO).expect("store");
+    let before = store.load().expect("load");
+    let mut after = before.clone();
+    let ep = &mut after.containers.get_mut("c").expect("c").endpoints[0];
+    let old_ip = ep.ip;
+    ep.network_id = net.id.clone();
+    ep.ip = addr;
+    ep.mac = MacAddr::from_ipv4(addr);
+    let ep = ep.clone();
+    store.save(&before, &after).expect("save");
+    drop(store);
+    let mut w = h.world.borrow_mut();
+    let k = &mut w.kernel;
+    let entry = k
+        .endpoints
+        .values_mut()
+        .find(|e| e.ip == old_ip)
+        .expect("c's entry");
+    entry.vni = 6000;
+    entry.ip = addr;
+    entry.mac = ep.mac;
+    k.host_routes.remove(&old_ip);
+    k.host_routes.insert(addr, ep.host_ifname.clone());
+    (net, ep.id)
+}
+
+#[test]
+fn another_hosts_claim_wins_and_the_endpoint_here_steps_aside() {
+    let h = Harness::new();
+    let (net, ep) = joined_with_an_endpoint(&h);
+    let host2 = HostInfo {
+        underlay_ip: ip("192.0.2.2"),
+        name: "h2".into(),
+    };
+    let mut theirs = claim("x", "10.9.0.5", "192.0.2.2", "x5");
+    theirs.claim.network_id = net.id.clone();
+    theirs.lease = 0;
+    let view = ClusterView {
+        networks: vec![net.clone()],
+        claims: vec![theirs],
+        hosts: vec![host2.clone()],
+        unreadable: vec![],
+    };
+    let sync = h.run(|e| e.apply_cluster_view(&view)).expect("apply");
+    assert_eq!(sync.conflicts.len(), 1, "named once: {:?}", sync.conflicts);
+    assert!(
+        sync.conflicts[0].contains("10.9.0.5 of c on green is claimed by c-x5 on 192.0.2.2"),
+        "{:?}",
+        sync.conflicts
+    );
+    assert_eq!(sync.claims_missing.len(), 1, "its own claim is retried");
+    let k = h.kernel();
+    assert!(
+        !k.endpoints.values().any(|e| e.ip == ip("10.9.0.5")),
+        "out of the maps here"
+    );
+    assert_eq!(
+        k.remotes.get(&(6000, ip("10.9.0.5"))).map(|r| r.host),
+        Some(ip("192.0.2.2")),
+        "routed to the holder, as on every other host"
+    );
+    assert!(!k.host_routes.contains_key(&ip("10.9.0.5")));
+    let stored = h.stored();
+    assert_eq!(
+        stored.containers["c"].endpoints[0].conflict.as_deref(),
+        Some("c-x5 on 192.0.2.2")
+    );
+    let err = h
+        .run(|e| {
+            let c = e.container("c")?.clone();
+            e.check_no_conflict(&c)
+        })
+        .expect_err("commands on c refuse");
+    assert!(matches!(err, EngineError::AddressConflict { .. }), "{err}");
+
+    let again = h.run(|e| e.apply_cluster_view(&view)).expect("again");
+    assert!(
+        again.conflicts.is_empty(),
+        "not named again: {:?}",
+        again.conflicts
+    );
+    let repairs = h.run(|e| e.reconcile()).expect("reconcile");
+    assert!(repairs.endpoints_reprogrammed.is_empty(), "{repairs:?}");
+    let after = h.kernel();
+    assert_eq!(
+        (&after.endpoints, &after.remotes, &after.host_routes),
+        (&k.endpoints, &k.remotes, &k.host_routes),
+        "reconcile keeps it out"
+    );
+
+    // The holder lets go and this host's claim lands: the endpoint is back.
+    let mut ours = claim("x", "10.9.0.5", "192.0.2.1", "x");
+    ours.claim.network_id = net.id.clone();
+    ours.claim.endpoint_id = ep.clone();
+    ours.lease = 0;
+    let back = ClusterView {
+        claims: vec![ours],
+        ..view
+    };
+    h.run(|e| e.apply_cluster_view(&back)).expect("back");
+    let k = h.kernel();
+    assert!(k.endpoints.values().any(|e| e.ip == ip("10.9.0.5")));
+    assert!(!k.remotes.contains_key(&(6000, ip("10.9.0.5"))));
+    assert!(k.host_routes.contains_key(&ip("10.9.0.5")));
+    assert!(h.stored().containers["c"].endpoints[0].conflict.is_none());
+    assert!(h.run(|e| e.reconcile()).expect("reconcile").is_empty());
+}
+
+#[test]
+fn a_down_hosts_claims_expire_after_the_grace() {
+    let h = Harness::new();
+    join(&h);
+    let net = global("g1", "green", "10.9.0.0/24", 6000);
+    let mut held = claim("g1", "10.9.0.5", "192.0.2.3", "e5");
+    held.lease = 0;
+    let view = ClusterView {
+        networks: vec![net],
+        claims: vec![held],
+        ..ClusterView::default()
+    };
+    let sync = h.run(|e| e.apply_cluster_view(&view)).expect("apply");
+    assert!(sync.hosts_expired.is_empty(), "just went down");
+    let since = h.stored().cluster_down_since[&ip("192.0.2.3")];
+    assert!(since > 0);
+    let hosts = h.run(|e| Ok(e.cluster_hosts())).expect("hosts");
+    assert_eq!(hosts.len(), 1);
+    assert_eq!((hosts[0].ip, hosts[0].endpoints), (ip("192.0.2.3"), 1));
+    assert!(hosts[0].name.is_none() && hosts[0].down_for.is_some());
+    // The address stays taken meanwhile.
+    assert!(
+        h.stored()
+            .used_addresses(&id("g1"))
+            .contains(&ip("10.9.0.5"))
+    );
+
+    // Seen down since long ago (grace: a day): expired.
+    {
+        let store = Store::open(&h.dir, Duration::ZERO).expect("store");
+        let before = store.load().expect("load");
+        let mut after = before.clone();
+        after
+            .cluster_down_since
+            .insert(ip("192.0.2.3"), since - 86_400);
+        store.save(&before, &after).expect("save");
+    }
+    let sync = h.run(|e| e.apply_cluster_view(&view)).expect("apply");
+    assert_eq!(sync.hosts_expired, [ip("192.0.2.3")]);
+
+    // Registered again: no longer down, never expired.
+    let live = ClusterView {
+        hosts: vec![HostInfo {
+            underlay_ip: ip("192.0.2.3"),
+            name: "h3".into(),
+        }],
+        ..view
+    };
+    let sync = h.run(|e| e.apply_cluster_view(&live)).expect("apply");
+    assert!(sync.hosts_expired.is_empty());
+    assert!(h.stored().cluster_down_since.is_empty());
+}
