@@ -1,7 +1,8 @@
 //! Test fixtures, kept out of the shipped crates: network namespaces that
 //! clean up after themselves ([`netns`]), simulated hosts and containers
 //! wired through the product's own engine ([`lab`]), hosts driven through
-//! the real `overlay` binary ([`cli`]), a throwaway etcd ([`etcd`]), a
+//! the real `overlay` binary ([`cli`]), a Docker Engine per simulated host
+//! ([`docker`]), a throwaway etcd ([`etcd`]), a
 //! namespace for BPF_PROG_RUN ([`prog_run`]), frame builders ([`packet`])
 //! and traffic checks ([`traffic`]).
 //!
@@ -10,6 +11,7 @@
 //! when a test fails.
 
 pub mod cli;
+pub mod docker;
 pub mod etcd;
 pub mod lab;
 pub mod netns;
@@ -39,6 +41,9 @@ pub enum LabError {
     Engine(String),
     #[error("{0}")]
     Invalid(String),
+    /// Files, or a service that did not come up.
+    #[error("{0}")]
+    Other(String),
 }
 
 /// Returns false (test should skip) when not root and not in CI; panics in

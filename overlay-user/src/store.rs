@@ -19,7 +19,8 @@ use crate::model::Snapshot;
 /// cluster mode `cluster`, `learned/<network id>/<ip>`, `cluster-host/<ip>`
 /// (a cache of the cluster store, so forwarding state survives restarts
 /// while etcd is unreachable), `cluster-down/<ip>` (since when a host with
-/// claims is down), `rejected/<key>` and `rejected-count`
+/// claims is down), `ipam-pool/<id>` and `plugin-endpoint/<docker id>`
+/// (what Docker was given through the plugin), `rejected/<key>` and `rejected-count`
 /// (cluster records skipped in the last view), `pending-netns/<name>` (a
 /// namespace being created).
 const OBJECTS: TableDefinition<'_, &str, &str> = TableDefinition::new("objects");
@@ -105,6 +106,14 @@ mod layout {
         for (ip, since) in &snap.cluster_down_since {
             out.insert(format!("cluster-down/{ip}"), since.to_string());
         }
+        for (id, pool) in &snap.ipam_pools {
+            let key = format!("ipam-pool/{id}");
+            out.insert(key.clone(), json(&key, pool)?);
+        }
+        for (id, ep) in &snap.plugin_endpoints {
+            let key = format!("plugin-endpoint/{id}");
+            out.insert(key.clone(), json(&key, ep)?);
+        }
         for (key, why) in &snap.rejected {
             out.insert(format!("rejected/{key}"), why.clone());
         }
@@ -158,6 +167,11 @@ mod layout {
             {
                 snap.cluster_down_since
                     .insert(ip, value.parse().unwrap_or_default());
+            } else if let Some(id) = key.strip_prefix("ipam-pool/") {
+                snap.ipam_pools.insert(id.to_owned(), parse(key, value)?);
+            } else if let Some(id) = key.strip_prefix("plugin-endpoint/") {
+                snap.plugin_endpoints
+                    .insert(id.to_owned(), parse(key, value)?);
             } else if let Some(k) = key.strip_prefix("rejected/") {
                 snap.rejected.insert(k.to_owned(), value.clone());
             } else if key == "rejected-count" {
@@ -263,6 +277,7 @@ mod tests {
                 mtu: 1450,
                 labels: BTreeMap::from([("team".into(), "a".into())]),
                 created: "2026-01-01T00:00:00Z".into(),
+                docker: false,
             },
         );
         snap.peers

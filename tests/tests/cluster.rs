@@ -51,6 +51,7 @@ fn network(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
         mtu: 1450,
         labels: Default::default(),
         created: "2026-11-28T00:00:00Z".into(),
+        docker: false,
     }
 }
 

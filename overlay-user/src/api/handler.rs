@@ -22,7 +22,13 @@ use crate::{
 /// Runs `command`; the caller commits or rolls back.
 pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, EngineError> {
     Ok(match command {
-        Command::NetworkCreate(opts) => Response::Id(engine.create_network(&opts)?),
+        Command::NetworkCreate(opts) => {
+            // Those are the plugin's, on Docker's behalf.
+            if opts.id.is_some() || opts.docker {
+                return Err(EngineError::DockerOwned(opts.name));
+            }
+            Response::Id(engine.create_network(&opts)?)
+        }
         Command::NetworkLs { filters } => Response::Networks(
             engine
                 .state()

@@ -344,6 +344,12 @@ pub struct DaemonArgs {
     /// Name other hosts show for this one [default: the hostname].
     #[arg(long)]
     pub host_name: Option<String>,
+    /// Where to serve Docker's network and IPAM plugin protocol; Docker
+    /// names the driver after the file (`ebpf-overlay`). `none`: not at
+    /// all [default: /run/docker/plugins/ebpf-overlay.sock, none with
+    /// --root].
+    #[arg(long)]
+    pub plugin_socket: Option<PathBuf>,
 }
 
 impl DaemonArgs {
@@ -361,6 +367,7 @@ impl DaemonArgs {
             etcd_user: self.etcd_user.clone(),
             etcd_password_file: self.etcd_password_file.clone(),
             host_name: self.host_name.clone(),
+            plugin_socket: self.plugin_socket.clone(),
         }
     }
 }

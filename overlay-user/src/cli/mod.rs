@@ -240,6 +240,8 @@ fn network(cmd: NetworkCmd) -> Result<(api::Command, Display), RuleError> {
                 ip_range,
                 vni,
                 internal,
+                id: None,
+                docker: false,
             }),
             plain,
         ),

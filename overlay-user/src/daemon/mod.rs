@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod lock;
+pub mod plugin;
 pub mod server;
 pub mod settings;
 
@@ -138,6 +139,18 @@ pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonE
             netns: host::netns::current_id()?,
         };
         std::thread::spawn(move || server::serve(&listener, &target));
+        let plugin_socket = match &s.plugin_socket {
+            Some(p) if p.as_os_str() == "none" => None,
+            Some(p) => Some(p.clone()),
+            None if options.default_config => Some(PathBuf::from(plugin::DEFAULT_SOCKET)),
+            None => None,
+        };
+        if let Some(path) = plugin_socket {
+            let listener = server::bind(&path)?;
+            tracing::info!(socket = %path.display(), "serving Docker's plugin protocol");
+            let paths = paths.clone();
+            std::thread::spawn(move || plugin::serve(&listener, &paths));
+        }
         if let Some((rec, advertise)) = cluster {
             let cfg = agent::AgentConfig {
                 paths: paths.clone(),

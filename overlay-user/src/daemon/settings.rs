@@ -35,6 +35,7 @@ pub struct Settings {
     pub etcd_user: Option<String>,
     pub etcd_password_file: Option<PathBuf>,
     pub host_name: Option<String>,
+    pub plugin_socket: Option<PathBuf>,
 }
 
 impl Settings {
@@ -52,6 +53,7 @@ impl Settings {
             etcd_user: self.etcd_user.or(file.etcd_user),
             etcd_password_file: self.etcd_password_file.or(file.etcd_password_file),
             host_name: self.host_name.or(file.host_name),
+            plugin_socket: self.plugin_socket.or(file.plugin_socket),
         }
     }
 

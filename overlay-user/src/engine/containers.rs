@@ -9,6 +9,14 @@ use crate::model::{
     rules::{self, DEFAULT_NETWORK},
 };
 
+/// A Docker container's sandbox is Docker's to change.
+pub(super) fn refuse_docker(c: &ContainerRecord) -> Result<(), EngineError> {
+    if c.docker {
+        return Err(EngineError::DockerOwned(c.name.clone()));
+    }
+    Ok(())
+}
+
 impl Engine {
     /// `run` without the process: a new namespace on `networks`, each at
     /// the address given with it or the next free one.
@@ -55,6 +63,7 @@ impl Engine {
                 pid_start: None,
                 created: ids::now_rfc3339(),
                 endpoints: Vec::new(),
+                docker: false,
             },
         );
         for (n, ip) in &networks {
@@ -99,6 +108,7 @@ impl Engine {
                 pid_start: None,
                 created: ids::now_rfc3339(),
                 endpoints: Vec::new(),
+                docker: false,
             },
         );
         Ok(netns)
@@ -115,6 +125,7 @@ impl Engine {
     /// `stop`: ends the container's process; returns its name.
     pub fn stop_container(&mut self, key: &str) -> Result<String, EngineError> {
         let c = self.container(key)?.clone();
+        refuse_docker(&c)?;
         self.host.stop(c.process());
         self.set_process(&c.name, None);
         Ok(c.name)
@@ -125,6 +136,7 @@ impl Engine {
     /// the namespace, the process) goes last.
     pub fn remove_container(&mut self, key: &str, force: bool) -> Result<String, EngineError> {
         let c = self.container(key)?.clone();
+        refuse_docker(&c)?;
         let running = self.host.is_running(c.process());
         if running && !force {
             return Err(EngineError::Running(c.name));

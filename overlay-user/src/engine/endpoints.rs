@@ -42,6 +42,7 @@ impl Engine {
         let net = self.network(network)?.clone();
         let name = self.container_or_adopt(container)?;
         let c = self.state.containers[&name].clone();
+        super::containers::refuse_docker(&c)?;
         if c.endpoints.iter().any(|e| e.network_id == net.id) {
             return Err(EngineError::AlreadyConnected(c.name, net.name));
         }
@@ -103,22 +104,7 @@ impl Engine {
                 prefix_len: net.subnet.prefix_len(),
             },
         )?;
-        let (host_ifindex, host_mac) = self.host.link_up(&host_ifname)?;
-        // The program goes on before the maps make the endpoint reachable:
-        // the container answers the first packet that reaches it (an ARP
-        // request, a reply), and meeting no program there would leave its
-        // ARP unanswered until the kernel's 1 s retry.
-        self.remove_leftover_route(net.vni, ip)?;
-        self.undo.push(Undo::Endpoint(host_ifindex));
-        self.dp.attach_endpoint(host_ifindex)?;
-        self.dp.add_local_endpoint(&LocalEndpoint {
-            vni: net.vni,
-            ip,
-            mac,
-            host_ifindex,
-            host_mac,
-        })?;
-        self.host.endpoint_route(ip, mac, &host_ifname)?;
+        self.plumb_endpoint(&net, ip, mac, &host_ifname)?;
         let endpoint = EndpointRecord {
             id,
             network_id: net.id.clone(),
@@ -137,6 +123,35 @@ impl Engine {
             .push(endpoint.clone());
         self.sync_default_route(&name)?;
         Ok(endpoint)
+    }
+
+    /// The host end of a new endpoint, whoever made the veth (`connect`,
+    /// or Docker's `Join`): up, its program attached, the maps and the
+    /// host route programmed, each step undoable.
+    pub(super) fn plumb_endpoint(
+        &mut self,
+        net: &crate::model::NetworkRecord,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        host_ifname: &str,
+    ) -> Result<(), EngineError> {
+        let (host_ifindex, host_mac) = self.host.link_up(host_ifname)?;
+        // The program goes on before the maps make the endpoint reachable:
+        // the container answers the first packet that reaches it (an ARP
+        // request, a reply), and meeting no program there would leave its
+        // ARP unanswered until the kernel's 1 s retry.
+        self.remove_leftover_route(net.vni, ip)?;
+        self.undo.push(Undo::Endpoint(host_ifindex));
+        self.dp.attach_endpoint(host_ifindex)?;
+        self.dp.add_local_endpoint(&LocalEndpoint {
+            vni: net.vni,
+            ip,
+            mac,
+            host_ifindex,
+            host_mac,
+        })?;
+        self.host.endpoint_route(ip, mac, host_ifname)?;
+        Ok(())
     }
 
     /// Clears the maps' route for an address the store has just handed
@@ -167,6 +182,7 @@ impl Engine {
     pub fn disconnect(&mut self, network: &str, container: &str) -> Result<(), EngineError> {
         let net = self.network(network)?.clone();
         let name = self.container(container)?.name.clone();
+        super::containers::refuse_docker(&self.state.containers[&name])?;
         let c = self.state.containers.get_mut(&name).expect("present");
         let Some(pos) = c.endpoints.iter().position(|e| e.network_id == net.id) else {
             return Err(EngineError::NotConnected(name, net.name));
@@ -207,6 +223,10 @@ impl Engine {
         let Some(c) = self.state.containers.get(name) else {
             return Ok(false);
         };
+        // Docker sets its containers' routes itself.
+        if c.docker {
+            return Ok(false);
+        }
         let wanted = self.wanted_default_route(c);
         let netns = c.netns.clone();
         let current = self.host.default_route(&netns)?;

@@ -17,6 +17,7 @@ mod conflicts;
 mod containers;
 mod endpoints;
 mod networks;
+mod plugin;
 pub mod ports;
 mod reconcile;
 mod underlay;
@@ -35,6 +36,7 @@ pub use self::{
     conflicts::ClusterHost,
     endpoints::ConnectOptions,
     networks::CreateNetwork,
+    plugin::{JoinInfo, PluginNetwork},
     ports::{ContainerIface, Datapath, DefaultRoute, HostNet, Nic, System},
     reconcile::Repairs,
     underlay::Attached,
@@ -98,6 +100,14 @@ pub enum EngineError {
     },
     #[error("{0} is this host: only another host's addresses can be released")]
     RemoveSelf(Ipv4Addr),
+    #[error("{0} is Docker's (made through the plugin): use docker network or docker run")]
+    DockerOwned(String),
+    #[error("address pool {0} not found")]
+    NoSuchPool(String),
+    #[error("endpoint {0} not found")]
+    NoSuchEndpoint(String),
+    #[error("endpoint {0} already exists")]
+    EndpointExists(String),
     #[error("no free address left in network {0}")]
     AddressesExhausted(String),
     #[error("container {0} is already connected to network {1}")]

@@ -30,6 +30,12 @@ pub struct CreateNetwork {
     pub internal: bool,
     pub mtu: Option<u32>,
     pub labels: BTreeMap<String, String>,
+    /// Docker's network ID, for a network Docker creates through the
+    /// plugin (a new one otherwise).
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub docker: bool,
 }
 
 impl CreateNetwork {
@@ -142,7 +148,7 @@ impl Engine {
         let vni = pick_vni(&used_vnis, driver, opts.vni)?;
         let mtu = self.network_mtu(driver, opts.mtu)?;
         let mut record = NetworkRecord {
-            id: ids::new_id(),
+            id: opts.id.clone().unwrap_or_else(ids::new_id),
             name: opts.name.clone(),
             driver,
             subnet,
@@ -153,6 +159,7 @@ impl Engine {
             mtu,
             labels: opts.labels.clone(),
             created: ids::now_rfc3339(),
+            docker: opts.docker,
         };
         // Another host may take the same VNI at the same moment: pick again.
         if global {
@@ -311,6 +318,9 @@ impl Engine {
             if net.name == DEFAULT_NETWORK {
                 return Err(EngineError::Predefined(net.name.clone()));
             }
+            if net.docker {
+                return Err(EngineError::DockerOwned(net.name.clone()));
+            }
             let users = self.containers_on(&net.id);
             if !users.is_empty() {
                 return Err(EngineError::NetworkInUse(
@@ -349,7 +359,9 @@ impl Engine {
             .state
             .networks
             .values()
-            .filter(|n| n.name != DEFAULT_NETWORK && self.state.containers_on(&n.id).is_empty())
+            .filter(|n| {
+                n.name != DEFAULT_NETWORK && !n.docker && self.state.containers_on(&n.id).is_empty()
+            })
             .map(|n| n.name.clone())
             .collect();
         self.remove_networks(&unused)

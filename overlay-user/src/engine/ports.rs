@@ -218,6 +218,15 @@ pub trait HostNet {
         netns: &str,
         mtu: u32,
     ) -> Result<(), HostError>;
+    /// A veth pair with both ends here (Docker moves `peer_end` into its
+    /// sandbox), the peer's MAC set.
+    fn add_host_veth(
+        &mut self,
+        host_end: &str,
+        peer_end: &str,
+        mtu: u32,
+        peer_mac: MacAddr,
+    ) -> Result<(), HostError>;
     /// Address, MAC, state and routes of a container's interface.
     fn configure_container_iface(
         &mut self,
@@ -382,6 +391,23 @@ impl HostNet for System {
                 mtu: Some(mtu),
             },
         )
+    }
+
+    fn add_host_veth(
+        &mut self,
+        host_end: &str,
+        peer_end: &str,
+        mtu: u32,
+        peer_mac: MacAddr,
+    ) -> Result<(), HostError> {
+        let end = |name| VethEnd {
+            name,
+            netns: None,
+            mtu: Some(mtu),
+        };
+        self.nl.add_veth(end(host_end), end(peer_end))?;
+        let peer = self.nl.require_link(peer_end)?;
+        self.nl.set_mac(peer.index, peer_mac)
     }
 
     fn configure_container_iface(

@@ -134,7 +134,10 @@ impl Engine {
             .state
             .containers
             .values()
-            .filter(|c| !self.host.netns_exists(&c.netns))
+            // Docker's sandboxes are Docker's: its sandbox file appears only
+            // after Join (when the container starts), and Docker calls
+            // Leave for each, also for a dead dockerd's on its next start.
+            .filter(|c| !c.docker && !self.host.netns_exists(&c.netns))
             .map(|c| c.name.clone())
             .collect();
         for name in gone {
@@ -231,6 +234,13 @@ impl Engine {
             let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
                 continue;
             };
+            // Docker made the veth and moved it into its sandbox: a lost
+            // one cannot be made again here (Docker's Leave releases it).
+            if self.state.containers[&container].docker
+                && self.host.link(&ep.host_ifname)?.is_none()
+            {
+                continue;
+            }
             // Stepped aside for another host's claim: stays out of the
             // maps (its entry, not owned, is removed below).
             if ep.conflict.is_some() {

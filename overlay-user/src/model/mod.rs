@@ -12,8 +12,8 @@ pub mod state;
 pub use mac::{MacAddr, ParseMacError};
 pub use records::{
     AttachedMode, Claim, ClusterRecord, ContainerRecord, DEFAULT_CLAIM_GRACE, DecapMode,
-    DecapRequest, Driver, EndpointRecord, HostInfo, HostRecord, LearnedEndpoint, NetworkRecord,
-    ProcessRef, RemoteRecord,
+    DecapRequest, Driver, EndpointRecord, HostInfo, HostRecord, IpamPool, LearnedEndpoint,
+    NetworkRecord, PluginEndpoint, ProcessRef, RemoteRecord,
 };
 pub use rules::RuleError;
 pub use state::Snapshot;

@@ -50,6 +50,10 @@ pub struct NetworkRecord {
     pub labels: BTreeMap<String, String>,
     /// RFC 3339.
     pub created: String,
+    /// Made by Docker through the plugin (its ID is Docker's): Docker
+    /// removes it, not `network rm`.
+    #[serde(default)]
+    pub docker: bool,
 }
 
 /// A container's interface on one network.
@@ -96,6 +100,11 @@ pub struct ContainerRecord {
     pub pid_start: Option<u64>,
     pub created: String,
     pub endpoints: Vec<EndpointRecord>,
+    /// A Docker container's sandbox, joined through the plugin: `netns` is
+    /// Docker's sandbox key (a path), and Docker configures and removes
+    /// its interfaces.
+    #[serde(default)]
+    pub docker: bool,
 }
 
 impl ContainerRecord {
@@ -317,4 +326,24 @@ mod tests {
         }
         assert!(serde_json::from_str::<AttachedMode>("\"xdp\"").is_err());
     }
+}
+
+/// An address pool handed to Docker by the IPAM driver: the subnet, how
+/// many Docker networks requested it, and the addresses handed out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpamPool {
+    pub subnet: Ipv4Net,
+    pub refs: u32,
+    pub addresses: std::collections::BTreeSet<Ipv4Addr>,
+}
+
+/// An endpoint Docker created on a plugin network; joined to a sandbox,
+/// it also has an [`EndpointRecord`] under that sandbox's container.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginEndpoint {
+    pub network_id: String,
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// The sandbox key while joined.
+    pub sandbox: Option<String>,
 }

@@ -7,8 +7,8 @@ use std::{
 };
 
 use super::{
-    ClusterRecord, ContainerRecord, Driver, EndpointRecord, HostRecord, LearnedEndpoint,
-    NetworkRecord, RemoteRecord,
+    ClusterRecord, ContainerRecord, Driver, EndpointRecord, HostRecord, IpamPool, LearnedEndpoint,
+    NetworkRecord, PluginEndpoint, RemoteRecord,
 };
 
 /// The host's state.
@@ -32,6 +32,10 @@ pub struct Snapshot {
     /// so no two clocks are compared). After the claim grace their claims
     /// are released.
     pub cluster_down_since: BTreeMap<Ipv4Addr, u64>,
+    /// Address pools the IPAM driver handed to Docker, by pool ID.
+    pub ipam_pools: BTreeMap<String, IpamPool>,
+    /// Endpoints Docker created on plugin networks, by Docker's ID.
+    pub plugin_endpoints: BTreeMap<String, PluginEndpoint>,
     /// Cluster-store records skipped in the last view: key -> why (at most
     /// [`REJECTED_SAMPLES`] of them).
     pub rejected: BTreeMap<String, String>,
@@ -166,6 +170,7 @@ mod tests {
             mtu: 1450,
             labels: BTreeMap::new(),
             created: String::new(),
+            docker: false,
         }
     }
 
@@ -214,6 +219,7 @@ mod tests {
                     ifname: "eth0".into(),
                     host_ifname: "ovl0".into(),
                 }],
+                docker: false,
             },
         );
         s.remotes.insert(

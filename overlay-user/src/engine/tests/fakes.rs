@@ -532,6 +532,16 @@ impl HostNet for FakeHost {
         Ok(())
     }
 
+    fn add_host_veth(
+        &mut self,
+        host_end: &str,
+        peer_end: &str,
+        mtu: u32,
+        _peer_mac: MacAddr,
+    ) -> Result<(), HostError> {
+        self.add_veth(host_end, peer_end, "", mtu)
+    }
+
     fn configure_container_iface(
         &mut self,
         netns: &str,

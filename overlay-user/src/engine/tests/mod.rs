@@ -144,6 +144,31 @@ const PROCESS: ProcessRef = ProcessRef {
 
 fn empty(_: &Harness) {}
 
+/// Docker's endpoint in the plugin tests.
+const DOCKER_EP: &str = "e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1";
+
+/// What Docker's calls for one container on a new network do, in one
+/// command: pool, gateway, network, address, endpoint, join.
+fn docker_network_and_join(e: &mut Engine) -> Result<(), EngineError> {
+    let (pool, subnet) = e.ipam_request_pool(None)?;
+    let gw = e.ipam_request_address(&pool, None, true)?;
+    e.plugin_create_network(&super::PluginNetwork {
+        id: id("dn"),
+        subnet,
+        gateway: Some(gw.addr()),
+        internal: false,
+        options: vec![],
+    })?;
+    let ip = e.ipam_request_address(&pool, None, false)?;
+    e.plugin_create_endpoint(&id("dn"), DOCKER_EP, ip.addr(), None)?;
+    e.plugin_join(DOCKER_EP, "/var/run/docker/netns/0123456789ab")
+        .map(drop)
+}
+
+fn docker_joined(h: &Harness) {
+    h.run(docker_network_and_join).expect("docker setup");
+}
+
 /// Runs `command` after `setup`, failing its 1st, 2nd, ... change until it
 /// succeeds. Each failure must leave the store as it was and, unless a
 /// change that cannot be undone came first, the kernel as it was.
@@ -193,6 +218,16 @@ fn undone_at_every_step(what: &str, setup: Setup, command: Command) {
 #[test]
 fn every_command_is_undone_at_every_failing_step() {
     let cases: &[(&str, Setup, Command)] = &[
+        (
+            "docker: a network, an endpoint, a join",
+            empty,
+            docker_network_and_join,
+        ),
+        ("docker: leave and delete", docker_joined, |e| {
+            e.plugin_leave(DOCKER_EP)?;
+            e.plugin_delete_endpoint(DOCKER_EP)?;
+            e.plugin_delete_network(&id("dn"))
+        }),
         ("create a bridge network", empty, |e| {
             e.create_network(&bridge("n1", "10.5.0.0/24")).map(drop)
         }),
@@ -426,6 +461,7 @@ fn global(tag: &str, name: &str, subnet: &str, vni: u32) -> NetworkRecord {
         mtu: 1450,
         labels: Default::default(),
         created: String::new(),
+        docker: false,
     }
 }
 
@@ -1134,4 +1170,75 @@ fn a_down_hosts_claims_expire_after_the_grace() {
     let sync = h.run(|e| e.apply_cluster_view(&live)).expect("apply");
     assert!(sync.hosts_expired.is_empty());
     assert!(h.stored().cluster_down_since.is_empty());
+}
+
+#[test]
+fn docker_calls_through_the_plugin() {
+    let h = Harness::new();
+    h.run(docker_network_and_join).expect("docker");
+    let s = h.stored();
+    let net = &s.networks[&id("dn")];
+    assert!(net.docker && net.name.starts_with("docker-"));
+    assert_eq!(
+        net.subnet.to_string(),
+        "172.18.0.0/16",
+        "skips bridge's pool"
+    );
+    assert_eq!(net.gateway, ip("172.18.0.1"));
+    let pool = &s.ipam_pools["172.18.0.0/16"];
+    assert_eq!(pool.refs, 1);
+    assert_eq!(
+        pool.addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["172.18.0.1", "172.18.0.2"]
+    );
+    let c = &s.containers["docker-0123456789ab"];
+    assert!(c.docker && c.netns == "/var/run/docker/netns/0123456789ab");
+    assert_eq!(c.endpoints[0].ip, ip("172.18.0.2"));
+    let k = h.kernel();
+    assert!(k.endpoints.values().any(|e| e.ip == ip("172.18.0.2")));
+    assert!(
+        !k.default_routes.contains_key(&c.netns),
+        "Docker sets routes"
+    );
+
+    // Docker's objects are Docker's.
+    let err = h
+        .run(|e| e.remove_container("docker-0123456789ab", true).map(drop))
+        .expect_err("refused");
+    assert!(matches!(err, EngineError::DockerOwned(_)), "{err}");
+    let err = h
+        .run(|e| e.remove_networks(&[id("dn")]).map(drop))
+        .expect_err("refused");
+    assert!(matches!(err, EngineError::DockerOwned(_)), "{err}");
+    // A repair pass leaves them alone (the sandbox file is not there).
+    let repairs = h.run(|e| e.reconcile()).expect("reconcile");
+    assert!(repairs.containers_gone.is_empty(), "{repairs:?}");
+
+    // The same address twice, or one outside the pool, is refused.
+    let err = h
+        .run(|e| e.ipam_request_address("172.18.0.0/16", Some(ip("172.18.0.2")), false))
+        .expect_err("taken");
+    assert!(matches!(err, EngineError::AddressInUse(..)), "{err}");
+    let err = h
+        .run(|e| e.ipam_request_address("172.18.0.0/16", Some(ip("10.0.0.1")), false))
+        .expect_err("outside");
+    assert!(matches!(err, EngineError::Rule(_)), "{err}");
+
+    h.run(|e| {
+        e.plugin_leave(DOCKER_EP)?;
+        e.plugin_delete_endpoint(DOCKER_EP)?;
+        e.ipam_release_address("172.18.0.0/16", ip("172.18.0.2"))?;
+        e.plugin_delete_network(&id("dn"))?;
+        e.ipam_release_address("172.18.0.0/16", ip("172.18.0.1"))?;
+        e.ipam_release_pool("172.18.0.0/16")
+    })
+    .expect("teardown");
+    let s = h.stored();
+    assert!(s.ipam_pools.is_empty() && s.plugin_endpoints.is_empty());
+    assert!(!s.containers.contains_key("docker-0123456789ab"));
+    assert!(!s.networks.contains_key(&id("dn")));
+    assert!(h.kernel().endpoints.is_empty());
 }

@@ -1,0 +1,210 @@
+//! Docker Engine on this dataplane: a real `dockerd` per simulated host,
+//! driven with the `docker` CLI, talking to `overlay daemon` through the
+//! network and IPAM plugin protocol.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Host, host, require_root};
+use overlay_testkit::docker::Dockerd;
+
+/// A simulated host running `overlay daemon` (serving the plugin under a
+/// name of its own, so tests in parallel do not share one) and a dockerd.
+/// Fields drop in order: Docker's containers and networks first.
+struct DockerHost {
+    docker: Dockerd,
+    host: Host,
+    /// The driver's name: Docker finds it as `/run/docker/plugins/NAME.sock`.
+    driver: String,
+    socket: PathBuf,
+}
+
+impl DockerHost {
+    fn new() -> Self {
+        let mut host = host();
+        let driver = format!("ebpf-overlay-{}", host.tag);
+        let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
+        // Frequent repair passes: they must never race Docker.
+        host.start_daemon(&[
+            "--interval",
+            "1",
+            "--plugin-socket",
+            &socket.display().to_string(),
+        ]);
+        let docker = Dockerd::start(&host.ns).expect("dockerd");
+        docker.build_busybox();
+        Self {
+            docker,
+            host,
+            driver,
+            socket,
+        }
+    }
+
+    /// `docker network create` with this driver and IPAM driver.
+    fn network(&self, name: &str, flags: &[&str]) -> String {
+        let mut args = vec![
+            "network",
+            "create",
+            "-d",
+            &self.driver,
+            "--ipam-driver",
+            &self.driver,
+        ];
+        args.extend(flags);
+        args.push(name);
+        self.docker.ok(&args)
+    }
+
+    /// A counter of `overlay stats`.
+    fn counter(&self, name: &str) -> u64 {
+        self.host
+            .ok(&["stats"])
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for DockerHost {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[test]
+fn docker_containers_on_plugin_networks() {
+    if !require_root("docker_containers_on_plugin_networks") {
+        return;
+    }
+    let d = DockerHost::new();
+    let docker = &d.docker;
+    let id = d.network("front", &[]);
+    docker.container("web", "front", &[]);
+    docker.container("db", "front", &[]);
+    let web_ip = docker.ip_of("web", "front");
+    let forwarded = d.counter("forward_local");
+    assert!(docker.pings("db", &web_ip), "db reaches web by address");
+    assert!(docker.pings("db", "web"), "and by name (Docker's resolver)");
+    assert!(
+        d.counter("forward_local") > forwarded,
+        "through the endpoint program"
+    );
+    // The same network, seen by overlay.
+    let short = &id[..12];
+    let ls = d.host.ok(&["network", "ls"]);
+    assert!(ls.contains(short), "{ls}");
+    let err = d.host.fails(&["network", "rm", short]);
+    assert!(err.contains("Docker's"), "{err}");
+    let stats = d.host.ok(&["stats", "--network", short]);
+    assert!(
+        stats
+            .lines()
+            .any(|l| l.starts_with("forward_local") && !l.contains(" 0 ")),
+        "{stats}"
+    );
+
+    // Another network is isolated from it.
+    d.network("back", &["--subnet", "10.66.0.0/24"]);
+    docker.container("cache", "back", &["--ip", "10.66.0.50"]);
+    assert_eq!(docker.ip_of("cache", "back"), "10.66.0.50", "--ip");
+    let dropped = d.counter("drop_isolation");
+    assert!(!docker.pings("cache", &web_ip), "back cannot reach front");
+    assert!(d.counter("drop_isolation") > dropped, "counted");
+
+    // Connect and disconnect a running container.
+    docker.ok(&["network", "connect", "back", "web"]);
+    assert!(
+        docker.pings("web", "10.66.0.50"),
+        "web reaches cache once connected"
+    );
+    docker.ok(&["network", "disconnect", "back", "web"]);
+    assert!(!docker.pings("web", "10.66.0.50"), "and not after");
+    assert!(docker.pings("db", &web_ip), "web stays on front");
+
+    // Internal: no way out.
+    d.network("inner", &["--internal"]);
+    docker.container("inside", "inner", &[]);
+    let routes = docker.ok(&["exec", "inside", "ip", "route"]);
+    assert!(!routes.contains("default"), "{routes}");
+
+    // Publishing is refused, not ignored (not done by this driver yet).
+    let err = docker.fails(&[
+        "run",
+        "-d",
+        "--name",
+        "published",
+        "--network",
+        "front",
+        "-p",
+        "8080:80",
+        overlay_testkit::docker::IMAGE,
+        "sleep",
+        "60",
+    ]);
+    assert!(err.contains("publishing ports"), "{err}");
+
+    // Removed through Docker, gone here too.
+    docker.ok(&["rm", "-f", "web", "db", "cache", "inside", "published"]);
+    docker.ok(&["network", "rm", "front", "back", "inner"]);
+    assert!(!d.host.ok(&["network", "ls"]).contains(short));
+    assert_eq!(
+        d.host.ok(&["ps", "-a", "--format", "json"]),
+        "[]",
+        "no sandboxes left"
+    );
+    let links = d.host.stdout_of(&["ip", "-o", "link"]);
+    assert!(!links.contains("ovl"), "no veths left: {links}");
+}
+
+/// Neither side's restart breaks the other: containers keep talking while
+/// the overlay daemon is down, Docker's calls work once it is back, and
+/// after dockerd restarts its containers come back on the plugin network.
+#[test]
+fn restarts_of_either_daemon() {
+    if !require_root("restarts_of_either_daemon") {
+        return;
+    }
+    let mut d = DockerHost::new();
+    d.network("front", &[]);
+    for name in ["web", "db"] {
+        d.docker.container(name, "front", &["--restart", "always"]);
+    }
+    let web_ip = d.docker.ip_of("web", "front");
+    assert!(d.docker.pings("db", &web_ip));
+
+    d.host.stop_daemon(); // kill -9
+    assert!(
+        d.docker.pings("db", &web_ip),
+        "forwarding does not need the daemon"
+    );
+    d.host.start_daemon(&[
+        "--interval",
+        "1",
+        "--plugin-socket",
+        &d.socket.display().to_string(),
+    ]);
+    d.docker.container("cache", "front", &[]);
+    assert!(
+        d.docker.pings("cache", &web_ip),
+        "Docker's calls work again:\n{}",
+        d.host.log()
+    );
+    d.docker.ok(&["rm", "-f", "cache"]);
+
+    d.docker.restart(&d.host.ns).expect("dockerd back");
+    let back = common::eventually(30, || d.docker.ok(&["ps", "-q"]).lines().count() == 2);
+    assert!(back.is_some(), "containers restarted:\n{}", d.docker.log());
+    let web_ip = d.docker.ip_of("web", "front");
+    assert!(
+        common::eventually(10, || d.docker.pings("db", &web_ip)).is_some(),
+        "on the plugin network again:\n{}",
+        d.host.log()
+    );
+    // One sandbox per running container: none left from before.
+    let ps = d.host.ok(&["ps", "-a", "--format", "json"]);
+    let sandboxes: Vec<serde_json::Value> = serde_json::from_str(&ps).expect("json");
+    assert_eq!(sandboxes.len(), 2, "{ps}");
+}
