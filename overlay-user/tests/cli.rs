@@ -1169,6 +1169,94 @@ fn a_path_narrower_than_the_nics_is_discovered() {
     }
 }
 
+/// `run -p`: a host port reaches the container from the LAN and from the
+/// host itself; nothing unpublished gets in, not even straight to the
+/// container's address.
+#[test]
+fn published_ports_and_nothing_else_get_in() {
+    if !require_root("published_ports_and_nothing_else_get_in") {
+        return;
+    }
+    let h = host();
+    let lan = NetNs::new(&overlay_testkit::unique_name("ovllan")).expect("LAN namespace");
+    h.uplink(&lan, "10.62.0.1/24", "10.62.0.2/24");
+    lan.sh("ip route add 10.63.0.0/24 via 10.62.0.1")
+        .expect("a LAN route to the containers");
+    h.ok(&["network", "create", "--subnet", "10.63.0.0/24", "front"]);
+    let web = h.name("web");
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &web,
+        "--network",
+        "front",
+        "-p",
+        "8080:80",
+        "--",
+        "sh",
+        "-c",
+        "socat TCP-LISTEN:80,reuseaddr,fork SYSTEM:'echo published' & \
+         socat TCP-LISTEN:81,reuseaddr,fork SYSTEM:'echo secret' & wait",
+    ]);
+    let web_ip = h.ip_of("front", &web);
+    let fetch = |ns: &NetNs, to: &str| -> String {
+        // Refused or timed out: no output (and a failing status).
+        let out = ns
+            .command("socat")
+            .args(["-u", &format!("TCP:{to},connect-timeout=2"), "-"])
+            .output()
+            .expect("socat");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(
+        common::eventually(5, || fetch(&lan, "10.62.0.1:8080") == "published").is_some(),
+        "the published port from the LAN"
+    );
+    assert_eq!(
+        fetch(&h.ns, "10.62.0.1:8080"),
+        "published",
+        "and from the host"
+    );
+    assert_eq!(
+        fetch(&lan, "10.62.0.1:81"),
+        "",
+        "nothing listens on the host's 81"
+    );
+    assert_eq!(
+        fetch(&lan, &format!("{web_ip}:81")),
+        "",
+        "the container's own address is not reachable from outside"
+    );
+    assert_eq!(
+        fetch(&lan, &format!("{web_ip}:80")),
+        "",
+        "not even its published port"
+    );
+
+    let err = h.fails(&[
+        "run",
+        "-d",
+        "--network",
+        "front",
+        "-p",
+        "8080:90",
+        "--",
+        "sleep",
+        "60",
+    ]);
+    assert!(err.contains("8080:80/tcp is already published"), "{err}");
+    let err = h.fails(&["run", "-d", "-p", "8080", "--", "sleep", "60"]);
+    assert!(err.contains("invalid published port"), "{err}");
+
+    h.ok(&["rm", "-f", &web]);
+    assert_eq!(
+        fetch(&lan, "10.62.0.1:8080"),
+        "",
+        "unpublished with the container"
+    );
+}
+
 #[test]
 fn daemon_settings_are_validated_before_anything_changes() {
     if !require_root("daemon_settings_are_validated_before_anything_changes") {

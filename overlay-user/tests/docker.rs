@@ -130,8 +130,11 @@ fn docker_containers_on_plugin_networks() {
     let routes = docker.ok(&["exec", "inside", "ip", "route"]);
     assert!(!routes.contains("default"), "{routes}");
 
-    // Publishing is refused, not ignored (not done by this driver yet).
-    let err = docker.fails(&[
+    // Published ports: reachable from the LAN at the host's address, the
+    // container's own address is not.
+    let lan = overlay_testkit::NetNs::new(&overlay_testkit::unique_name("ovllan")).expect("LAN");
+    d.host.uplink(&lan, "10.64.0.1/24", "10.64.0.2/24");
+    docker.ok(&[
         "run",
         "-d",
         "--name",
@@ -141,10 +144,37 @@ fn docker_containers_on_plugin_networks() {
         "-p",
         "8080:80",
         overlay_testkit::docker::IMAGE,
-        "sleep",
-        "60",
+        "sh",
+        "-c",
+        "echo hello > /index.html && httpd -f -p 80 -h /",
     ]);
-    assert!(err.contains("publishing ports"), "{err}");
+    let published_ip = docker.ip_of("published", "front");
+    lan.sh(&format!("ip route add {published_ip}/32 via 10.64.0.1"))
+        .expect("LAN route");
+    // An HTTP GET with socat (busybox's static wget crashes here).
+    let get = |to: &str| {
+        let out = lan
+            .command("sh")
+            .args([
+                "-c",
+                &format!(
+                    "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat - TCP:{to},connect-timeout=2"
+                ),
+            ])
+            .output()
+            .expect("socat");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        common::eventually(10, || get("10.64.0.1:8080").ends_with("hello\n")).is_some(),
+        "-p 8080:80 from the LAN: {:?}",
+        get("10.64.0.1:8080")
+    );
+    assert_eq!(
+        get(&format!("{published_ip}:80")),
+        "",
+        "the container's address is not reachable from outside"
+    );
 
     // Removed through Docker, gone here too.
     docker.ok(&["rm", "-f", "web", "db", "cache", "inside", "published"]);
@@ -156,7 +186,13 @@ fn docker_containers_on_plugin_networks() {
         "no sandboxes left"
     );
     let links = d.host.stdout_of(&["ip", "-o", "link"]);
-    assert!(!links.contains("ovl"), "no veths left: {links}");
+    assert!(
+        !links.lines().any(|l| l
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|n| n.starts_with("ovl"))),
+        "no veths left: {links}"
+    );
 }
 
 /// Neither side's restart breaks the other: containers keep talking while

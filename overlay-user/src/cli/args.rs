@@ -241,6 +241,10 @@ pub struct RunArgs {
     /// Networks to connect (default: bridge).
     #[arg(long)]
     pub network: Vec<String>,
+    /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp], on the first
+    /// routable network.
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
 }

@@ -12,6 +12,7 @@ use super::args::RunArgs;
 use crate::{
     engine::{Engine, Paths},
     host,
+    model::rules,
 };
 
 /// The exit code of a process that ended with `status`.
@@ -23,11 +24,19 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
 /// `-d` the ID is printed, else the CLI waits and exits with the process's
 /// code. The container is recorded only if the process started.
 pub fn run(paths: &Paths, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let ports = args
+        .publish
+        .iter()
+        .map(|p| rules::parse_publish(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut engine = Engine::open(paths)?;
     let networks: Vec<(String, Option<std::net::Ipv4Addr>)> =
         args.network.iter().map(|n| (n.clone(), None)).collect();
     let started = (|| -> anyhow::Result<(String, Child)> {
         let c = engine.create_container(args.name.as_deref(), &networks, &args.command)?;
+        if !ports.is_empty() {
+            engine.publish_ports(&c.name, &ports)?;
+        }
         let mut process = host::process::command_in(&c.netns, &args.command)?;
         if args.detach {
             let logs = paths.log_dir();

@@ -8,7 +8,7 @@ use super::{ContainerIface, DefaultRoute, Engine, EngineError, undo::Undo};
 use crate::{
     cluster::ClusterError,
     dataplane::{DataplaneError, LocalEndpoint, RouteTarget},
-    model::{Claim, ContainerRecord, EndpointRecord, MacAddr, ids, ipam, rules},
+    model::{Claim, ContainerRecord, EndpointRecord, MacAddr, PublishedPort, ids, ipam, rules},
 };
 
 /// What `network connect` may ask for besides the network.
@@ -114,6 +114,7 @@ impl Engine {
             host_ifname,
             gw_priority: options.gw_priority,
             conflict: None,
+            published: Vec::new(),
         };
         self.state
             .containers
@@ -175,6 +176,68 @@ impl Engine {
             Some(RouteTarget::Remote(_)) => self.dp.remove_route(vni, ip)?,
             None => {}
         }
+        Ok(())
+    }
+
+    /// `-p`: publishes `ports` of this host to container `name`, on its
+    /// first endpoint on a routable network (replies leave through the
+    /// host; an internal network has no way back). A host port may be
+    /// published once per protocol.
+    pub fn publish_ports(
+        &mut self,
+        name: &str,
+        ports: &[PublishedPort],
+    ) -> Result<(), EngineError> {
+        let c = self.container(name)?.clone();
+        let pos = c
+            .endpoints
+            .iter()
+            .position(|e| {
+                self.state
+                    .networks
+                    .get(&e.network_id)
+                    .is_some_and(|n| !n.internal)
+            })
+            .ok_or_else(|| EngineError::NothingToPublishOn(c.name.clone()))?;
+        self.add_published(&c.name, pos, ports)
+    }
+
+    /// Adds `ports` to endpoint `pos` of container `name`, refusing host
+    /// ports already published (or twice in `ports`).
+    pub(super) fn add_published(
+        &mut self,
+        name: &str,
+        pos: usize,
+        ports: &[PublishedPort],
+    ) -> Result<(), EngineError> {
+        let mut taken: Vec<(PublishedPort, String)> = self
+            .state
+            .containers
+            .values()
+            .flat_map(|c| {
+                c.endpoints
+                    .iter()
+                    .flat_map(move |e| e.published.iter().map(move |p| (*p, c.name.clone())))
+            })
+            .collect();
+        for p in ports {
+            let clash = taken.iter().find(|(q, _)| {
+                q.proto == p.proto
+                    && q.host_port == p.host_port
+                    && (q.host_ip.is_none() || p.host_ip.is_none() || q.host_ip == p.host_ip)
+            });
+            if let Some((q, owner)) = clash {
+                return Err(EngineError::PortPublished(q.to_string(), owner.clone()));
+            }
+            taken.push((*p, name.to_owned()));
+        }
+        self.state
+            .containers
+            .get_mut(name)
+            .expect("present")
+            .endpoints[pos]
+            .published
+            .extend_from_slice(ports);
         Ok(())
     }
 

@@ -46,7 +46,7 @@ use crate::{
     dataplane::{Dataplane, DataplaneError},
     host::{
         HostError,
-        filter::{FilteredNetwork, Ruleset},
+        filter::{FilteredNetwork, Published, Ruleset},
     },
     model::{
         ContainerRecord, NetworkRecord, ProcessRef, RuleError, Snapshot, rules::DEFAULT_NETWORK,
@@ -108,6 +108,10 @@ pub enum EngineError {
     NoSuchEndpoint(String),
     #[error("endpoint {0} already exists")]
     EndpointExists(String),
+    #[error("container {0} has no endpoint on a routable network to publish ports on")]
+    NothingToPublishOn(String),
+    #[error("port {0} is already published (to {1})")]
+    PortPublished(String, String),
     #[error("no free address left in network {0}")]
     AddressesExhausted(String),
     #[error("container {0} is already connected to network {1}")]
@@ -334,18 +338,7 @@ impl Engine {
     /// the underlay address, the cluster store) differ from the committed
     /// ones.
     fn filter_changed(&self) -> bool {
-        self.state.networks != self.before.networks
-            || self.state.host != self.before.host
-            || self
-                .state
-                .cluster
-                .as_ref()
-                .map(|c| (&c.endpoints, c.advertise_ip))
-                != self
-                    .before
-                    .cluster
-                    .as_ref()
-                    .map(|c| (&c.endpoints, c.advertise_ip))
+        ruleset(&self.state) != ruleset(&self.before)
     }
 
     /// The cluster store, connected on first use with the stored
@@ -382,5 +375,25 @@ fn ruleset(state: &Snapshot) -> Ruleset {
             .collect(),
         tunnel_ports: vec![overlay_common::VXLAN_PORT],
         guarded: underlay::guards(state).into_iter().map(|g| g.0).collect(),
+        published: state
+            .containers
+            .values()
+            .flat_map(|c| c.endpoints.iter().map(move |e| (c, e)))
+            .filter(|(_, e)| e.conflict.is_none())
+            .filter_map(|(c, e)| {
+                let net = state.networks.get(&e.network_id)?;
+                Some(e.published.iter().map(move |p| Published {
+                    proto: match p.proto {
+                        crate::model::Proto::Tcp => "tcp",
+                        crate::model::Proto::Udp => "udp",
+                    },
+                    host_ip: p.host_ip,
+                    host_port: p.host_port,
+                    dest: std::net::SocketAddrV4::new(e.ip, p.port),
+                    what: format!("{p} to {} on {}", c.name, net.name),
+                }))
+            })
+            .flatten()
+            .collect(),
     }
 }

@@ -15,8 +15,12 @@ use ipnet::Ipv4Net;
 
 use super::{CreateNetwork, Engine, EngineError, undo::Undo};
 use crate::model::{
-    ContainerRecord, Driver, EndpointRecord, IpamPool, MacAddr, PluginEndpoint, ids, ipam, rules,
+    ContainerRecord, Driver, EndpointRecord, IpamPool, MacAddr, PluginEndpoint, Proto,
+    PublishedPort, ids, ipam, rules,
 };
+
+/// Docker's range for host ports it picks (`-p 80`, `-P`).
+const EPHEMERAL_FIRST: u16 = 49153;
 
 /// What `Join` gives Docker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -290,6 +294,7 @@ impl Engine {
             host_ifname,
             gw_priority: 0,
             conflict: None,
+            published: Vec::new(),
         };
         self.state
             .containers
@@ -318,6 +323,79 @@ impl Engine {
             src_name: peer,
             gateway: (!net.internal).then_some(net.gateway),
         })
+    }
+
+    /// `NetworkDriver.ProgramExternalConnectivity`: the endpoint's
+    /// published ports (replacing any it had). A host port of 0 takes the
+    /// first free one of Docker's ephemeral range.
+    pub fn plugin_publish(
+        &mut self,
+        endpoint: &str,
+        ports: &[PublishedPort],
+    ) -> Result<Vec<PublishedPort>, EngineError> {
+        let (name, pos) = self.joined(endpoint)?;
+        let net = &self.state.networks[&self.state.containers[&name].endpoints[pos].network_id];
+        if net.internal && !ports.is_empty() {
+            return Err(EngineError::NothingToPublishOn(name));
+        }
+        self.state
+            .containers
+            .get_mut(&name)
+            .expect("joined")
+            .endpoints[pos]
+            .published
+            .clear();
+        let mut chosen = Vec::new();
+        for p in ports {
+            let mut p = *p;
+            if p.host_port == 0 {
+                let used: BTreeSet<(Proto, u16)> = self
+                    .state
+                    .endpoints()
+                    .flat_map(|(_, e)| e.published.iter().map(|q| (q.proto, q.host_port)))
+                    .chain(
+                        chosen
+                            .iter()
+                            .map(|q: &PublishedPort| (q.proto, q.host_port)),
+                    )
+                    .collect();
+                p.host_port = (EPHEMERAL_FIRST..=u16::MAX)
+                    .find(|port| !used.contains(&(p.proto, *port)))
+                    .ok_or_else(|| {
+                        EngineError::PortPublished("every ephemeral port".into(), "others".into())
+                    })?;
+            }
+            chosen.push(p);
+        }
+        self.add_published(&name, pos, &chosen)?;
+        Ok(chosen)
+    }
+
+    /// `NetworkDriver.RevokeExternalConnectivity`.
+    pub fn plugin_unpublish(&mut self, endpoint: &str) -> Result<(), EngineError> {
+        let Ok((name, pos)) = self.joined(endpoint) else {
+            return Ok(());
+        };
+        self.state
+            .containers
+            .get_mut(&name)
+            .expect("joined")
+            .endpoints[pos]
+            .published
+            .clear();
+        Ok(())
+    }
+
+    /// The sandbox container and endpoint index of a joined endpoint.
+    fn joined(&self, endpoint: &str) -> Result<(String, usize), EngineError> {
+        self.state
+            .containers
+            .values()
+            .find_map(|c| {
+                let pos = c.endpoints.iter().position(|e| e.id == endpoint)?;
+                Some((c.name.clone(), pos))
+            })
+            .ok_or_else(|| EngineError::NoSuchEndpoint(endpoint.to_owned()))
     }
 
     /// `NetworkDriver.Leave`: the endpoint leaves its sandbox; its veth

@@ -11,20 +11,30 @@
 //!   program drops them first; this holds should it be detached).
 //! - `input` (filter): the same two guards for what containers send to the
 //!   host itself.
+//! - `prerouting` and `output` (NAT): published ports, a host port sent
+//!   to a container (`-p`), for what arrives at any local address or the
+//!   one given; `forward` lets exactly those connections in.
 //!
 //! nftables runs every base chain of a hook: a drop here is final, an
 //! accept here does not override another table's drop. So this table only
 //! adds restrictions; a host firewall whose forward policy is drop must
 //! still let the containers' traffic out (as for Docker).
 
-use std::{borrow::Cow, net::SocketAddrV4};
+use std::{
+    borrow::Cow,
+    collections::HashSet,
+    net::{Ipv4Addr, SocketAddrV4},
+};
 
 use ipnet::Ipv4Net;
 use nftables::{
     batch::Batch,
-    expr::{CT, Expression, NamedExpression, Payload, PayloadField, Prefix, SetItem},
+    expr::{
+        CT, Expression, Fib, FibFlag, FibResult, NamedExpression, Payload, PayloadField, Prefix,
+        SetItem,
+    },
     schema::{Chain, NfListObject, Nftables, Rule, Table},
-    stmt::{Counter, Match, Operator, Statement},
+    stmt::{Counter, Match, NAT, Operator, Statement},
     types::{NfChainPolicy, NfChainType, NfFamily, NfHook},
 };
 
@@ -32,7 +42,8 @@ use super::HostError;
 
 /// The nftables table this program owns.
 pub const TABLE: &str = "overlay";
-/// Standard priorities: `srcnat` and `filter`.
+/// Standard priorities: `dstnat`, `srcnat` and `filter`.
+const DSTNAT_PRIORITY: i32 = -100;
 const SRCNAT_PRIORITY: i32 = 100;
 const FILTER_PRIORITY: i32 = 0;
 
@@ -54,6 +65,20 @@ pub struct Ruleset {
     pub tunnel_ports: Vec<u16>,
     /// TCP endpoints containers may not reach (the cluster store's).
     pub guarded: Vec<SocketAddrV4>,
+    pub published: Vec<Published>,
+}
+
+/// A published port: `proto` to `host_port` (on `host_ip`, or any local
+/// address) is sent to `dest`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub dest: SocketAddrV4,
+    /// Rule comments: the container and network.
+    pub what: String,
 }
 
 fn table() -> Table<'static> {
@@ -193,6 +218,95 @@ fn guard_rules(chain: &'static str, n: &FilteredNetwork, r: &Ruleset, batch: &mu
     }
 }
 
+/// `fib daddr type local`: addressed to this host.
+fn to_local_address() -> Statement<'static> {
+    matches(
+        Expression::Named(NamedExpression::Fib(Fib {
+            result: FibResult::Type,
+            flags: HashSet::from([FibFlag::Daddr]),
+        })),
+        Operator::EQ,
+        Expression::String("local".into()),
+    )
+}
+
+/// DNAT of published ports (from outside in `prerouting`, from the host
+/// itself in `output`), and the `forward` accepts for them, which come
+/// before any network's "nothing else in".
+fn publish_rules(r: &Ruleset, batch: &mut Batch<'static>) {
+    if r.published.is_empty() {
+        return;
+    }
+    batch.add(base_chain(
+        "prerouting",
+        NfChainType::NAT,
+        NfHook::Prerouting,
+        DSTNAT_PRIORITY,
+    ));
+    batch.add(base_chain(
+        "output",
+        NfChainType::NAT,
+        NfHook::Output,
+        DSTNAT_PRIORITY,
+    ));
+    for p in &r.published {
+        for chain in ["prerouting", "output"] {
+            let mut expr = vec![match p.host_ip {
+                Some(ip) => matches(
+                    field("ip", "daddr"),
+                    Operator::EQ,
+                    Expression::String(ip.to_string().into()),
+                ),
+                None => to_local_address(),
+            }];
+            if chain == "output" {
+                // The loopback cannot be translated to another host
+                // address (route_localnet is off).
+                expr.push(matches(
+                    field("ip", "daddr"),
+                    Operator::NEQ,
+                    prefix("127.0.0.0/8".parse().expect("loopback")),
+                ));
+            }
+            expr.push(matches(
+                field(p.proto, "dport"),
+                Operator::EQ,
+                Expression::Number(u32::from(p.host_port)),
+            ));
+            expr.push(Statement::DNAT(Some(NAT {
+                addr: Some(Expression::String(p.dest.ip().to_string().into())),
+                family: None,
+                port: Some(Expression::Number(u32::from(p.dest.port()))),
+                flags: None,
+            })));
+            batch.add(rule(chain, expr, format!("publish {}", p.what)));
+        }
+        let ct_status = Expression::Named(NamedExpression::CT(CT {
+            key: "status".into(),
+            family: None,
+            dir: None,
+        }));
+        batch.add(rule(
+            "forward",
+            vec![
+                matches(
+                    field("ip", "daddr"),
+                    Operator::EQ,
+                    Expression::String(p.dest.ip().to_string().into()),
+                ),
+                matches(
+                    field(p.proto, "dport"),
+                    Operator::EQ,
+                    Expression::Number(u32::from(p.dest.port())),
+                ),
+                matches(ct_status, Operator::IN, Expression::String("dnat".into())),
+                Statement::Accept(None),
+            ],
+            format!("publish {}: in", p.what),
+        ));
+    }
+}
+
 /// The table for `r`, replacing the old one in the same transaction
 /// (add-then-delete works whether or not it existed); no networks, no
 /// table.
@@ -222,6 +336,7 @@ pub fn ruleset(r: &Ruleset) -> Nftables<'static> {
         NfHook::Input,
         FILTER_PRIORITY,
     ));
+    publish_rules(r, &mut batch);
     for n in &r.networks {
         if !n.internal {
             let expr = vec![
@@ -324,6 +439,7 @@ mod tests {
             ],
             tunnel_ports: vec![4789],
             guarded: vec!["192.0.2.9:2379".parse().expect("addr")],
+            published: vec![],
         }))
         .expect("json");
         assert_eq!(rules(&json, "postrouting").len(), 1, "no NAT for internal");
@@ -353,5 +469,59 @@ mod tests {
         let objects = json["nftables"].as_array().expect("commands");
         assert_eq!(objects.len(), 2);
         assert_eq!(objects[1]["delete"]["table"]["name"], TABLE);
+    }
+
+    #[test]
+    fn published_ports_are_translated_and_let_in() {
+        let json = serde_json::to_value(ruleset(&Ruleset {
+            networks: vec![net("pub", "10.1.0.0/24", false)],
+            published: vec![
+                Published {
+                    proto: "tcp",
+                    host_ip: None,
+                    host_port: 8080,
+                    dest: "10.1.0.2:80".parse().expect("addr"),
+                    what: "8080:80/tcp to web on pub".into(),
+                },
+                Published {
+                    proto: "udp",
+                    host_ip: Some("192.0.2.1".parse().expect("ip")),
+                    host_port: 53,
+                    dest: "10.1.0.3:5353".parse().expect("addr"),
+                    what: "dns".into(),
+                },
+            ],
+            ..Ruleset::default()
+        }))
+        .expect("json");
+        let pre = rules(&json, "prerouting");
+        assert_eq!(pre.len(), 2, "{pre:#?}");
+        assert_eq!(pre[0]["expr"][0]["match"]["left"]["fib"]["result"], "type");
+        assert_eq!(pre[0]["expr"][0]["match"]["right"], "local");
+        assert_eq!(
+            pre[0]["expr"][1]["match"]["left"]["payload"]["protocol"],
+            "tcp"
+        );
+        assert_eq!(pre[0]["expr"][1]["match"]["right"], 8080);
+        assert_eq!(pre[0]["expr"][2]["dnat"]["addr"], "10.1.0.2");
+        assert_eq!(pre[0]["expr"][2]["dnat"]["port"], 80);
+        assert_eq!(pre[1]["expr"][0]["match"]["right"], "192.0.2.1");
+        assert_eq!(
+            pre[1]["expr"][1]["match"]["left"]["payload"]["protocol"],
+            "udp"
+        );
+        let out = rules(&json, "output");
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["expr"][1]["match"]["op"], "!=", "not the loopback");
+        let forward = rules(&json, "forward");
+        // The accepts come first, before the network's "nothing else in".
+        assert_eq!(forward[0]["expr"][0]["match"]["right"], "10.1.0.2");
+        assert_eq!(
+            forward[0]["expr"][2]["match"]["left"]["ct"]["key"],
+            "status"
+        );
+        assert!(forward[0]["expr"][3].get("accept").is_some());
+        assert_eq!(forward[1]["expr"][1]["match"]["right"], 5353);
+        assert_eq!(forward[2]["comment"], "pub: replies in");
     }
 }

@@ -13,7 +13,7 @@ pub use mac::{MacAddr, ParseMacError};
 pub use records::{
     AttachedMode, Claim, ClusterRecord, ContainerRecord, DEFAULT_CLAIM_GRACE, DecapMode,
     DecapRequest, Driver, EndpointRecord, HostInfo, HostRecord, IpamPool, LearnedEndpoint,
-    NetworkRecord, PluginEndpoint, ProcessRef, RemoteRecord,
+    NetworkRecord, PluginEndpoint, ProcessRef, Proto, PublishedPort, RemoteRecord,
 };
 pub use rules::RuleError;
 pub use state::Snapshot;

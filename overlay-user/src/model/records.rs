@@ -76,6 +76,45 @@ pub struct EndpointRecord {
     /// of the dataplane until its own claim succeeds again.
     #[serde(default)]
     pub conflict: Option<String>,
+    /// Ports of the host forwarded to this endpoint (`-p`).
+    #[serde(default)]
+    pub published: Vec<PublishedPort>,
+}
+
+/// Transport protocol of a published port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        })
+    }
+}
+
+/// A host port forwarded to an endpoint: `[HOST_IP:]HOST_PORT:PORT[/PROTO]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub proto: Proto,
+    /// Only this host address (`None`: every address of the host).
+    pub host_ip: Option<Ipv4Addr>,
+    pub host_port: u16,
+    pub port: u16,
+}
+
+impl std::fmt::Display for PublishedPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(ip) = self.host_ip {
+            write!(f, "{ip}:")?;
+        }
+        write!(f, "{}:{}/{}", self.host_port, self.port, self.proto)
+    }
 }
 
 /// A container: a network namespace, maybe running a process.

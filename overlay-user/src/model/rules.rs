@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 use ipnet::Ipv4Net;
 use overlay_common::VNI_MAX;
 
-use super::{MacAddr, ipam};
+use super::{MacAddr, Proto, PublishedPort, ipam};
 
 /// Name of the default network, present from the first start.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -62,6 +62,8 @@ pub enum RuleError {
     KeyValue { what: &'static str, text: String },
     #[error("unknown driver option {0:?} (supported: mtu)")]
     UnknownOption(String),
+    #[error("invalid published port {0:?}: use [HOST_IP:]HOST_PORT:PORT[/tcp|/udp], ports 1-65535")]
+    Publish(String),
     #[error("invalid mtu {0:?}")]
     MtuText(String),
     #[error("subnet {0} overlaps the reserved range {1}")]
@@ -297,6 +299,30 @@ pub fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, RuleE
     labels.iter().map(|l| parse_key_value(l, "label")).collect()
 }
 
+/// `-p [HOST_IP:]HOST_PORT:PORT[/tcp|/udp]`, as Docker writes it.
+pub fn parse_publish(text: &str) -> Result<PublishedPort, RuleError> {
+    let bad = || RuleError::Publish(text.to_owned());
+    let (spec, proto) = match text.rsplit_once('/') {
+        Some((spec, "tcp")) => (spec, Proto::Tcp),
+        Some((spec, "udp")) => (spec, Proto::Udp),
+        Some(_) => return Err(bad()),
+        None => (text, Proto::Tcp),
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host_ip, host_port, port) = match parts.as_slice() {
+        [h, p] => (None, *h, *p),
+        [ip, h, p] => (Some(ip.parse::<Ipv4Addr>().map_err(|_| bad())?), *h, *p),
+        _ => return Err(bad()),
+    };
+    let port_of = |s: &str| s.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad);
+    Ok(PublishedPort {
+        proto,
+        host_ip,
+        host_port: port_of(host_port)?,
+        port: port_of(port)?,
+    })
+}
+
 /// What `-o KEY=VALUE` driver options set: so far the MTU, under its short
 /// name or Docker's.
 pub fn parse_driver_options(opts: &[String]) -> Result<Option<u32>, RuleError> {
@@ -433,5 +459,27 @@ mod tests {
         assert_eq!(labels["team"], "x");
         assert_eq!(labels["empty"], "");
         assert!(parse_labels(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn published_ports_as_docker_writes_them() {
+        let p = |t: &str| parse_publish(t).map(|p| p.to_string());
+        assert_eq!(p("8080:80").expect("valid"), "8080:80/tcp");
+        assert_eq!(p("53:53/udp").expect("valid"), "53:53/udp");
+        assert_eq!(
+            p("192.0.2.1:8443:443/tcp").expect("valid"),
+            "192.0.2.1:8443:443/tcp"
+        );
+        for bad in [
+            "80",
+            "0:80",
+            "8080:0",
+            "8080:80/sctp",
+            "x:8080:80",
+            "1:2:3:4",
+            "70000:80",
+        ] {
+            assert!(parse_publish(bad).is_err(), "{bad}");
+        }
     }
 }

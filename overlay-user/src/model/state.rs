@@ -212,6 +212,7 @@ mod tests {
                 endpoints: vec![EndpointRecord {
                     gw_priority: 0,
                     conflict: None,
+                    published: Vec::new(),
                     id: "e".into(),
                     network_id: "n".into(),
                     ip: ip("10.0.0.2"),

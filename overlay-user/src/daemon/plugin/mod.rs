@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::{
     api::error_chain,
     engine::{EngineError, Paths, PluginNetwork, transaction},
-    model::MacAddr,
+    model::{MacAddr, Proto, PublishedPort},
 };
 
 /// The driver name Docker knows this plugin by, from its socket's name.
@@ -127,8 +127,8 @@ fn dispatch(paths: &Paths, path: &str, body: &[u8]) -> (u16, Value) {
         "/NetworkDriver.Join" => join(paths, body),
         "/NetworkDriver.Leave" => leave(paths, body),
         "/NetworkDriver.DiscoverNew" | "/NetworkDriver.DiscoverDelete" => Ok(json!({})),
-        "/NetworkDriver.ProgramExternalConnectivity" => external_connectivity(body),
-        "/NetworkDriver.RevokeExternalConnectivity" => Ok(json!({})),
+        "/NetworkDriver.ProgramExternalConnectivity" => external_connectivity(paths, body),
+        "/NetworkDriver.RevokeExternalConnectivity" => revoke_external_connectivity(paths, body),
         "/IpamDriver.GetCapabilities" => Ok(json!({ "RequiresMACAddress": false })),
         "/IpamDriver.GetDefaultAddressSpaces" => Ok(json!({
             "LocalDefaultAddressSpace": "local",
@@ -327,18 +327,62 @@ fn leave(paths: &Paths, body: &[u8]) -> Result<Value, Failure> {
     Ok(json!({}))
 }
 
-/// Port publishing is not done by this driver yet: refused rather than
-/// silently ignored.
-fn external_connectivity(body: &[u8]) -> Result<Value, Failure> {
-    let req: BTreeMap<String, Value> = decode(body)?;
-    let published = req
-        .get("Options")
-        .and_then(|o| o.get("com.docker.network.portmap"))
-        .and_then(Value::as_array)
-        .is_some_and(|ports| !ports.is_empty());
-    if published {
-        return fail("publishing ports (-p) is not supported on ebpf-overlay networks yet");
+/// One entry of Docker's `com.docker.network.portmap`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PortBinding {
+    proto: u8,
+    port: u16,
+    #[serde(rename = "HostIP", default)]
+    host_ip: String,
+    #[serde(default)]
+    host_port: u16,
+}
+
+#[derive(Deserialize)]
+struct ConnectivityReq {
+    #[serde(rename = "EndpointID")]
+    endpoint_id: String,
+    #[serde(rename = "Options", default)]
+    options: BTreeMap<String, Value>,
+}
+
+/// `-p`: Docker's port bindings become published ports of the endpoint.
+fn external_connectivity(paths: &Paths, body: &[u8]) -> Result<Value, Failure> {
+    let req: ConnectivityReq = decode(body)?;
+    let bindings: Vec<PortBinding> = match req.options.get("com.docker.network.portmap") {
+        Some(v) if !v.is_null() => serde_json::from_value(v.clone())
+            .map_err(|e| Failure(format!("malformed port map: {e}")))?,
+        _ => Vec::new(),
+    };
+    let mut ports = Vec::new();
+    for b in bindings {
+        let proto = match b.proto {
+            6 => Proto::Tcp,
+            17 => Proto::Udp,
+            other => return fail(format!("protocol {other} cannot be published (tcp, udp)")),
+        };
+        let host_ip = match b.host_ip.as_str() {
+            "" | "0.0.0.0" => None,
+            ip => Some(cidr_address(ip)?),
+        };
+        if b.port == 0 {
+            return fail("a published port needs the container's port");
+        }
+        ports.push(PublishedPort {
+            proto,
+            host_ip,
+            host_port: b.host_port,
+            port: b.port,
+        });
     }
+    transaction(paths, |e| e.plugin_publish(&req.endpoint_id, &ports))?;
+    Ok(json!({}))
+}
+
+fn revoke_external_connectivity(paths: &Paths, body: &[u8]) -> Result<Value, Failure> {
+    let req: ConnectivityReq = decode(body)?;
+    transaction(paths, |e| e.plugin_unpublish(&req.endpoint_id))?;
     Ok(json!({}))
 }
 
