@@ -5,7 +5,7 @@ mod common;
 
 use std::{os::unix::process::CommandExt as _, process::Command};
 
-use common::{Switch, host, require_root};
+use common::{Host, Switch, host, require_root};
 use overlay_testkit::{NetNs, traffic::tcp_transfer};
 
 #[test]
@@ -917,53 +917,9 @@ fn two_hosts_over_the_cli_with_static_peers() {
             "ov",
         ]);
     }
-    let (a, b) = (h1.name("a"), h2.name("b"));
-    h1.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &a,
-        "--network",
-        "ov",
-        "--",
-        "sleep",
-        "300",
-    ]);
-    let a_ip = h1.ip_of("ov", &a);
-    // h2 learns a's address first, so its own allocation skips it.
-    h2.ok(&[
-        "endpoint",
-        "add",
-        "--remote",
-        "10.100.0.1",
-        "--network",
-        "ov",
-        "--ip",
-        &a_ip,
-    ]);
-    h2.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &b,
-        "--network",
-        "ov",
-        "--",
-        "sleep",
-        "300",
-    ]);
-    let b_ip = h2.ip_of("ov", &b);
+    let (a, a_ip, b, b_ip) = static_pair(&h1, &h2, "10.100.0.1");
     assert_ne!(a_ip, b_ip, "distinct addresses");
-    h1.ok(&[
-        "endpoint",
-        "add",
-        "--remote",
-        "10.100.0.2",
-        "--network",
-        "ov",
-        "--ip",
-        &b_ip,
-    ]);
+    learn(&h1, "10.100.0.2", &b_ip);
     assert!(
         !h1.pings(&a, &b_ip),
         "no peers yet: the receiving hosts drop unknown senders"
@@ -1082,51 +1038,8 @@ fn a_path_narrower_than_the_nics_is_discovered() {
             "ov",
         ]);
     }
-    let (a, b) = (h1.name("a"), h2.name("b"));
-    h1.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &a,
-        "--network",
-        "ov",
-        "--",
-        "sleep",
-        "300",
-    ]);
-    let a_ip = h1.ip_of("ov", &a);
-    h2.ok(&[
-        "endpoint",
-        "add",
-        "--remote",
-        "10.61.1.1",
-        "--network",
-        "ov",
-        "--ip",
-        &a_ip,
-    ]);
-    h2.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &b,
-        "--network",
-        "ov",
-        "--",
-        "sleep",
-        "300",
-    ]);
-    let b_ip = h2.ip_of("ov", &b);
-    h1.ok(&[
-        "endpoint",
-        "add",
-        "--remote",
-        "10.61.2.1",
-        "--network",
-        "ov",
-        "--ip",
-        &b_ip,
-    ]);
+    let (a, a_ip, b, b_ip) = static_pair(&h1, &h2, "10.61.1.1");
+    learn(&h1, "10.61.2.1", &b_ip);
     h1.ok(&["peer", "add", "--remote", "10.61.2.1", "--network", "ov"]);
     h2.ok(&["peer", "add", "--remote", "10.61.1.1", "--network", "ov"]);
     assert!(h1.pings(&a, &b_ip), "small packets pass the narrow link");
@@ -1255,6 +1168,53 @@ fn published_ports_and_nothing_else_get_in() {
         "",
         "unpublished with the container"
     );
+}
+
+/// Container `a` on `h1` and `b` on `h2`, both on overlay network `ov`;
+/// `h2` is told of `a` (at `h1_ip`) first, so its own allocation skips
+/// `a`'s address. Returns `(a, a_ip, b, b_ip)`.
+fn static_pair(h1: &Host, h2: &Host, h1_ip: &str) -> (String, String, String, String) {
+    let (a, b) = (h1.name("a"), h2.name("b"));
+    h1.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &a,
+        "--network",
+        "ov",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let a_ip = h1.ip_of("ov", &a);
+    learn(h2, h1_ip, &a_ip);
+    h2.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &b,
+        "--network",
+        "ov",
+        "--",
+        "sleep",
+        "300",
+    ]);
+    let b_ip = h2.ip_of("ov", &b);
+    (a, a_ip, b, b_ip)
+}
+
+/// Tells `h` of endpoint `ip` on `ov` at host `remote`.
+fn learn(h: &Host, remote: &str, ip: &str) {
+    h.ok(&[
+        "endpoint",
+        "add",
+        "--remote",
+        remote,
+        "--network",
+        "ov",
+        "--ip",
+        ip,
+    ]);
 }
 
 #[test]
@@ -1841,51 +1801,8 @@ fn the_overlay_mtu_follows_a_small_underlay() {
         "big",
     ]);
     assert!(err.contains("does not fit the underlay"), "{err}");
-    let (a, b) = (h1.name("a"), h2.name("b"));
-    h1.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &a,
-        "--network",
-        "ov",
-        "--",
-        "sleep",
-        "300",
-    ]);
-    let a_ip = h1.ip_of("ov", &a);
-    h2.ok(&[
-        "endpoint",
-        "add",
-        "--remote",
-        "10.100.0.1",
-        "--network",
-        "ov",
-        "--ip",
-        &a_ip,
-    ]);
-    h2.ok(&[
-        "run",
-        "-d",
-        "--name",
-        &b,
-        "--network",
-        "ov",
-        "--",
-        "sleep",
-        "300",
-    ]);
-    let b_ip = h2.ip_of("ov", &b);
-    h1.ok(&[
-        "endpoint",
-        "add",
-        "--remote",
-        "10.100.0.2",
-        "--network",
-        "ov",
-        "--ip",
-        &b_ip,
-    ]);
+    let (a, a_ip, b, b_ip) = static_pair(&h1, &h2, "10.100.0.1");
+    learn(&h1, "10.100.0.2", &b_ip);
     h1.ok(&["peer", "add", "--remote", "10.100.0.2", "--network", "ov"]);
     h2.ok(&["peer", "add", "--remote", "10.100.0.1", "--network", "ov"]);
     let mtu = h1.ok(&["exec", &a, "--", "cat", "/sys/class/net/eth0/mtu"]);

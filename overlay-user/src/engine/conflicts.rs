@@ -20,7 +20,7 @@ use std::{
 use super::{ClusterSync, Engine, EngineError, undo::Undo};
 use crate::{
     cluster::ClusterView,
-    dataplane::{DataplaneError, LocalEndpoint},
+    dataplane::LocalEndpoint,
     model::{ContainerRecord, EndpointRecord},
 };
 
@@ -143,21 +143,7 @@ impl Engine {
     /// what the container sends) and host route out, undoably.
     fn step_aside(&mut self, ep: &EndpointRecord) -> Result<(), EngineError> {
         if let Some((ifindex, host_mac)) = self.host.link(&ep.host_ifname)? {
-            let vni = self.state.networks.get(&ep.network_id).map_or(0, |n| n.vni);
-            match self.dp.remove_local_endpoint(ifindex) {
-                Ok(()) => self.undo.push(Undo::RemovedEndpoint {
-                    ep: LocalEndpoint {
-                        vni,
-                        ip: ep.ip,
-                        mac: ep.mac,
-                        host_ifindex: ifindex,
-                        host_mac,
-                    },
-                    linked: false,
-                }),
-                Err(DataplaneError::UnknownEndpoint(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.remove_entries(ep, ifindex, host_mac, false)?;
         }
         self.host.remove_endpoint_route(ep.ip)?;
         Ok(())

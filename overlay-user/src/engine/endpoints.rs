@@ -351,29 +351,12 @@ impl Engine {
         let Some((ifindex, host_mac)) = self.host.link(&ep.host_ifname)? else {
             return Ok(());
         };
-        let vni = self
-            .state
-            .networks
-            .get(&ep.network_id)
-            .map(|n| n.vni)
-            .unwrap_or_default();
         let linked = self.dp.endpoint_linked(ifindex);
         self.dp.detach_endpoint(ifindex)?;
-        match self.dp.remove_local_endpoint(ifindex) {
-            Ok(()) => self.undo.push(Undo::RemovedEndpoint {
-                ep: LocalEndpoint {
-                    vni,
-                    ip: ep.ip,
-                    mac: ep.mac,
-                    host_ifindex: ifindex,
-                    host_mac,
-                },
-                linked,
-            }),
-            Err(DataplaneError::UnknownEndpoint(_)) if linked => {
-                self.undo.push(Undo::Detached(ifindex));
-            }
-            Err(DataplaneError::UnknownEndpoint(_)) => {}
+        match self.remove_entries(ep, ifindex, host_mac, linked) {
+            Ok(true) => {}
+            Ok(false) if linked => self.undo.push(Undo::Detached(ifindex)),
+            Ok(false) => {}
             Err(e) => {
                 if linked {
                     let _ = self.dp.attach_endpoint(ifindex);
@@ -382,5 +365,35 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Removes an endpoint's map entries on `ifindex`, recording how to add
+    /// them back (and attach its program again, when `linked`); false when
+    /// there were none.
+    pub(super) fn remove_entries(
+        &mut self,
+        ep: &EndpointRecord,
+        ifindex: u32,
+        host_mac: MacAddr,
+        linked: bool,
+    ) -> Result<bool, DataplaneError> {
+        let vni = self.state.networks.get(&ep.network_id).map_or(0, |n| n.vni);
+        match self.dp.remove_local_endpoint(ifindex) {
+            Ok(()) => {
+                self.undo.push(Undo::RemovedEndpoint {
+                    ep: LocalEndpoint {
+                        vni,
+                        ip: ep.ip,
+                        mac: ep.mac,
+                        host_ifindex: ifindex,
+                        host_mac,
+                    },
+                    linked,
+                });
+                Ok(true)
+            }
+            Err(DataplaneError::UnknownEndpoint(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }

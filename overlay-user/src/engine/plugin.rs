@@ -338,13 +338,7 @@ impl Engine {
         if net.internal && !ports.is_empty() {
             return Err(EngineError::NothingToPublishOn(name));
         }
-        self.state
-            .containers
-            .get_mut(&name)
-            .expect("joined")
-            .endpoints[pos]
-            .published
-            .clear();
+        self.joined_mut(&name, pos).published.clear();
         let mut chosen = Vec::new();
         for p in ports {
             let mut p = *p;
@@ -373,17 +367,19 @@ impl Engine {
 
     /// `NetworkDriver.RevokeExternalConnectivity`.
     pub fn plugin_unpublish(&mut self, endpoint: &str) -> Result<(), EngineError> {
-        let Ok((name, pos)) = self.joined(endpoint) else {
-            return Ok(());
-        };
-        self.state
+        if let Ok((name, pos)) = self.joined(endpoint) {
+            self.joined_mut(&name, pos).published.clear();
+        }
+        Ok(())
+    }
+
+    fn joined_mut(&mut self, name: &str, pos: usize) -> &mut EndpointRecord {
+        &mut self
+            .state
             .containers
-            .get_mut(&name)
+            .get_mut(name)
             .expect("joined")
             .endpoints[pos]
-            .published
-            .clear();
-        Ok(())
     }
 
     /// The sandbox container and endpoint index of a joined endpoint.
