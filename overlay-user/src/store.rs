@@ -19,8 +19,8 @@ use crate::model::Snapshot;
 /// cluster mode `cluster`, `learned/<network id>/<ip>`, `cluster-host/<ip>`
 /// (a cache of the cluster store, so forwarding state survives restarts
 /// while etcd is unreachable), `cluster-down/<ip>` (since when a host with
-/// claims is down), `ipam-pool/<id>` and `plugin-endpoint/<docker id>`
-/// (what Docker was given through the plugin), `rejected/<key>` and `rejected-count`
+/// claims is down), `ipam-pool/<id>`, `plugin-endpoint/<docker id>` and
+/// `docker-binding/<docker id>` (what Docker was given through the plugin), `rejected/<key>` and `rejected-count`
 /// (cluster records skipped in the last view), `pending-netns/<name>` (a
 /// namespace being created).
 const OBJECTS: TableDefinition<'_, &str, &str> = TableDefinition::new("objects");
@@ -114,6 +114,9 @@ mod layout {
             let key = format!("plugin-endpoint/{id}");
             out.insert(key.clone(), json(&key, ep)?);
         }
+        for (docker, net) in &snap.docker_bindings {
+            out.insert(format!("docker-binding/{docker}"), net.clone());
+        }
         for (key, why) in &snap.rejected {
             out.insert(format!("rejected/{key}"), why.clone());
         }
@@ -172,6 +175,8 @@ mod layout {
             } else if let Some(id) = key.strip_prefix("plugin-endpoint/") {
                 snap.plugin_endpoints
                     .insert(id.to_owned(), parse(key, value)?);
+            } else if let Some(id) = key.strip_prefix("docker-binding/") {
+                snap.docker_bindings.insert(id.to_owned(), value.clone());
             } else if let Some(k) = key.strip_prefix("rejected/") {
                 snap.rejected.insert(k.to_owned(), value.clone());
             } else if key == "rejected-count" {

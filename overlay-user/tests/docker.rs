@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Host, host, require_root};
+use common::{Host, SWITCH_IP, Switch, eventually, host, require_root};
 use overlay_testkit::docker::Dockerd;
 
 /// A simulated host running `overlay daemon` (serving the plugin under a
@@ -22,16 +22,18 @@ struct DockerHost {
 
 impl DockerHost {
     fn new() -> Self {
-        let mut host = host();
+        Self::on(host(), &[])
+    }
+
+    /// `host`, its daemon started with `flags` too, and a dockerd.
+    fn on(mut host: Host, flags: &[&str]) -> Self {
         let driver = format!("ebpf-overlay-{}", host.tag);
         let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
+        let socket_arg = socket.display().to_string();
         // Frequent repair passes: they must never race Docker.
-        host.start_daemon(&[
-            "--interval",
-            "1",
-            "--plugin-socket",
-            &socket.display().to_string(),
-        ]);
+        let mut args = vec!["--interval", "1", "--plugin-socket", &socket_arg];
+        args.extend(flags);
+        host.start_daemon(&args);
         let docker = Dockerd::start(&host.ns).expect("dockerd");
         docker.build_busybox();
         Self {
@@ -243,4 +245,89 @@ fn restarts_of_either_daemon() {
     let ps = d.host.ok(&["ps", "-a", "--format", "json"]);
     let sandboxes: Vec<serde_json::Value> = serde_json::from_str(&ps).expect("json");
     assert_eq!(sandboxes.len(), 2, "{ps}");
+}
+
+/// Two hosts, each with its own dockerd, share a cluster network through
+/// etcd: every host binds its Docker network to the same name
+/// (`-o network=NAME`, the cluster network's subnet), addresses are
+/// claimed cluster-wide by the IPAM driver, and containers on different
+/// hosts reach each other over VXLAN.
+#[test]
+fn docker_networks_across_hosts_through_etcd() {
+    if !require_root("docker_networks_across_hosts_through_etcd") {
+        return;
+    }
+    let (h1, h2) = (host(), host());
+    let mut switch = Switch::new(&h1.tag);
+    for h in [&h1, &h2] {
+        switch.plug(h);
+        h.ok(&["attach", "--iface", "eth0"]);
+    }
+    let ip: std::net::Ipv4Addr = SWITCH_IP.parse().expect("switch address");
+    let etcd = overlay_testkit::etcd::Etcd::in_netns(switch.ns.name(), ip).expect("etcd");
+    let store = format!("etcd://{SWITCH_IP}:2379");
+    let cluster = ["--store", store.as_str(), "--lease-ttl", "4"];
+    let (d1, d2) = (DockerHost::on(h1, &cluster), DockerHost::on(h2, &cluster));
+    for d in [&d1, &d2] {
+        assert!(
+            eventually(15, || d.host.ok(&["status"]).contains("cluster hosts: 2 ")).is_some(),
+            "{}",
+            d.host.log()
+        );
+    }
+    let shared = ["--subnet", "10.81.0.0/24", "-o", "network=shared"];
+    d1.network("shared", &shared);
+    // The second host binds once it has learned the cluster network.
+    assert!(
+        eventually(10, || d2.host.ok(&["network", "ls"]).contains(" shared ")).is_some(),
+        "{}",
+        d2.host.log()
+    );
+    let err = d2.docker.fails(&[
+        "network",
+        "create",
+        "-d",
+        &d2.driver,
+        "--ipam-driver",
+        &d2.driver,
+        "--subnet",
+        "10.82.0.0/24",
+        "-o",
+        "network=shared",
+        "wrong",
+    ]);
+    assert!(err.contains("has subnet 10.81.0.0/24"), "{err}");
+    d2.network("shared", &shared);
+
+    d1.docker.container("web1", "shared", &[]);
+    d2.docker.container("web2", "shared", &[]);
+    let (ip1, ip2) = (
+        d1.docker.ip_of("web1", "shared"),
+        d2.docker.ip_of("web2", "shared"),
+    );
+    assert_ne!(ip1, ip2, "addresses are claimed cluster-wide");
+    assert!(
+        eventually(10, || d2.docker.pings("web2", &ip1)).is_some(),
+        "host 2's container reaches host 1's:\n{}\n{}",
+        d2.host.log(),
+        d1.host.log()
+    );
+    assert!(d1.docker.pings("web1", &ip2), "and back");
+    assert!(
+        d1.counter("encap") > 0 && d1.counter("decap_tc") > 0,
+        "over VXLAN"
+    );
+
+    // Gone from Docker, gone from the cluster: host 1 no longer lists it.
+    d2.docker.ok(&["rm", "-f", "web2"]);
+    assert!(
+        eventually(10, || !d1
+            .host
+            .ok(&["network", "inspect", "shared"])
+            .contains(&ip2))
+        .is_some(),
+        "web2's address released"
+    );
+    drop((d1, d2));
+    drop(etcd);
 }

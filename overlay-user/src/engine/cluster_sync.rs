@@ -328,7 +328,25 @@ impl Engine {
                 });
             }
         }
-        let owned: BTreeSet<&str> = self.state.endpoints().map(|(_, e)| e.id.as_str()).collect();
+        // Docker's endpoints own theirs from CreateEndpoint on (before Join),
+        // and this IPAM's addresses from RequestAddress on.
+        let pending: BTreeSet<String> = self
+            .state
+            .ipam_pools
+            .values()
+            .flat_map(|p| {
+                p.addresses
+                    .iter()
+                    .map(|ip| super::plugin::pending_endpoint_id(*ip))
+            })
+            .collect();
+        let owned: BTreeSet<&str> = self
+            .state
+            .endpoints()
+            .map(|(_, e)| e.id.as_str())
+            .chain(self.state.plugin_endpoints.keys().map(String::as_str))
+            .chain(pending.iter().map(String::as_str))
+            .collect();
         sync.claims_stale = ours
             .iter()
             .filter(|(id, _)| !owned.contains(**id))

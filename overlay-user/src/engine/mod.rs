@@ -104,6 +104,14 @@ pub enum EngineError {
     DockerOwned(String),
     #[error("address pool {0} not found")]
     NoSuchPool(String),
+    #[error(
+        "network {0}: -o network=NAME binds to a cluster network: run the daemon with --store etcd://..."
+    )]
+    NotInCluster(String),
+    #[error(
+        "cluster network {0} has subnet {1}: create the Docker network with --subnet {1} (not {2})"
+    )]
+    BindSubnet(String, Ipv4Net, Ipv4Net),
     #[error("endpoint {0} not found")]
     NoSuchEndpoint(String),
     #[error("endpoint {0} already exists")]

@@ -14,10 +14,17 @@ use std::{collections::BTreeSet, net::Ipv4Addr, path::Path};
 use ipnet::Ipv4Net;
 
 use super::{CreateNetwork, Engine, EngineError, undo::Undo};
-use crate::model::{
-    ContainerRecord, Driver, EndpointRecord, IpamPool, MacAddr, PluginEndpoint, Proto,
-    PublishedPort, ids, ipam, rules,
+use crate::{
+    cluster::ClusterError,
+    model::{
+        Claim, ContainerRecord, Driver, EndpointRecord, IpamPool, MacAddr, PluginEndpoint, Proto,
+        PublishedPort, ids, ipam, rules,
+    },
 };
+
+/// The container name on claims of Docker's endpoints (the sandbox is not
+/// known when the address is claimed).
+const DOCKER_CLAIMANT: &str = "docker";
 
 /// Docker's range for host ports it picks (`-p 80`, `-P`).
 const EPHEMERAL_FIRST: u16 = 49153;
@@ -38,8 +45,18 @@ pub struct PluginNetwork {
     pub subnet: Ipv4Net,
     pub gateway: Option<Ipv4Addr>,
     pub internal: bool,
-    /// `-o KEY=VALUE` of `docker network create`.
+    /// `-o KEY=VALUE` of `docker network create` (but `network`).
     pub options: Vec<String>,
+    /// `-o network=NAME`: the cluster network this Docker network is on
+    /// this host.
+    pub bind: Option<String>,
+}
+
+/// The endpoint ID of an address this IPAM claimed in the cluster store
+/// before Docker named the endpoint (CreateEndpoint adopts it): zeros and
+/// the address, never one of Docker's random IDs.
+pub(super) fn pending_endpoint_id(ip: Ipv4Addr) -> String {
+    format!("{:056x}{:08x}", 0, u32::from(ip))
 }
 
 /// The pool ID Docker keeps for a subnet: the subnet itself, so the same
@@ -68,12 +85,12 @@ impl Engine {
             Some(p) => {
                 let p = p.trunc();
                 rules::check_subnet(p)?;
+                // A cluster network's own subnet is its Docker network's
+                // pool on every host.
                 if !self.state.ipam_pools.contains_key(&pool_id(p))
-                    && let Some(n) = self
-                        .state
-                        .networks
-                        .values()
-                        .find(|n| ipam::overlaps(n.subnet, p))
+                    && let Some(n) = self.state.networks.values().find(|n| {
+                        ipam::overlaps(n.subnet, p) && !(n.subnet == p && self.state.is_global(n))
+                    })
                 {
                     return Err(EngineError::Overlap(p, n.name.clone(), n.subnet));
                 }
@@ -135,6 +152,22 @@ impl Engine {
             used.extend(self.state.used_addresses(&n.id));
             used.insert(n.gateway);
         }
+        let global = self
+            .state
+            .networks
+            .values()
+            .find(|n| n.subnet == pool.subnet && self.state.is_global(n))
+            .cloned();
+        if let (Some(net), false) = (global, gateway) {
+            let ip = self.claim_for_docker(&net, want, &used)?;
+            self.state
+                .ipam_pools
+                .get_mut(id)
+                .expect("read above")
+                .addresses
+                .insert(ip);
+            return Ok(Ipv4Net::new(ip, pool.subnet.prefix_len()).expect("a pool's prefix"));
+        }
         let ip = match want {
             Some(ip) => {
                 if !ipam::is_host(pool.subnet, ip) {
@@ -163,21 +196,78 @@ impl Engine {
         Ok(Ipv4Net::new(ip, pool.subnet.prefix_len()).expect("a pool's prefix"))
     }
 
+    /// An address of cluster network `net` for a Docker endpoint, claimed
+    /// in the cluster store (so no host hands it out again) under a pending
+    /// ID until `CreateEndpoint` adopts it.
+    fn claim_for_docker(
+        &mut self,
+        net: &crate::model::NetworkRecord,
+        want: Option<Ipv4Addr>,
+        used: &BTreeSet<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, EngineError> {
+        let host = self
+            .state
+            .advertise_ip()
+            .ok_or(EngineError::NoAdvertiseAddress)?;
+        let claim = |ip| Claim {
+            network_id: net.id.clone(),
+            ip,
+            mac: MacAddr::from_ipv4(ip),
+            host,
+            container: DOCKER_CLAIMANT.into(),
+            endpoint_id: pending_endpoint_id(ip),
+        };
+        let ip = match self.cluster()?.claim_address(net, want, used, claim) {
+            Ok(ip) => ip,
+            Err(ClusterError::AddressTaken(ip)) => {
+                return Err(EngineError::AddressInUse(ip, net.name.clone()));
+            }
+            Err(ClusterError::Exhausted(name)) => {
+                return Err(EngineError::AddressesExhausted(name));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.undo.push(Undo::ClusterClaim(net.id.clone(), ip));
+        Ok(ip)
+    }
+
     /// `IpamDriver.ReleaseAddress` (absent is fine: Docker may release what
-    /// a failed call never got).
+    /// a failed call never got). An address of a cluster network is given
+    /// back to the cluster store.
     pub fn ipam_release_address(&mut self, id: &str, ip: Ipv4Addr) -> Result<(), EngineError> {
-        if let Some(pool) = self.state.ipam_pools.get_mut(id) {
-            pool.addresses.remove(&ip);
+        let Some(pool) = self.state.ipam_pools.get_mut(id) else {
+            return Ok(());
+        };
+        let held = pool.addresses.remove(&ip);
+        let subnet = pool.subnet;
+        let global = self
+            .state
+            .networks
+            .values()
+            .find(|n| n.subnet == subnet && self.state.is_global(n))
+            .cloned();
+        if let Some(net) = global
+            && held
+            && ip != net.gateway
+        {
+            self.cluster()?.release_address(&net.id, ip)?;
         }
         Ok(())
     }
 
     /// `NetworkDriver.CreateNetwork`: a host-local network under Docker's
-    /// ID, named after it.
+    /// ID, named after it; or, with `-o network=NAME`, this host's view of
+    /// cluster network NAME (made with Docker's subnet if it does not
+    /// exist yet; the subnet must be its own if it does). Every host binds
+    /// its own Docker network to the name: that is how they agree.
     pub fn plugin_create_network(&mut self, n: &PluginNetwork) -> Result<(), EngineError> {
         rules::check_id(&n.id)?;
-        if self.state.networks.contains_key(&n.id) {
+        if self.state.networks.contains_key(&n.id) || self.state.docker_bindings.contains_key(&n.id)
+        {
             return Err(EngineError::DuplicateNetwork(n.id.clone()));
+        }
+        if let Some(name) = &n.bind {
+            return self.bind_cluster_network(n, name);
         }
         self.create_network(&CreateNetwork {
             name: format!("docker-{}", &n.id[..12]),
@@ -193,8 +283,51 @@ impl Engine {
         Ok(())
     }
 
-    /// `NetworkDriver.DeleteNetwork`.
+    fn bind_cluster_network(&mut self, n: &PluginNetwork, name: &str) -> Result<(), EngineError> {
+        if self.state.cluster.is_none() {
+            return Err(EngineError::NotInCluster(name.to_owned()));
+        }
+        let net_id = match self.state.find_network(name).cloned() {
+            Some(net) if !self.state.is_global(&net) => {
+                return Err(EngineError::NotInCluster(name.to_owned()));
+            }
+            Some(net) if net.subnet != n.subnet => {
+                return Err(EngineError::BindSubnet(
+                    name.to_owned(),
+                    net.subnet,
+                    n.subnet,
+                ));
+            }
+            Some(net) => net.id,
+            None => self.create_network(&CreateNetwork {
+                name: name.to_owned(),
+                driver: Some(Driver::Overlay),
+                subnets: vec![n.subnet],
+                gateway: n.gateway,
+                internal: n.internal,
+                mtu: rules::parse_driver_options(&n.options)?,
+                ..CreateNetwork::default()
+            })?,
+        };
+        self.state.docker_bindings.insert(n.id.clone(), net_id);
+        Ok(())
+    }
+
+    /// The record a Docker network is: its own, or the cluster network it
+    /// is bound to.
+    fn docker_network_id(&self, docker: &str) -> Result<String, EngineError> {
+        if let Some(bound) = self.state.docker_bindings.get(docker) {
+            return Ok(bound.clone());
+        }
+        self.docker_network(docker).map(|n| n.id.clone())
+    }
+
+    /// `NetworkDriver.DeleteNetwork`. A binding goes; the cluster network
+    /// stays (other hosts use it; `overlay network rm` removes it).
     pub fn plugin_delete_network(&mut self, id: &str) -> Result<(), EngineError> {
+        if self.state.docker_bindings.remove(id).is_some() {
+            return Ok(());
+        }
         let net = self.docker_network(id)?.clone();
         let users = self.containers_on(&net.id);
         if !users.is_empty() {
@@ -206,11 +339,13 @@ impl Engine {
         self.remove_network_here(&net)
     }
 
+    /// A network Docker may use: its own, or one a Docker network is
+    /// bound to.
     fn docker_network(&self, id: &str) -> Result<&crate::model::NetworkRecord, EngineError> {
         self.state
             .networks
             .get(id)
-            .filter(|n| n.docker)
+            .filter(|n| n.docker || self.state.docker_bindings.values().any(|b| b == id))
             .ok_or_else(|| EngineError::NoSuchNetwork(id.to_owned()))
     }
 
@@ -225,7 +360,8 @@ impl Engine {
         mac: Option<MacAddr>,
     ) -> Result<Option<MacAddr>, EngineError> {
         rules::check_id(endpoint)?;
-        let net = self.docker_network(network)?.clone();
+        let net_id = self.docker_network_id(network)?;
+        let net = self.docker_network(&net_id)?.clone();
         rules::check_endpoint_address(net.subnet, Some(net.gateway), ip)?;
         if self.state.plugin_endpoints.contains_key(endpoint) {
             return Err(EngineError::EndpointExists(endpoint.to_owned()));
@@ -242,6 +378,25 @@ impl Engine {
         if let Some(m) = mac {
             rules::check_mac(m)?;
         }
+        if self.state.is_global(&net) {
+            // Adopts the claim this IPAM made under a pending ID, or (with
+            // Docker's own IPAM) claims the address now.
+            let host = self
+                .state
+                .advertise_ip()
+                .ok_or(EngineError::NoAdvertiseAddress)?;
+            let claim = Claim {
+                network_id: net.id.clone(),
+                ip,
+                mac: mac.unwrap_or_else(|| MacAddr::from_ipv4(ip)),
+                host,
+                container: DOCKER_CLAIMANT.into(),
+                endpoint_id: endpoint.to_owned(),
+            };
+            if !self.cluster()?.put_claim(&claim)? {
+                return Err(EngineError::AddressInUse(ip, net.name));
+            }
+        }
         self.state.plugin_endpoints.insert(
             endpoint.to_owned(),
             PluginEndpoint {
@@ -254,14 +409,28 @@ impl Engine {
         Ok(mac.is_none().then(|| MacAddr::from_ipv4(ip)))
     }
 
-    /// `NetworkDriver.DeleteEndpoint` (absent is fine).
+    /// `NetworkDriver.DeleteEndpoint` (absent is fine). On a cluster
+    /// network, an address this IPAM did not hand out (Docker's own IPAM
+    /// was used) is given back to the cluster store here.
     pub fn plugin_delete_endpoint(&mut self, endpoint: &str) -> Result<(), EngineError> {
-        if let Some(ep) = self.state.plugin_endpoints.get(endpoint)
-            && ep.sandbox.is_some()
-        {
+        let Some(ep) = self.state.plugin_endpoints.get(endpoint).cloned() else {
+            return Ok(());
+        };
+        if ep.sandbox.is_some() {
             self.plugin_leave(endpoint)?;
         }
         self.state.plugin_endpoints.remove(endpoint);
+        let ours = self
+            .state
+            .ipam_pools
+            .values()
+            .any(|p| p.subnet.contains(&ep.ip) && p.addresses.contains(&ep.ip));
+        if let Some(net) = self.state.networks.get(&ep.network_id).cloned()
+            && self.state.is_global(&net)
+            && !ours
+        {
+            self.cluster()?.release_address(&net.id, ep.ip)?;
+        }
         Ok(())
     }
 

@@ -36,6 +36,9 @@ pub struct Snapshot {
     pub ipam_pools: BTreeMap<String, IpamPool>,
     /// Endpoints Docker created on plugin networks, by Docker's ID.
     pub plugin_endpoints: BTreeMap<String, PluginEndpoint>,
+    /// Docker networks bound to a cluster network (`-o network=NAME`):
+    /// Docker's network ID -> the cluster network's ID.
+    pub docker_bindings: BTreeMap<String, String>,
     /// Cluster-store records skipped in the last view: key -> why (at most
     /// [`REJECTED_SAMPLES`] of them).
     pub rejected: BTreeMap<String, String>,

@@ -203,23 +203,30 @@ fn create_network(paths: &Paths, body: &[u8]) -> Result<Value, Failure> {
         .options
         .get("com.docker.network.internal")
         .is_some_and(|v| v.as_bool() == Some(true));
-    // `-o KEY=VALUE` of `docker network create`.
-    let options = match req.options.get("com.docker.network.generic") {
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+    // `-o KEY=VALUE` of `docker network create`; `network` names the
+    // cluster network to bind to.
+    let mut bind = None;
+    let mut options = Vec::new();
+    if let Some(Value::Object(m)) = req.options.get("com.docker.network.generic") {
+        for (k, v) in m {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if k == "network" {
+                bind = Some(v);
+            } else {
+                options.push(format!("{k}={v}"));
+            }
+        }
+    }
     let net = PluginNetwork {
         id: req.network_id,
         subnet,
         gateway,
         internal,
         options,
+        bind,
     };
     transaction(paths, |e| e.plugin_create_network(&net))?;
     Ok(json!({}))

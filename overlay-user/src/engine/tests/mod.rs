@@ -158,6 +158,7 @@ fn docker_network_and_join(e: &mut Engine) -> Result<(), EngineError> {
         gateway: Some(gw.addr()),
         internal: false,
         options: vec![],
+        bind: None,
     })?;
     let ip = e.ipam_request_address(&pool, None, false)?;
     e.plugin_create_endpoint(&id("dn"), DOCKER_EP, ip.addr(), None)?;
