@@ -209,10 +209,33 @@ fn tool_error(what: &str, detail: impl std::fmt::Display) -> BenchError {
     BenchError::Tool(format!("{what}: {detail}"))
 }
 
+/// Two containers to measure between: any pair of namespaces.
+#[derive(Clone, Copy)]
+pub(crate) struct Ends<'a> {
+    pub client: &'a NetNs,
+    pub server: &'a NetNs,
+    pub server_ip: Ipv4Addr,
+}
+
+impl Topology {
+    pub(crate) fn ends(&self) -> Ends<'_> {
+        Ends {
+            client: self.client(),
+            server: self.server(),
+            server_ip: SERVER_IP,
+        }
+    }
+}
+
 /// One iperf3 run: (Gbit/s received, retransmits).
-fn iperf(top: &Topology, streams: u32, seconds: u32, port: u16) -> Result<(f64, u64), BenchError> {
-    let mut server = top
-        .server()
+pub(crate) fn iperf(
+    ends: Ends<'_>,
+    streams: u32,
+    seconds: u32,
+    port: u16,
+) -> Result<(f64, u64), BenchError> {
+    let mut server = ends
+        .server
         .command("iperf3")
         .args(["-s", "-1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -224,10 +247,16 @@ fn iperf(top: &Topology, streams: u32, seconds: u32, port: u16) -> Result<(f64, 
     let mut last_error = serde_json::Value::Null;
     let mut result = None;
     for _ in 0..50 {
-        let out = top
-            .client()
+        let out = ends
+            .client
             .command("iperf3")
-            .args(["-c", &SERVER_IP.to_string(), "-p", &port.to_string(), "-J"])
+            .args([
+                "-c",
+                &ends.server_ip.to_string(),
+                "-p",
+                &port.to_string(),
+                "-J",
+            ])
             .args(["-t", &seconds.to_string(), "-P", &streams.to_string()])
             .output()
             .map_err(|e| tool_error("iperf3 client", e))?;
@@ -249,10 +278,14 @@ fn iperf(top: &Topology, streams: u32, seconds: u32, port: u16) -> Result<(f64, 
 }
 
 /// TCP request/response with 64-byte messages: (median, p99) in µs.
-fn ping_pong(top: &Topology, iterations: usize, port: u16) -> Result<(f64, f64), BenchError> {
-    let listener = top
-        .server()
-        .run(|| TcpListener::bind((SERVER_IP, port)))?
+pub(crate) fn ping_pong(
+    ends: Ends<'_>,
+    iterations: usize,
+    port: u16,
+) -> Result<(f64, f64), BenchError> {
+    let listener = ends
+        .server
+        .run(|| TcpListener::bind((ends.server_ip, port)))?
         .map_err(|e| tool_error("ping-pong bind", e))?;
     std::thread::scope(|s| {
         let server = s.spawn(move || -> std::io::Result<()> {
@@ -266,9 +299,9 @@ fn ping_pong(top: &Topology, iterations: usize, port: u16) -> Result<(f64, f64),
                 conn.write_all(&buf)?;
             }
         });
-        let addr = SocketAddr::from((SERVER_IP, port));
-        let mut conn = top
-            .client()
+        let addr = SocketAddr::from((ends.server_ip, port));
+        let mut conn = ends
+            .client
             .run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))?
             .map_err(|e| tool_error("ping-pong connect", e))?;
         conn.set_nodelay(true)
@@ -331,11 +364,11 @@ pub fn run(
                 path.name()
             ));
             port += 1;
-            let (g1, r1) = iperf(top, 1, opts.seconds, port)?;
+            let (g1, r1) = iperf(top.ends(), 1, opts.seconds, port)?;
             port += 1;
-            let (g4, _) = iperf(top, 4, opts.seconds, port)?;
+            let (g4, _) = iperf(top.ends(), 4, opts.seconds, port)?;
             port += 1;
-            let (med, p99) = ping_pong(top, opts.rr_iterations, port)?;
+            let (med, p99) = ping_pong(top.ends(), opts.rr_iterations, port)?;
             for (slot, v) in samples[i].iter_mut().zip([g1, g4, r1 as f64, med, p99]) {
                 slot.push(v);
             }

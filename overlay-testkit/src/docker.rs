@@ -1,7 +1,9 @@
 //! A Docker Engine of its own for a simulated host: `dockerd` entered into
 //! the host's network namespace only (`nsenter --net`; `ip netns exec`
 //! would remount /sys and dockerd would find no cgroups), with its own
-//! data, exec root, pid file and API socket, no bridge and no iptables.
+//! data, exec root, pid file and API socket; no bridge and no iptables
+//! rules, or (for the benchmark) Docker's own `docker0` and iptables rules
+//! as a stock install has them, inside that namespace.
 //! Driven with Debian's `docker` client (the API version dockerd speaks).
 //! Stopped, its mounts and directories removed, on drop.
 
@@ -23,17 +25,33 @@ pub struct Dockerd {
     dir: PathBuf,
     socket: PathBuf,
     child: Option<Child>,
+    /// Docker's default bridge (`docker0`) and its iptables rules, as a
+    /// stock install runs; otherwise neither.
+    default_bridge: bool,
 }
 
 impl Dockerd {
-    /// Starts dockerd in `ns` and waits until it answers.
+    /// Starts dockerd in `ns`, without a default bridge or iptables rules,
+    /// and waits until it answers.
     pub fn start(ns: &NetNs) -> Result<Self, LabError> {
+        Self::start_with(ns, false)
+    }
+
+    /// Starts dockerd in `ns` with Docker's default bridge network
+    /// (`docker0`, veth + Linux bridge + iptables NAT and filter rules, in
+    /// that namespace) and waits until it answers.
+    pub fn start_with_default_bridge(ns: &NetNs) -> Result<Self, LabError> {
+        Self::start_with(ns, true)
+    }
+
+    fn start_with(ns: &NetNs, default_bridge: bool) -> Result<Self, LabError> {
         let dir = std::env::temp_dir().join(unique_name("ovldocker"));
         std::fs::create_dir_all(&dir).map_err(|e| LabError::Other(e.to_string()))?;
         let mut d = Self {
             socket: dir.join("docker.sock"),
             dir,
             child: None,
+            default_bridge,
         };
         d.child = Some(d.spawn(ns)?);
         d.wait_up()?;
@@ -59,11 +77,12 @@ impl Dockerd {
                 &arg("dockerd.pid"),
                 "-H",
                 &format!("unix://{}", self.socket.display()),
-                "--bridge",
-                "none",
-                "--iptables=false",
-                "--ip-masq=false",
             ])
+            .args(if self.default_bridge {
+                &[][..]
+            } else {
+                &["--bridge", "none", "--iptables=false", "--ip-masq=false"][..]
+            })
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -146,6 +165,16 @@ impl Dockerd {
             &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
             name,
         ])
+    }
+
+    /// Container `name`'s network namespace under a name of its own in
+    /// `ip netns` (`ip netns attach`), so host tools run in it; dropping the
+    /// handle removes only that name.
+    pub fn netns(&self, name: &str) -> Result<NetNs, LabError> {
+        let pid = self.ok(&["inspect", "-f", "{{.State.Pid}}", name]);
+        let ns = unique_name("ovldk");
+        crate::netns::ip(&["netns", "attach", &ns, &pid])?;
+        Ok(NetNs::adopt(&ns))
     }
 
     /// One ping from container `from` to `to` (an address or a name).

@@ -189,6 +189,9 @@ mod layout {
     }
 }
 
+/// The store's file in its directory.
+pub const FILE_NAME: &str = "store.redb";
+
 /// The open database; dropping it releases the lock.
 pub struct Store {
     db: Database,
@@ -202,7 +205,7 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let path = dir.join("store.redb");
+        let path = dir.join(FILE_NAME);
         let deadline = Instant::now() + wait;
         loop {
             match Database::create(&path) {
@@ -301,6 +304,7 @@ mod tests {
                 host: "192.0.2.3".parse().expect("ip"),
                 container: "web".into(),
                 endpoint_id: "e1".into(),
+                aliases: Vec::new(),
             },
         );
         snap.cluster_hosts

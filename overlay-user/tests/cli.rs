@@ -382,10 +382,11 @@ fn default_pools_and_overlay_vnis() {
     let (o1, o2) = (h.inspect("o1"), h.inspect("o2"));
     assert_eq!(
         h.inspect("bridge")["IPAM"]["Config"][0]["Subnet"],
-        "172.17.0.0/16"
+        "172.19.0.0/16",
+        "172.17.0.0/16 is left to docker0, 172.18.0.0/16 is routed"
     );
-    assert_eq!(b1["IPAM"]["Config"][0]["Subnet"], "172.19.0.0/16");
-    assert_eq!(b1["IPAM"]["Config"][0]["Gateway"], "172.19.0.1");
+    assert_eq!(b1["IPAM"]["Config"][0]["Subnet"], "172.20.0.0/16");
+    assert_eq!(b1["IPAM"]["Config"][0]["Gateway"], "172.20.0.1");
     assert_eq!(o1["IPAM"]["Config"][0]["Subnet"], "10.0.1.0/24");
     assert_eq!(o2["IPAM"]["Config"][0]["Subnet"], "10.0.2.0/24");
     assert_eq!(o1["Scope"], "global");
@@ -1515,7 +1516,7 @@ fn the_daemon_restores_a_host_after_a_reboot() {
             .expect("namespace gone");
     }
     h.ok(&["destroy"]);
-    for gw in ["10.98.0.1/32", "172.17.0.1/32"] {
+    for gw in ["10.98.0.1/32", "172.18.0.1/32"] {
         h.ns.exec(&["ip", "addr", "del", gw, "dev", "lo"])
             .expect("gateway address gone");
     }
@@ -1546,7 +1547,7 @@ fn the_daemon_restores_a_host_after_a_reboot() {
     )
     .into_owned();
     assert!(
-        lo.contains("10.98.0.1/32") && lo.contains("172.17.0.1/32"),
+        lo.contains("10.98.0.1/32") && lo.contains("172.18.0.1/32"),
         "gateways back: {lo}"
     );
     let nat = String::from_utf8_lossy(

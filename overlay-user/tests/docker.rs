@@ -331,3 +331,41 @@ fn docker_networks_across_hosts_through_etcd() {
     drop((d1, d2));
     drop(etcd);
 }
+
+/// The Docker benchmark's machinery (`./x bench` runs it with full sizes):
+/// both paths move TCP and request/response traffic and deliver generated
+/// frames; checks it measures, not how fast.
+#[test]
+fn docker_benchmark_measures_both_paths() {
+    if !require_root("docker_benchmark_measures_both_paths") {
+        return;
+    }
+    use overlay_bench::{
+        docker::{self, DockerPath},
+        pktrate::RateOptions,
+        traffic::TrafficOptions,
+    };
+    let run = docker::run(
+        std::path::Path::new(env!("CARGO_BIN_EXE_overlay")),
+        TrafficOptions::QUICK,
+        &RateOptions::QUICK,
+        |_| {},
+    )
+    .expect("benchmark runs");
+    let paths: Vec<DockerPath> = run.results.iter().map(|r| r.path).collect();
+    assert_eq!(paths, DockerPath::ALL);
+    let two_cpus = std::thread::available_parallelism().map_or(1, usize::from) >= 2;
+    for r in &run.results {
+        assert!(r.tcp1_gbps > 0.0 && r.mpps > 0.0, "{r:?}");
+        assert!(
+            r.rr_median_us > 0.0 && r.rr_p99_us >= r.rr_median_us,
+            "{r:?}"
+        );
+        assert_eq!(r.no_drop_mpps.is_some(), two_cpus, "{r:?}");
+    }
+    assert!(
+        run.engine.contains("API"),
+        "the engine measured: {}",
+        run.engine
+    );
+}

@@ -193,6 +193,13 @@ fn three_hosts_share_overlay_networks_through_etcd() {
         "4 MiB over TCP arrive intact"
     );
 
+    // Names too: host 2's resolver answers with host 3's claim.
+    let out = h2.run(&["exec", &a, "--", "getent", "hosts", &b]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with(&format!("{b_ip} ")),
+        "a (host 2) resolves b (host 3): {out:?}"
+    );
+
     // Any host's inspect shows every host's containers and the hosts taking
     // part.
     let net = h1.inspect("front");

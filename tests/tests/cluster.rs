@@ -67,6 +67,7 @@ fn claim<'a>(
         host,
         container: container.into(),
         endpoint_id: ids::new_id(),
+        aliases: Vec::new(),
     }
 }
 

@@ -47,6 +47,8 @@ const APT_PACKAGES: &[&str] = &[
     "docker.io",
     "busybox-static",
     "util-linux",
+    // The container resolver's tests forward to a real upstream resolver.
+    "dnsmasq-base",
 ];
 
 #[derive(Parser)]

@@ -49,18 +49,31 @@ impl Generator {
     }
 
     /// Attaches the sink at tcx ingress of `eth0` in `ns`; the link lives
-    /// as long as the generator.
-    pub(super) fn attach_sink(&mut self, ns: &NetNs) -> Result<(), BenchError> {
+    /// as long as the generator, or until [`Self::detach_sink`].
+    pub(super) fn attach_sink(
+        &mut self,
+        ns: &NetNs,
+    ) -> Result<aya::programs::tc::SchedClassifierLinkId, BenchError> {
         let ifindex = ns.ifindex("eth0")?;
-        let sink: &mut aya::programs::SchedClassifier = self
-            .ebpf
+        let sink = self.sink()?;
+        ns.run(|| sink.attach(ifindex, aya::programs::TcAttachType::Ingress))?
+            .map_err(tool("attaching sink_tc"))
+    }
+
+    /// Detaches a sink (the server's stack sees its traffic again).
+    pub(super) fn detach_sink(
+        &mut self,
+        link: aya::programs::tc::SchedClassifierLinkId,
+    ) -> Result<(), BenchError> {
+        self.sink()?.detach(link).map_err(tool("detaching sink_tc"))
+    }
+
+    fn sink(&mut self) -> Result<&mut aya::programs::SchedClassifier, BenchError> {
+        self.ebpf
             .program_mut(SINK_TC)
             .ok_or_else(|| BenchError::Tool("sink_tc missing".into()))?
             .try_into()
-            .map_err(tool("sink_tc"))?;
-        ns.run(|| sink.attach(ifindex, aya::programs::TcAttachType::Ingress))?
-            .map_err(tool("attaching sink_tc"))?;
-        Ok(())
+            .map_err(tool("sink_tc"))
     }
 
     /// The benchkit map `name`.

@@ -19,6 +19,7 @@
 //! between paths, not an absolute cost.
 
 mod generator;
+pub(crate) mod pair;
 mod search;
 
 use std::{borrow::Cow, time::Duration};

@@ -19,10 +19,10 @@ use crate::{
     traffic::{CLIENT_IP, PathKind, SERVER_IP, Topology},
 };
 
-/// Where the generator sends from, and what, for one topology.
+/// Where the generator sends from (`eth0` of `ns`), and what.
 pub(super) struct Injection<'a> {
-    ns: &'a NetNs,
-    frame: Vec<u8>,
+    pub(super) ns: &'a NetNs,
+    pub(super) frame: Vec<u8>,
 }
 
 pub(super) fn injection<'a>(
@@ -96,12 +96,17 @@ pub(super) fn split_cpus() -> bool {
 /// `FORWARDING_CPU` (RPS), so the generator and the path under test run on
 /// CPUs of their own; off, each stage runs where its frame arrived again.
 pub(super) fn steer(top: &Topology, on: bool) -> Result<(), BenchError> {
+    steer_devices(&first_receivers(top), on)
+}
+
+/// [`steer`] for the devices given.
+pub(super) fn steer_devices(devices: &[(&NetNs, &str)], on: bool) -> Result<(), BenchError> {
     let mask = if on {
         format!("{:x}", 1u64 << FORWARDING_CPU)
     } else {
         "0".to_owned()
     };
-    for (ns, ifname) in first_receivers(top) {
+    for (ns, ifname) in devices {
         let file = format!("/sys/class/net/{ifname}/queues/rx-0/rps_cpus");
         // `ip netns exec` mounts the namespace's own /sys.
         ns.exec(&["sh", "-c", &format!("echo {mask} > {file}")])

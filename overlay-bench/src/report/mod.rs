@@ -8,6 +8,7 @@ use clap::Args;
 use overlay_bench::{
     cluster::{self, Convergence},
     control::{self, ControlCost, MapMemory},
+    docker::{self, DockerRun},
     pktrate::{self, RateOptions, RateRun},
     prog_run::{self, ProgCost},
     traffic::{self, PathKind, PathResult, TrafficOptions},
@@ -22,6 +23,7 @@ enum Part {
     Traffic,
     PacketRate,
     Cluster,
+    Docker,
 }
 
 #[derive(Args)]
@@ -93,6 +95,7 @@ struct Results {
     traffic: Vec<PathResult>,
     packet_rate: RateRun,
     cluster: Option<Convergence>,
+    docker: Option<DockerRun>,
 }
 
 impl Results {
@@ -194,9 +197,23 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         rate_opts.rounds = rounds.max(1);
     }
     rate_opts.validate().context("packet-rate options")?;
+    let mut traffic_opts = if args.quick {
+        TrafficOptions::QUICK
+    } else {
+        TrafficOptions::FULL
+    };
+    if let Some(rounds) = args.rounds {
+        traffic_opts.rounds = rounds.max(1);
+    }
+    if let Some(seconds) = args.seconds {
+        traffic_opts.seconds = seconds.max(1);
+    }
+    if let Some(n) = args.rr_iterations {
+        traffic_opts.rr_iterations = n.max(1);
+    }
 
     let prog_run = if runs(Part::ProgRun) {
-        eprintln!("[1/5] BPF_PROG_RUN cost: {samples} single runs per path");
+        eprintln!("[1/6] BPF_PROG_RUN cost: {samples} single runs per path");
         cost_rows(&prog_run::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?)
     } else {
         Vec::new()
@@ -207,29 +224,15 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         &[1000, 10_000, 100_000]
     };
     let (control_plane, map_memory) = if runs(Part::Control) {
-        eprintln!("[2/5] control plane: programming {counts:?} remote endpoints");
+        eprintln!("[2/6] control plane: programming {counts:?} remote endpoints");
         control::program_remote_endpoints(counts).context("control-plane benchmark")?
     } else {
         (Vec::new(), Vec::new())
     };
     let traffic = if runs(Part::Traffic) {
         anyhow::ensure!(traffic::have_iperf3(), "iperf3 is missing: run `./x setup`");
-        let mut opts = if args.quick {
-            TrafficOptions::QUICK
-        } else {
-            TrafficOptions::FULL
-        };
-        if let Some(rounds) = args.rounds {
-            opts.rounds = rounds.max(1);
-        }
-        if let Some(seconds) = args.seconds {
-            opts.seconds = seconds.max(1);
-        }
-        if let Some(n) = args.rr_iterations {
-            opts.rr_iterations = n.max(1);
-        }
-        traffic::run(&PathKind::ALL, opts, |step| {
-            eprintln!("[3/5] traffic: {step}")
+        traffic::run(&PathKind::ALL, traffic_opts, |step| {
+            eprintln!("[3/6] traffic: {step}")
         })
         .context("traffic benchmark")?
     } else {
@@ -237,7 +240,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let packet_rate = if runs(Part::PacketRate) {
         pktrate::run(&PathKind::ALL, &rate_opts, |step| {
-            eprintln!("[4/5] packet rate: {step}")
+            eprintln!("[4/6] packet rate: {step}")
         })
         .context("packet-rate benchmark")?
     } else {
@@ -247,8 +250,22 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         let rounds = args
             .convergence_rounds
             .unwrap_or(if args.quick { 2 } else { 10 });
-        eprintln!("[5/5] cluster convergence: {rounds} connects, 2 hosts, etcd");
+        eprintln!("[5/6] cluster convergence: {rounds} connects, 2 hosts, etcd");
         Some(cluster::convergence(&overlay_binary()?, rounds))
+    } else {
+        None
+    };
+    let docker = if runs(Part::Docker) {
+        anyhow::ensure!(
+            std::path::Path::new("/usr/sbin/dockerd").exists(),
+            "dockerd is missing: run `./x setup`"
+        );
+        Some(
+            docker::run(&overlay_binary()?, traffic_opts, &rate_opts, |step| {
+                eprintln!("[6/6] docker: {step}")
+            })
+            .context("Docker benchmark")?,
+        )
     } else {
         None
     };
@@ -264,6 +281,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         traffic,
         packet_rate,
         cluster,
+        docker,
     };
     print!("{}", tables(&results));
     if let Some(path) = &args.json {

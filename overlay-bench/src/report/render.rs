@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use overlay_bench::{
+    docker::{self, DockerPath},
     pktrate::{self, Direction},
     traffic::PathKind,
 };
@@ -192,6 +193,9 @@ pub(super) fn tables(r: &Results) -> String {
         }
     }
     out.push_str(&targets(r));
+    if let Some(d) = &r.docker {
+        out.push_str(&docker_table(d));
+    }
     if let Some(c) = &r.cluster {
         let _ = writeln!(
             out,
@@ -200,6 +204,65 @@ pub(super) fn tables(r: &Results) -> String {
              | median ms | max ms | connect command median ms |\n|---|---|---|\n\
              | {:.1} | {:.1} | {:.1} |",
             c.rounds, c.median_ms, c.max_ms, c.connect_median_ms
+        );
+    }
+    out
+}
+
+/// Docker's default bridge next to this plugin's network, as ratios of the
+/// plugin to `docker0`.
+fn docker_table(d: &docker::DockerRun) -> String {
+    let mut out = format!(
+        "\nDocker, one host: two containers on Docker's default bridge (docker0: veth + Linux bridge + \
+         iptables; bridge-nf-call-iptables={}) and two on a network of this plugin, same dockerd \
+         ({}), paths alternating round by round (medians over rounds; {} B frames for the packet rates; \
+         \">=\": the path carried all the generator sent)\n\
+         | path | TCP 1 stream Gbit/s | retransmits | RR median us | RR p99 us | Mpps flat out | CPU ns/pkt | no-drop Mpps |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        d.bridge_nf_call_iptables,
+        d.engine,
+        docker::FRAME_SIZE
+    );
+    let no_drop = |x: &docker::DockerResult| {
+        x.no_drop_mpps.map_or_else(
+            || "-".to_owned(),
+            |m| {
+                format!(
+                    "{}{m:.3}",
+                    if x.no_drop_generator_bound { ">= " } else { "" }
+                )
+            },
+        )
+    };
+    for x in &d.results {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {} | {:.1} | {:.1} | {:.3} | {:.0} | {} |",
+            x.name,
+            x.tcp1_gbps,
+            x.tcp1_retransmits,
+            x.rr_median_us,
+            x.rr_p99_us,
+            x.mpps,
+            x.cpu_ns_per_packet,
+            no_drop(x)
+        );
+    }
+    let find = |p| d.results.iter().find(|x| x.path == p);
+    if let (Some(p), Some(b)) = (find(DockerPath::Plugin), find(DockerPath::Docker0)) {
+        let no_drop_ratio = match (p.no_drop_mpps, b.no_drop_mpps) {
+            (Some(a), Some(c)) => ratio(a, c),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| plugin / docker0 | {} | | {} | {} | {} | {} | {} |",
+            ratio(p.tcp1_gbps, b.tcp1_gbps),
+            ratio(p.rr_median_us, b.rr_median_us),
+            ratio(p.rr_p99_us, b.rr_p99_us),
+            ratio(p.mpps, b.mpps),
+            ratio(p.cpu_ns_per_packet, b.cpu_ns_per_packet),
+            no_drop_ratio,
         );
     }
     out
@@ -321,6 +384,10 @@ pub(super) fn markdown(r: &Results) -> String {
          generator and sink included: compare it between paths. `wire` underlays behave like a real NIC (the sender \
          completes checksums and segments); `offload` underlays let veth carry GSO super-packets \
          unsegmented, which favours whoever can use that. Ratios compare like with like.\n\n\
+         The Docker table runs one real dockerd (Debian's Engine) in a simulated host with its \
+         default bridge and iptables rules as a stock install has them, and this plugin's daemon \
+         beside it; two busybox containers on `docker0` and two on a plugin network, measured \
+         with the host's tools inside the containers' namespaces (same-host path only).\n\n\
          Request/response latency on this kind of machine (a 2-vCPU VM) is dominated by \
          scheduling and wake-up noise: the same path reads 25 us in one run and 130 us in the \
          next, the plain veth limit included. Read it only as a ratio within one run.\n{}\n\

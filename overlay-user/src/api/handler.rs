@@ -57,11 +57,17 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
             container,
             ip,
             gw_priority,
+            aliases,
         } => {
             if let Ok(c) = engine.container(&container) {
                 engine.check_no_conflict(c)?;
             }
-            engine.connect(&network, &container, ConnectOptions { ip, gw_priority })?;
+            let options = ConnectOptions {
+                ip,
+                gw_priority,
+                aliases,
+            };
+            engine.connect(&network, &container, options)?;
             Response::Done
         }
         Command::NetworkDisconnect { network, container } => {

@@ -58,6 +58,8 @@ pub enum Command {
         ip: Option<Ipv4Addr>,
         #[serde(default)]
         gw_priority: i32,
+        #[serde(default)]
+        aliases: Vec<String>,
     },
     NetworkDisconnect {
         network: String,

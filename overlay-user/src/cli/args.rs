@@ -224,6 +224,10 @@ pub enum NetworkCmd {
         /// container its default route (ties: network name order).
         #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
         gw_priority: i32,
+        /// Another name the container answers to on this network (other
+        /// containers on it resolve it); repeatable.
+        #[arg(long)]
+        alias: Vec<String>,
         network: String,
         container: String,
     },
@@ -241,6 +245,10 @@ pub struct RunArgs {
     /// Networks to connect (default: bridge).
     #[arg(long)]
     pub network: Vec<String>,
+    /// Another name of the container on its networks, resolved by the
+    /// containers on them; repeatable.
+    #[arg(long)]
+    pub network_alias: Vec<String>,
     /// Publish a port: [HOST_IP:]HOST_PORT:PORT[/tcp|/udp], on the first
     /// routable network.
     #[arg(short = 'p', long = "publish")]
@@ -354,6 +362,11 @@ pub struct DaemonArgs {
     /// --root].
     #[arg(long)]
     pub plugin_socket: Option<PathBuf>,
+    /// Upstream resolver (IPv4[:PORT]) for names containers ask that are
+    /// not containers'; repeatable, at most 3 [default: the nameservers
+    /// of /etc/resolv.conf at start].
+    #[arg(long)]
+    pub dns_upstream: Vec<String>,
 }
 
 impl DaemonArgs {
@@ -372,6 +385,7 @@ impl DaemonArgs {
             etcd_password_file: self.etcd_password_file.clone(),
             host_name: self.host_name.clone(),
             plugin_socket: self.plugin_socket.clone(),
+            dns_upstream: (!self.dns_upstream.is_empty()).then(|| self.dns_upstream.clone()),
         }
     }
 }

@@ -10,9 +10,9 @@ use anyhow::{Context as _, bail};
 
 use super::args::RunArgs;
 use crate::{
-    engine::{Engine, Paths},
+    engine::{ConnectOptions, Engine, Paths},
     host,
-    model::rules,
+    model::rules::{self, DEFAULT_NETWORK},
 };
 
 /// The exit code of a process that ended with `status`.
@@ -30,10 +30,20 @@ pub fn run(paths: &Paths, args: &RunArgs) -> anyhow::Result<ExitCode> {
         .map(|p| rules::parse_publish(p))
         .collect::<Result<Vec<_>, _>>()?;
     let mut engine = Engine::open(paths)?;
-    let networks: Vec<(String, Option<std::net::Ipv4Addr>)> =
-        args.network.iter().map(|n| (n.clone(), None)).collect();
+    let options = ConnectOptions {
+        aliases: args.network_alias.clone(),
+        ..ConnectOptions::default()
+    };
+    let mut networks: Vec<(String, ConnectOptions)> = args
+        .network
+        .iter()
+        .map(|n| (n.clone(), options.clone()))
+        .collect();
+    if networks.is_empty() && !options.aliases.is_empty() {
+        networks.push((DEFAULT_NETWORK.to_owned(), options));
+    }
     let started = (|| -> anyhow::Result<(String, Child)> {
-        let c = engine.create_container(args.name.as_deref(), &networks, &args.command)?;
+        let c = engine.create_container_on(args.name.as_deref(), &networks, &args.command)?;
         if !ports.is_empty() {
             engine.publish_ports(&c.name, &ports)?;
         }

@@ -270,6 +270,7 @@ fn network(cmd: NetworkCmd) -> Result<(api::Command, Display), RuleError> {
         NetworkCmd::Connect {
             ip,
             gw_priority,
+            alias,
             network,
             container,
         } => (
@@ -278,6 +279,7 @@ fn network(cmd: NetworkCmd) -> Result<(api::Command, Display), RuleError> {
                 container,
                 ip,
                 gw_priority,
+                aliases: alias,
             },
             plain,
         ),

@@ -2,6 +2,7 @@
 //! in cluster mode, the etcd agent ([`agent`]).
 
 pub mod agent;
+pub mod dns;
 pub mod lock;
 pub mod plugin;
 pub mod server;
@@ -46,6 +47,10 @@ pub enum DaemonError {
     LeaseTtl(i64),
     #[error("invalid --claim-grace {0}: use 10-31536000 seconds")]
     ClaimGrace(u64),
+    #[error("invalid --dns-upstream {0:?}: expected IPv4[:PORT]")]
+    DnsUpstream(String),
+    #[error("{0} --dns-upstream given: at most 3")]
+    DnsUpstreams(usize),
     #[error(
         "cluster mode needs this host's underlay address: pass --advertise-addr or run `overlay attach` first"
     )]
@@ -120,6 +125,7 @@ pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonE
     let _lock = lock::acquire(&paths.state_dir, (!options.once).then_some(socket))?;
     let file = settings::load_file(options.config.as_deref(), options.default_config)?;
     let s = options.flags.over(file);
+    s.check()?;
     if let Some(store) = &s.store {
         configure_cluster(paths, store, &s)?;
     }
@@ -151,6 +157,15 @@ pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonE
             let paths = paths.clone();
             std::thread::spawn(move || plugin::serve(&listener, &paths));
         }
+        let upstreams = match s.dns_upstreams()? {
+            Some(list) => list,
+            None => {
+                dns::upstreams_of(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+            }
+        };
+        tracing::info!(upstreams = ?upstreams, "answering containers' DNS at their gateways");
+        let dns_paths = paths.clone();
+        std::thread::spawn(move || dns::run(&dns_paths, upstreams));
         if let Some((rec, advertise)) = cluster {
             let cfg = agent::AgentConfig {
                 paths: paths.clone(),

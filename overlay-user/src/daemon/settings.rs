@@ -2,7 +2,7 @@
 //! long flag names.
 
 use std::{
-    net::Ipv4Addr,
+    net::{Ipv4Addr, SocketAddrV4},
     path::{Path, PathBuf},
 };
 
@@ -36,6 +36,8 @@ pub struct Settings {
     pub etcd_password_file: Option<PathBuf>,
     pub host_name: Option<String>,
     pub plugin_socket: Option<PathBuf>,
+    /// Upstream resolvers of the container resolver, `IP[:PORT]`.
+    pub dns_upstream: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -54,7 +56,30 @@ impl Settings {
             etcd_password_file: self.etcd_password_file.or(file.etcd_password_file),
             host_name: self.host_name.or(file.host_name),
             plugin_socket: self.plugin_socket.or(file.plugin_socket),
+            dns_upstream: self.dns_upstream.or(file.dns_upstream),
         }
+    }
+
+    /// The container resolver's upstreams, if set (checked: `IP[:PORT]`,
+    /// at most three).
+    pub fn dns_upstreams(&self) -> Result<Option<Vec<SocketAddrV4>>, DaemonError> {
+        let Some(list) = &self.dns_upstream else {
+            return Ok(None);
+        };
+        if list.len() > super::dns::MAX_UPSTREAMS {
+            return Err(DaemonError::DnsUpstreams(list.len()));
+        }
+        list.iter()
+            .map(|u| {
+                u.parse::<SocketAddrV4>()
+                    .or_else(|_| {
+                        u.parse::<Ipv4Addr>()
+                            .map(|ip| SocketAddrV4::new(ip, super::dns::DNS_PORT))
+                    })
+                    .map_err(|_| DaemonError::DnsUpstream(u.clone()))
+            })
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     /// Checks the values no type rules out.
@@ -69,7 +94,7 @@ impl Settings {
         {
             return Err(DaemonError::ClaimGrace(grace));
         }
-        Ok(())
+        self.dns_upstreams().map(drop)
     }
 
     /// The cluster record these settings ask for, keeping what `old` had

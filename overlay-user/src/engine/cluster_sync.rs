@@ -325,6 +325,7 @@ impl Engine {
                     host: self_ip,
                     container: container.to_owned(),
                     endpoint_id: e.id.clone(),
+                    aliases: e.aliases.clone(),
                 });
             }
         }

@@ -26,6 +26,21 @@ impl Engine {
         networks: &[(String, Option<Ipv4Addr>)],
         command: &[String],
     ) -> Result<ContainerRecord, EngineError> {
+        let networks: Vec<(String, ConnectOptions)> = networks
+            .iter()
+            .map(|(n, ip)| (n.clone(), ConnectOptions::at(*ip)))
+            .collect();
+        self.create_container_on(name, &networks, command)
+    }
+
+    /// [`Self::create_container`] with every option of `network connect`
+    /// per network (`run --network-alias`).
+    pub fn create_container_on(
+        &mut self,
+        name: Option<&str>,
+        networks: &[(String, ConnectOptions)],
+        command: &[String],
+    ) -> Result<ContainerRecord, EngineError> {
         let id = ids::new_id();
         let name = name.map_or_else(|| format!("c{}", &id[..12]), str::to_owned);
         rules::check_name(&name)?;
@@ -40,7 +55,7 @@ impl Engine {
             self.host.delete_netns(&name)?;
         }
         let networks = if networks.is_empty() {
-            vec![(DEFAULT_NETWORK.to_owned(), None)]
+            vec![(DEFAULT_NETWORK.to_owned(), ConnectOptions::default())]
         } else {
             networks.to_vec()
         };
@@ -66,8 +81,8 @@ impl Engine {
                 docker: false,
             },
         );
-        for (n, ip) in &networks {
-            self.connect(n, &name, ConnectOptions::at(*ip))?;
+        for (n, options) in networks {
+            self.connect(&n, &name, options)?;
         }
         self.state.pending_netns.remove(&name);
         Ok(self.state.containers[&name].clone())

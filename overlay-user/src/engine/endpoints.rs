@@ -12,12 +12,14 @@ use crate::{
 };
 
 /// What `network connect` may ask for besides the network.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConnectOptions {
     /// A fixed address (`--ip`); allocated when `None`.
     pub ip: Option<Ipv4Addr>,
     /// Docker's `gw-priority` (`--gw-priority`).
     pub gw_priority: i32,
+    /// More names on this network (`--alias`, `--network-alias`).
+    pub aliases: Vec<String>,
 }
 
 impl ConnectOptions {
@@ -46,6 +48,9 @@ impl Engine {
         if c.endpoints.iter().any(|e| e.network_id == net.id) {
             return Err(EngineError::AlreadyConnected(c.name, net.name));
         }
+        for alias in &options.aliases {
+            rules::check_name(alias)?;
+        }
         let used = self.state.used_addresses(&net.id);
         let want = ip;
         let mut ip = match ip {
@@ -73,6 +78,7 @@ impl Engine {
                 host,
                 container: c.name.clone(),
                 endpoint_id: id.clone(),
+                aliases: options.aliases.clone(),
             };
             ip = match self.cluster()?.claim_address(&net, want, &used, claim) {
                 Ok(ip) => ip,
@@ -115,6 +121,7 @@ impl Engine {
             gw_priority: options.gw_priority,
             conflict: None,
             published: Vec::new(),
+            aliases: options.aliases,
         };
         self.state
             .containers
@@ -123,6 +130,7 @@ impl Engine {
             .endpoints
             .push(endpoint.clone());
         self.sync_default_route(&name)?;
+        self.sync_resolv_conf(&name)?;
         Ok(endpoint)
     }
 
@@ -254,6 +262,7 @@ impl Engine {
         self.release_claim(&name, &ep)?;
         self.release_endpoint(&ep)?;
         self.sync_default_route(&name)?;
+        self.sync_resolv_conf(&name)?;
         Ok(())
     }
 
@@ -307,6 +316,35 @@ impl Engine {
         Ok(true)
     }
 
+    /// Points a container's resolv.conf at the resolver on the gateway of
+    /// its first network (the daemon answers there; see `daemon::dns`), or
+    /// removes it when the container is on no network. Namespaces that are
+    /// not ours keep whatever they have.
+    pub(super) fn sync_resolv_conf(&mut self, name: &str) -> Result<(), EngineError> {
+        let Some(c) = self.state.containers.get(name) else {
+            return Ok(());
+        };
+        if c.docker || !c.owned_netns {
+            return Ok(());
+        }
+        let wanted = c
+            .endpoints
+            .iter()
+            .find_map(|e| self.state.networks.get(&e.network_id))
+            .map(|n| crate::model::names::resolv_conf(n.gateway));
+        let netns = c.netns.clone();
+        let current = self.host.resolv_conf(&netns)?;
+        if current == wanted {
+            return Ok(());
+        }
+        self.host.set_resolv_conf(&netns, wanted.as_deref())?;
+        self.undo.push(Undo::ResolvConf {
+            netns,
+            previous: current,
+        });
+        Ok(())
+    }
+
     /// Gives an endpoint's address back to the cluster store (global
     /// networks only).
     pub(super) fn release_claim(
@@ -332,6 +370,7 @@ impl Engine {
             host,
             container: container.to_owned(),
             endpoint_id: ep.id.clone(),
+            aliases: ep.aliases.clone(),
         }));
         Ok(())
     }

@@ -18,13 +18,9 @@ use crate::{
     cluster::ClusterError,
     model::{
         Claim, ContainerRecord, Driver, EndpointRecord, IpamPool, MacAddr, PluginEndpoint, Proto,
-        PublishedPort, ids, ipam, rules,
+        PublishedPort, ids, ipam, names::DOCKER_CLAIMANT, rules,
     },
 };
-
-/// The container name on claims of Docker's endpoints (the sandbox is not
-/// known when the address is claimed).
-const DOCKER_CLAIMANT: &str = "docker";
 
 /// Docker's range for host ports it picks (`-p 80`, `-P`).
 const EPHEMERAL_FIRST: u16 = 49153;
@@ -216,6 +212,7 @@ impl Engine {
             host,
             container: DOCKER_CLAIMANT.into(),
             endpoint_id: pending_endpoint_id(ip),
+            aliases: Vec::new(),
         };
         let ip = match self.cluster()?.claim_address(net, want, used, claim) {
             Ok(ip) => ip,
@@ -392,6 +389,7 @@ impl Engine {
                 host,
                 container: DOCKER_CLAIMANT.into(),
                 endpoint_id: endpoint.to_owned(),
+                aliases: Vec::new(),
             };
             if !self.cluster()?.put_claim(&claim)? {
                 return Err(EngineError::AddressInUse(ip, net.name));
@@ -464,6 +462,7 @@ impl Engine {
             gw_priority: 0,
             conflict: None,
             published: Vec::new(),
+            aliases: Vec::new(),
         };
         self.state
             .containers

@@ -195,8 +195,14 @@ pub trait HostNet {
     fn netns_exists(&self, name: &str) -> bool;
     /// Creates a named namespace with loopback up.
     fn create_netns(&mut self, name: &str) -> Result<(), HostError>;
-    /// Removes a namespace's name (absent is fine).
+    /// Removes a namespace's name (absent is fine), and its resolv.conf.
     fn delete_netns(&mut self, name: &str) -> Result<(), HostError>;
+    /// The resolv.conf processes started in namespace `netns` see
+    /// (`/etc/netns/NETNS/resolv.conf`), if it has one.
+    fn resolv_conf(&mut self, netns: &str) -> Result<Option<String>, HostError>;
+    /// Writes that file in place (processes that already run see the new
+    /// text), or removes it with `None`.
+    fn set_resolv_conf(&mut self, netns: &str, text: Option<&str>) -> Result<(), HostError>;
     /// Names the namespace of process `pid`.
     fn attach_netns(&mut self, name: &str, pid: u32) -> Result<(), HostError>;
     fn pid_has_netns(&self, pid: u32) -> bool;
@@ -317,7 +323,16 @@ impl HostNet for System {
     }
 
     fn delete_netns(&mut self, name: &str) -> Result<(), HostError> {
-        host::netns::delete(name).map(drop)
+        host::netns::delete(name)?;
+        host::netns::set_etc_file(name, "resolv.conf", None)
+    }
+
+    fn resolv_conf(&mut self, netns: &str) -> Result<Option<String>, HostError> {
+        host::netns::etc_file(netns, "resolv.conf")
+    }
+
+    fn set_resolv_conf(&mut self, netns: &str, text: Option<&str>) -> Result<(), HostError> {
+        host::netns::set_etc_file(netns, "resolv.conf", text)
     }
 
     fn attach_netns(&mut self, name: &str, pid: u32) -> Result<(), HostError> {

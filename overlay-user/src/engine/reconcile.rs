@@ -256,6 +256,7 @@ impl Engine {
                     ConnectOptions {
                         ip: Some(ep.ip),
                         gw_priority: ep.gw_priority,
+                        aliases: ep.aliases.clone(),
                     },
                 )?;
                 if let Some((ifindex, _)) = self.host.link(&new.host_ifname)? {

@@ -73,6 +73,11 @@ pub(super) enum Undo {
         netns: String,
         previous: Option<DefaultRoute>,
     },
+    /// A container's resolv.conf changed; `previous` goes back.
+    ResolvConf {
+        netns: String,
+        previous: Option<String>,
+    },
 }
 
 impl Undo {
@@ -147,6 +152,9 @@ impl Undo {
             },
             Self::DefaultRoute { netns, previous } => host
                 .set_default_route(&netns, previous.as_ref())
+                .map_err(drop),
+            Self::ResolvConf { netns, previous } => host
+                .set_resolv_conf(&netns, previous.as_deref())
                 .map_err(drop),
         };
     }

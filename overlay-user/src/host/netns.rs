@@ -193,6 +193,65 @@ pub fn delete(name: &str) -> Result<bool, HostError> {
     }
 }
 
+/// iproute2's per-namespace files: `/etc/netns/NAME/FILE` is mounted over
+/// `/etc/FILE` for processes started in namespace NAME.
+const ETC_NETNS_DIR: &str = "/etc/netns";
+
+/// The text of namespace `name`'s `file` (see [`ETC_NETNS_DIR`]), if any.
+pub fn etc_file(name: &str, file: &str) -> Result<Option<String>, HostError> {
+    check_name(name)?;
+    let path = Path::new(ETC_NETNS_DIR).join(name).join(file);
+    match fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(HostError::Io {
+            op: "reading",
+            what: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Writes namespace `name`'s `file` in place (truncated and rewritten, so
+/// the mounts of processes already running show the new text), or removes
+/// it with `None` (and the namespace's directory once empty).
+pub fn set_etc_file(name: &str, file: &str, text: Option<&str>) -> Result<(), HostError> {
+    check_name(name)?;
+    let dir = Path::new(ETC_NETNS_DIR).join(name);
+    let path = dir.join(file);
+    let what = || path.display().to_string();
+    match text {
+        Some(text) => {
+            fs::create_dir_all(&dir).map_err(|source| HostError::Io {
+                op: "creating",
+                what: dir.display().to_string(),
+                source,
+            })?;
+            fs::write(&path, text).map_err(|source| HostError::Io {
+                op: "writing",
+                what: what(),
+                source,
+            })
+        }
+        None => {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(HostError::Io {
+                        op: "removing",
+                        what: what(),
+                        source,
+                    });
+                }
+            }
+            // Only when empty: other files there are not ours.
+            let _ = fs::remove_dir(&dir);
+            Ok(())
+        }
+    }
+}
+
 /// Opens namespace `name` (for setns).
 pub fn open(name: &str) -> Result<File, HostError> {
     check_name(name)?;

@@ -2,6 +2,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Length of a short ID (`docker ps`), also a name containers resolve.
+pub const SHORT_LEN: usize = 12;
+
 /// 64 lowercase hex digits from the kernel's random source, as Docker IDs.
 pub fn new_id() -> String {
     let mut bytes = [0u8; 32];

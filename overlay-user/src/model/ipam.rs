@@ -6,9 +6,11 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use ipnet::Ipv4Net;
 
-/// Docker's default local pools: 172.17-31.0.0/16, then 192.168.x.0/20.
+/// Docker's default local pools but the first: 172.18-31.0.0/16, then
+/// 192.168.x.0/20. 172.17.0.0/16 stays Docker's `docker0`: dockerd takes
+/// it at start when no route covers it, and our networks have no such route
+/// (only a /32 per endpoint), so a host running both would have it twice.
 pub const BRIDGE_POOLS: &[(&str, u8)] = &[
-    ("172.17.0.0/16", 16),
     ("172.18.0.0/15", 16),
     ("172.20.0.0/14", 16),
     ("172.24.0.0/13", 16),
@@ -68,11 +70,11 @@ mod tests {
 
     #[test]
     fn pools_skip_taken_subnets() {
-        assert_eq!(pick_subnet(BRIDGE_POOLS, &[]), Some(net("172.17.0.0/16")));
-        let taken = [net("172.17.0.0/16"), net("172.18.5.0/24")];
+        assert_eq!(pick_subnet(BRIDGE_POOLS, &[]), Some(net("172.18.0.0/16")));
+        let taken = [net("172.18.0.0/16"), net("172.19.5.0/24")];
         assert_eq!(
             pick_subnet(BRIDGE_POOLS, &taken),
-            Some(net("172.19.0.0/16"))
+            Some(net("172.20.0.0/16"))
         );
         assert_eq!(
             pick_subnet(OVERLAY_POOLS, &[net("10.0.0.0/23")]),

@@ -5,6 +5,7 @@
 pub mod ids;
 pub mod ipam;
 pub mod mac;
+pub mod names;
 pub mod records;
 pub mod rules;
 pub mod state;

@@ -79,6 +79,10 @@ pub struct EndpointRecord {
     /// Ports of the host forwarded to this endpoint (`-p`).
     #[serde(default)]
     pub published: Vec<PublishedPort>,
+    /// More names of the container on this network (`--network-alias`,
+    /// `--alias`), as given.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// Transport protocol of a published port.
@@ -331,6 +335,9 @@ pub struct Claim {
     pub host: Ipv4Addr,
     pub container: String,
     pub endpoint_id: String,
+    /// The endpoint's aliases (names other hosts' containers resolve).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// An endpoint on another host, learned from the cluster store: its

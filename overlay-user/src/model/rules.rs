@@ -178,6 +178,9 @@ pub fn check_claim(c: &super::Claim, net: &super::NetworkRecord) -> Result<(), R
     check_mac(c.mac)?;
     check_host_address(c.host)?;
     check_name(&c.container)?;
+    for alias in &c.aliases {
+        check_name(alias)?;
+    }
     check_id(&c.endpoint_id)
 }
 

@@ -216,6 +216,7 @@ mod tests {
                     gw_priority: 0,
                     conflict: None,
                     published: Vec::new(),
+                    aliases: Vec::new(),
                     id: "e".into(),
                     network_id: "n".into(),
                     ip: ip("10.0.0.2"),
@@ -244,6 +245,7 @@ mod tests {
                 host: ip("192.0.2.3"),
                 container: "x".into(),
                 endpoint_id: "e2".into(),
+                aliases: Vec::new(),
             },
         );
         let used: Vec<Ipv4Addr> = s.used_addresses("n").into_iter().collect();

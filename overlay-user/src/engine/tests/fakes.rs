@@ -56,6 +56,8 @@ pub struct Kernel {
     pub routed: Vec<Ipv4Net>,
     /// Default routes by container namespace.
     pub default_routes: BTreeMap<String, DefaultRoute>,
+    /// resolv.conf text by container namespace.
+    pub resolv_confs: BTreeMap<String, String>,
 }
 
 impl Kernel {
@@ -454,6 +456,24 @@ impl HostNet for FakeHost {
             w.kernel.configured.retain(|(ns, _), _| ns != name);
             w.kernel.default_routes.remove(name);
         }
+        w.kernel.resolv_confs.remove(name);
+        Ok(())
+    }
+
+    fn resolv_conf(&mut self, netns: &str) -> Result<Option<String>, HostError> {
+        let mut w = self.0.borrow_mut();
+        w.read(format!("host.resolv_conf({netns})"));
+        Ok(w.kernel.resolv_confs.get(netns).cloned())
+    }
+
+    fn set_resolv_conf(&mut self, netns: &str, text: Option<&str>) -> Result<(), HostError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("host.set_resolv_conf({netns})"))
+            .map_err(host_err(netns))?;
+        match text {
+            Some(t) => w.kernel.resolv_confs.insert(netns.to_owned(), t.to_owned()),
+            None => w.kernel.resolv_confs.remove(netns),
+        };
         Ok(())
     }
 

@@ -251,6 +251,16 @@ fn every_command_is_undone_at_every_failing_step() {
             e.connect("back", "c1", ConnectOptions::default()).map(drop)
         }),
         ("disconnect", populated, |e| e.disconnect("back", "c2")),
+        ("disconnect the resolver's network", populated, |e| {
+            e.disconnect("front", "c2")
+        }),
+        ("connect with aliases", populated, |e| {
+            let options = ConnectOptions {
+                aliases: vec!["db".into(), "primary".into()],
+                ..ConnectOptions::default()
+            };
+            e.connect("back", "c1", options).map(drop)
+        }),
         ("rm -f", populated, |e| {
             e.remove_container("c2", true).map(drop)
         }),
@@ -279,6 +289,39 @@ fn every_command_is_undone_at_every_failing_step() {
     for (what, setup, command) in cases {
         undone_at_every_step(what, *setup, *command);
     }
+}
+
+#[test]
+fn resolv_conf_points_at_the_first_networks_gateway() {
+    let h = Harness::new();
+    populated(&h);
+    let resolver = |c: &str| {
+        h.kernel().resolv_confs.get(c).and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("nameserver "))
+                .map(str::to_owned)
+        })
+    };
+    assert_eq!(
+        resolver("c2").as_deref(),
+        Some("10.1.0.1"),
+        "front's gateway"
+    );
+    h.run(|e| e.disconnect("front", "c2")).expect("disconnect");
+    assert_eq!(resolver("c2").as_deref(), Some("10.2.0.1"), "back's now");
+    h.run(|e| e.remove_container("c2", true).map(drop))
+        .expect("rm");
+    assert_eq!(resolver("c2"), None, "gone with the container");
+    let err = h
+        .run(|e| {
+            let options = ConnectOptions {
+                aliases: vec!["ok".into(), "not ok".into()],
+                ..ConnectOptions::default()
+            };
+            e.connect("back", "c1", options).map(drop)
+        })
+        .expect_err("a bad alias");
+    assert!(err.to_string().contains("not ok"), "{err}");
 }
 
 #[test]
@@ -487,6 +530,7 @@ fn claim(net: &str, addr: &str, host: &str, endpoint: &str) -> StoredClaim {
             host: ip(host),
             container: format!("c-{endpoint}"),
             endpoint_id: id(endpoint),
+            aliases: Vec::new(),
         },
         mod_revision: 7,
         lease: 99,
@@ -588,7 +632,7 @@ fn leaving_a_cluster_forgets_its_networks_unless_in_use() {
         guarded,
         [
             "10.9.0.1:2379",
-            "172.17.0.1:2379",
+            "172.18.0.1:2379",
             "192.0.2.1:2379",
             "192.0.2.254:2379"
         ],
@@ -815,8 +859,8 @@ fn the_default_route_follows_dockers_choice_of_network() {
                 net,
                 "c",
                 ConnectOptions {
-                    ip: None,
                     gw_priority,
+                    ..ConnectOptions::default()
                 },
             )
             .map(drop)
@@ -895,7 +939,7 @@ fn automatic_subnets_skip_prefixes_the_host_routes() {
             ..CreateNetwork::default()
         })?;
         // An explicit subnet is the user's call, as in Docker.
-        e.create_network(&bridge("mine", "172.18.1.0/24")).map(drop)
+        e.create_network(&bridge("mine", "172.19.1.0/24")).map(drop)
     })
     .expect("create");
     let s = h.stored();
@@ -906,10 +950,10 @@ fn automatic_subnets_skip_prefixes_the_host_routes() {
             .map(|n| n.subnet.to_string())
             .expect("network")
     };
-    assert_eq!(subnet("bridge"), "172.17.0.0/16");
+    assert_eq!(subnet("bridge"), "172.18.0.0/16", "made before the routes");
     assert_eq!(subnet("b"), "172.20.0.0/16");
     assert_eq!(subnet("o"), "10.0.2.0/24");
-    assert_eq!(subnet("mine"), "172.18.1.0/24");
+    assert_eq!(subnet("mine"), "172.19.1.0/24");
 }
 
 #[test]
@@ -931,7 +975,7 @@ fn a_run_that_crashed_half_way_leaves_nothing_in_the_way() {
     let c = h
         .run(|e| e.create_container(Some("c"), &[], &[]))
         .expect("the name is free again");
-    assert_eq!(c.endpoints[0].ip, ip("172.17.0.2"), "the same address");
+    assert_eq!(c.endpoints[0].ip, ip("172.18.0.2"), "the same address");
     assert_eq!(h.kernel().endpoints.len(), 1, "the leftover entry is gone");
     assert!(h.stored().pending_netns.is_empty());
 
@@ -1182,24 +1226,24 @@ fn docker_calls_through_the_plugin() {
     assert!(net.docker && net.name.starts_with("docker-"));
     assert_eq!(
         net.subnet.to_string(),
-        "172.18.0.0/16",
+        "172.19.0.0/16",
         "skips bridge's pool"
     );
-    assert_eq!(net.gateway, ip("172.18.0.1"));
-    let pool = &s.ipam_pools["172.18.0.0/16"];
+    assert_eq!(net.gateway, ip("172.19.0.1"));
+    let pool = &s.ipam_pools["172.19.0.0/16"];
     assert_eq!(pool.refs, 1);
     assert_eq!(
         pool.addresses
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>(),
-        ["172.18.0.1", "172.18.0.2"]
+        ["172.19.0.1", "172.19.0.2"]
     );
     let c = &s.containers["docker-0123456789ab"];
     assert!(c.docker && c.netns == "/var/run/docker/netns/0123456789ab");
-    assert_eq!(c.endpoints[0].ip, ip("172.18.0.2"));
+    assert_eq!(c.endpoints[0].ip, ip("172.19.0.2"));
     let k = h.kernel();
-    assert!(k.endpoints.values().any(|e| e.ip == ip("172.18.0.2")));
+    assert!(k.endpoints.values().any(|e| e.ip == ip("172.19.0.2")));
     assert!(
         !k.default_routes.contains_key(&c.netns),
         "Docker sets routes"
@@ -1220,21 +1264,21 @@ fn docker_calls_through_the_plugin() {
 
     // The same address twice, or one outside the pool, is refused.
     let err = h
-        .run(|e| e.ipam_request_address("172.18.0.0/16", Some(ip("172.18.0.2")), false))
+        .run(|e| e.ipam_request_address("172.19.0.0/16", Some(ip("172.19.0.2")), false))
         .expect_err("taken");
     assert!(matches!(err, EngineError::AddressInUse(..)), "{err}");
     let err = h
-        .run(|e| e.ipam_request_address("172.18.0.0/16", Some(ip("10.0.0.1")), false))
+        .run(|e| e.ipam_request_address("172.19.0.0/16", Some(ip("10.0.0.1")), false))
         .expect_err("outside");
     assert!(matches!(err, EngineError::Rule(_)), "{err}");
 
     h.run(|e| {
         e.plugin_leave(DOCKER_EP)?;
         e.plugin_delete_endpoint(DOCKER_EP)?;
-        e.ipam_release_address("172.18.0.0/16", ip("172.18.0.2"))?;
+        e.ipam_release_address("172.19.0.0/16", ip("172.19.0.2"))?;
         e.plugin_delete_network(&id("dn"))?;
-        e.ipam_release_address("172.18.0.0/16", ip("172.18.0.1"))?;
-        e.ipam_release_pool("172.18.0.0/16")
+        e.ipam_release_address("172.19.0.0/16", ip("172.19.0.1"))?;
+        e.ipam_release_pool("172.19.0.0/16")
     })
     .expect("teardown");
     let s = h.stored();

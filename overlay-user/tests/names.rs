@@ -1,0 +1,144 @@
+//! Names: containers find each other by name and alias on the networks
+//! they share, through the resolver `overlay daemon` runs at each network's
+//! gateway, and reach everything else through the host's upstream
+//! resolvers (here a dnsmasq on the LAN). Queried as a user would: `getent
+//! hosts` and `ping NAME` inside `overlay exec`.
+
+mod common;
+
+use std::process::{Child, Stdio};
+
+use common::{eventually, host, require_root};
+use overlay_testkit::NetNs;
+
+/// The LAN's resolver: answers `upstream.test` and nothing else.
+struct Upstream(Child);
+
+const UPSTREAM_IP: &str = "192.0.2.53";
+const UPSTREAM_NAME: &str = "upstream.test";
+const UPSTREAM_ANSWER: &str = "198.51.100.7";
+
+impl Upstream {
+    fn start(lan: &NetNs) -> Self {
+        let child = lan
+            .command("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--user=root",
+                "--pid-file=",
+            ])
+            .arg(format!("--listen-address={UPSTREAM_IP}"))
+            .arg(format!("--address=/{UPSTREAM_NAME}/{UPSTREAM_ANSWER}"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (apt package dnsmasq-base)");
+        Self(child)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn containers_resolve_names_on_their_networks() {
+    if !require_root("containers_resolve_names_on_their_networks") {
+        return;
+    }
+    let mut h = host();
+    let lan = NetNs::new(&h.name("lan")).expect("lan namespace");
+    h.uplink(&lan, "192.0.2.1/24", &format!("{UPSTREAM_IP}/24"));
+    let _upstream = Upstream::start(&lan);
+    h.start_daemon(&["--interval", "1", "--dns-upstream", UPSTREAM_IP]);
+    h.ok(&["network", "create", "mynet"]);
+    h.ok(&["network", "create", "othernet"]);
+    h.ok(&["network", "create", "--internal", "lab"]);
+    let db = h.name("db");
+    h.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &db,
+        "--network",
+        "mynet",
+        "--network-alias",
+        "database",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let web = h.container("web", "mynet");
+    let other = h.container("other", "othernet");
+    let probe = h.container("probe", "lab");
+    let db_ip = h.ip_of("mynet", &db);
+    // `getent hosts NAME` in the container: the address, or None.
+    let resolve = |from: &str, name: &str| -> Option<String> {
+        let out = h.run(&["exec", from, "--", "getent", "hosts", name]);
+        out.status.success().then(|| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+    };
+    // The resolver binds a new network's gateway within a moment.
+    assert!(
+        eventually(5, || resolve(&web, &db).as_deref() == Some(db_ip.as_str())).is_some(),
+        "web resolves db:\n{}",
+        h.log()
+    );
+    assert_eq!(resolve(&web, "database"), Some(db_ip.clone()), "alias");
+    assert_eq!(resolve(&web, "DataBase"), Some(db_ip.clone()), "any case");
+    let ping = h.run(&["exec", &web, "--", "ping", "-c", "1", "-W", "1", &db]);
+    assert!(ping.status.success(), "ping by name: {ping:?}");
+    let reverse = h.run(&["exec", &web, "--", "getent", "hosts", &db_ip]);
+    assert!(
+        String::from_utf8_lossy(&reverse.stdout).contains(&db),
+        "PTR: {reverse:?}"
+    );
+
+    // Names stay on their networks.
+    assert_eq!(resolve(&other, &db), None, "othernet does not see db");
+    assert_eq!(resolve(&other, "database"), None);
+
+    // The rest of the world comes from upstream, except on internal
+    // networks.
+    assert_eq!(
+        resolve(&web, UPSTREAM_NAME),
+        Some(UPSTREAM_ANSWER.to_owned()),
+        "forwarded upstream"
+    );
+    assert_eq!(
+        resolve(&probe, &h.name("probe")),
+        Some(h.ip_of("lab", &probe)),
+        "an internal network has names"
+    );
+    assert_eq!(resolve(&probe, UPSTREAM_NAME), None, "but no upstream");
+
+    // Connect with an alias, disconnect, rm: answers change at once.
+    h.ok(&["network", "connect", "--alias", "cache", "othernet", &db]);
+    let db_other = h.ip_of("othernet", &db);
+    assert_eq!(resolve(&other, "cache"), Some(db_other.clone()));
+    assert_eq!(resolve(&other, &db), Some(db_other), "and by name");
+    h.ok(&["network", "disconnect", "othernet", &db]);
+    assert_eq!(resolve(&other, "cache"), None, "gone with the endpoint");
+    h.ok(&["rm", "-f", &db]);
+    assert_eq!(resolve(&web, &db), None, "gone with the container");
+    assert_eq!(resolve(&web, "database"), None);
+
+    // Bad aliases are refused, and change nothing.
+    let before = h.observable();
+    let err = h.fails(&[
+        "network", "connect", "--alias", "no/slash", "othernet", &web,
+    ]);
+    assert!(err.contains("no/slash"), "{err}");
+    assert_eq!(h.observable(), before);
+}
