@@ -33,6 +33,9 @@ impl Upstream {
             ])
             .arg(format!("--listen-address={UPSTREAM_IP}"))
             .arg(format!("--address=/{UPSTREAM_NAME}/{UPSTREAM_ANSWER}"))
+            // Every other name does not exist (rather than REFUSED, after
+            // which a client would try its next server).
+            .arg("--address=/#/")
             .stdout(Stdio::null())
             .spawn()
             .expect("dnsmasq (apt package dnsmasq-base)");

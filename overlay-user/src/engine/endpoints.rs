@@ -317,9 +317,10 @@ impl Engine {
     }
 
     /// Points a container's resolv.conf at the resolver on the gateway of
-    /// its first network (the daemon answers there; see `daemon::dns`), or
-    /// removes it when the container is on no network. Namespaces that are
-    /// not ours keep whatever they have.
+    /// its first network (the daemon answers there; see `daemon::dns`),
+    /// then at the host's resolvers for when no daemon runs; or removes it
+    /// when the container is on no network. Namespaces that are not ours
+    /// keep whatever they have.
     pub(super) fn sync_resolv_conf(&mut self, name: &str) -> Result<(), EngineError> {
         let Some(c) = self.state.containers.get(name) else {
             return Ok(());
@@ -331,8 +332,10 @@ impl Engine {
             .endpoints
             .iter()
             .find_map(|e| self.state.networks.get(&e.network_id))
-            .map(|n| crate::model::names::resolv_conf(n.gateway));
+            .map(|n| n.gateway);
         let netns = c.netns.clone();
+        let wanted =
+            wanted.map(|gw| crate::model::names::resolv_conf(gw, &self.host.host_resolvers()));
         let current = self.host.resolv_conf(&netns)?;
         if current == wanted {
             return Ok(());

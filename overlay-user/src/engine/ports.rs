@@ -260,6 +260,9 @@ pub trait HostNet {
     /// Removes a gateway address (absent is fine).
     fn remove_gateway_address(&mut self, ip: Ipv4Addr) -> Result<(), HostError>;
     fn enable_ip_forward(&mut self) -> Result<(), HostError>;
+    /// The host's own resolvers a container can reach (the IPv4
+    /// `nameserver`s of /etc/resolv.conf but loopback ones).
+    fn host_resolvers(&mut self) -> Vec<Ipv4Addr>;
     /// The /32 route and permanent neighbour that carry replies back to
     /// an endpoint through its host-side veth.
     fn endpoint_route(
@@ -510,6 +513,14 @@ impl HostNet for System {
     fn remove_gateway_address(&mut self, ip: Ipv4Addr) -> Result<(), HostError> {
         let lo = self.nl.require_link("lo")?;
         self.nl.delete_address(lo.index, ip, 32).map(drop)
+    }
+
+    fn host_resolvers(&mut self) -> Vec<Ipv4Addr> {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        crate::model::names::nameservers(&text)
+            .into_iter()
+            .filter(|ip| !ip.is_loopback())
+            .collect()
     }
 
     fn enable_ip_forward(&mut self) -> Result<(), HostError> {

@@ -58,13 +58,38 @@ pub struct NameTable {
     internal: BTreeSet<String>,
 }
 
-/// A container's resolv.conf: the resolver on its network's `gateway`,
-/// names tried as given first (`ndots:0`, as Docker writes it).
-pub fn resolv_conf(gateway: Ipv4Addr) -> String {
-    format!(
-        "# Written by overlay: the container resolver of its first network.\n\
-         nameserver {gateway}\noptions ndots:0\n"
-    )
+/// Name servers a resolv.conf holds at most (glibc's MAXNS).
+const MAX_NAMESERVERS: usize = 3;
+
+/// A container's resolv.conf: the resolver on its network's `gateway`, then
+/// `fallbacks` (the host's resolvers: used only when the first does not
+/// answer, i.e. while no daemon runs), names tried as given first
+/// (`ndots:0`, as Docker writes it).
+pub fn resolv_conf(gateway: Ipv4Addr, fallbacks: &[Ipv4Addr]) -> String {
+    let mut text = format!(
+        "# Written by overlay: the container resolver of its first network.\nnameserver {gateway}\n"
+    );
+    for ip in fallbacks
+        .iter()
+        .filter(|ip| **ip != gateway)
+        .take(MAX_NAMESERVERS - 1)
+    {
+        text.push_str(&format!("nameserver {ip}\n"));
+    }
+    text.push_str("options ndots:0\n");
+    text
+}
+
+/// The IPv4 `nameserver`s of a resolv.conf, in order.
+pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some("nameserver")).then_some(())?;
+            words.next()?.parse().ok()
+        })
+        .collect()
 }
 
 /// `name` as it is compared: lower case, without the root's trailing dot.
@@ -499,6 +524,24 @@ mod tests {
             t.answer(ip("10.1.0.1"), ip("10.1.0.2"), "db", QueryType::A),
             Answer::Forward
         );
+    }
+
+    #[test]
+    fn resolv_conf_text() {
+        let gw = ip("10.1.0.1");
+        let hosts = [
+            ip("10.1.0.1"),
+            ip("192.0.2.1"),
+            ip("192.0.2.2"),
+            ip("192.0.2.3"),
+        ];
+        let text = resolv_conf(gw, &hosts);
+        assert_eq!(
+            nameservers(&text),
+            [gw, ip("192.0.2.1"), ip("192.0.2.2")],
+            "the gateway once, then at most two more: {text}"
+        );
+        assert!(text.ends_with("options ndots:0\n"), "{text}");
     }
 
     #[test]

@@ -139,13 +139,8 @@ pub fn respond(table: &NameTable, gateway: Ipv4Addr, source: Ipv4Addr, query: &[
 /// The upstream resolvers of `resolv_conf` (its IPv4 `nameserver`s, at
 /// most [`MAX_UPSTREAMS`]).
 pub fn upstreams_of(resolv_conf: &str) -> Vec<SocketAddrV4> {
-    resolv_conf
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            (words.next() == Some("nameserver")).then_some(())?;
-            words.next()?.parse::<Ipv4Addr>().ok()
-        })
+    crate::model::names::nameservers(resolv_conf)
+        .into_iter()
         .map(|ip| SocketAddrV4::new(ip, DNS_PORT))
         .take(MAX_UPSTREAMS)
         .collect()

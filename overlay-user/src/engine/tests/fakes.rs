@@ -58,6 +58,8 @@ pub struct Kernel {
     pub default_routes: BTreeMap<String, DefaultRoute>,
     /// resolv.conf text by container namespace.
     pub resolv_confs: BTreeMap<String, String>,
+    /// The host's own resolvers.
+    pub host_resolvers: Vec<Ipv4Addr>,
 }
 
 impl Kernel {
@@ -642,6 +644,12 @@ impl HostNet for FakeHost {
             .map_err(host_err("lo"))?;
         w.kernel.gateway_addrs.remove(&ip);
         Ok(())
+    }
+
+    fn host_resolvers(&mut self) -> Vec<Ipv4Addr> {
+        let mut w = self.0.borrow_mut();
+        w.read("host.host_resolvers".into());
+        w.kernel.host_resolvers.clone()
     }
 
     fn enable_ip_forward(&mut self) -> Result<(), HostError> {

@@ -294,7 +294,13 @@ fn every_command_is_undone_at_every_failing_step() {
 #[test]
 fn resolv_conf_points_at_the_first_networks_gateway() {
     let h = Harness::new();
+    h.world.borrow_mut().kernel.host_resolvers = vec![ip("192.0.2.53")];
     populated(&h);
+    let text = h.kernel().resolv_confs["c1"].clone();
+    assert!(
+        text.contains("nameserver 10.1.0.1\nnameserver 192.0.2.53\n"),
+        "the gateway, then the host's resolver for when no daemon runs: {text}"
+    );
     let resolver = |c: &str| {
         h.kernel().resolv_confs.get(c).and_then(|t| {
             t.lines()
