@@ -36,10 +36,13 @@ pub enum Counter {
     /// An ICMP "fragmentation needed" about one of our encapsulated
     /// packets: the path MTU to that host learned, the message passed on.
     PathMtuLearned = 8,
+    /// A container's DNS query for a name on its network, answered by the
+    /// endpoint program from the names map.
+    DnsAnswered = 9,
 }
 
 impl Counter {
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::ForwardLocal,
         Self::Encap,
         Self::DecapXdp,
@@ -49,6 +52,7 @@ impl Counter {
         Self::UnderlayPass,
         Self::IcmpFragNeeded,
         Self::PathMtuLearned,
+        Self::DnsAnswered,
     ];
 
     /// Slot in the counters map.
@@ -67,6 +71,7 @@ impl Counter {
             Self::UnderlayPass => "underlay_pass",
             Self::IcmpFragNeeded => "icmp_frag_needed",
             Self::PathMtuLearned => "underlay_path_mtu_learned",
+            Self::DnsAnswered => "dns_answered",
         }
     }
 }

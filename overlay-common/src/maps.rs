@@ -27,9 +27,12 @@ pub mod names {
     /// [`super::GuardKey`] -> [`super::GuardValue`]: destinations containers
     /// may not reach through their host.
     pub const GUARDS: &str = "OVL_GUARDS";
+    /// [`super::NameKey`] -> [`super::NameValue`]: container names the
+    /// endpoint program answers DNS queries for.
+    pub const NAMES: &str = "OVL_NAMES";
 
     /// Every map, for pin management and the name check.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         ENDPOINTS,
         ROUTES,
         PEERS,
@@ -41,6 +44,7 @@ pub mod names {
         NEXTHOPS,
         PATH_MTUS,
         GUARDS,
+        NAMES,
     ];
 }
 
@@ -59,6 +63,8 @@ pub mod capacity {
     pub const PATH_MTUS: u32 = 16_384;
     /// Guarded destinations (the cluster store's endpoints).
     pub const GUARDS: u32 = 256;
+    /// (network, name) pairs answered in the kernel.
+    pub const NAMES: u32 = 16_384;
 }
 
 /// How long the encap path trusts a cached underlay next hop before it asks
@@ -242,6 +248,40 @@ const _: () = assert!(core::mem::size_of::<GuardValue>() == 4);
 /// [`GuardValue::flags`]: a client endpoint of the cluster store.
 pub const GUARD_CLUSTER_STORE: u32 = 1;
 
+/// Longest query name the endpoint program answers, in DNS wire form
+/// (length-prefixed labels and the root's zero byte); longer ones go to the
+/// daemon's resolver.
+pub const DNS_NAME_MAX: usize = 64;
+/// Addresses one name answers from the map; a name with more is left to
+/// the daemon's resolver.
+pub const DNS_ADDRS_MAX: usize = 4;
+/// TTL of the answers, seconds (as Docker's embedded resolver).
+pub const DNS_TTL: u32 = 600;
+
+/// A name on one network, as a DNS query carries it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NameKey {
+    /// Network (host order).
+    pub vni: u32,
+    /// Bytes of `name` in use (wire form, the root's zero byte included).
+    pub len: u32,
+    /// The name in DNS wire form, ASCII letters in lower case, zero-padded.
+    pub name: [u8; DNS_NAME_MAX],
+}
+const _: () = assert!(core::mem::size_of::<NameKey>() == 8 + DNS_NAME_MAX);
+
+/// The addresses a name resolves to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NameValue {
+    /// Addresses in use in `addrs`, 1..=[`DNS_ADDRS_MAX`].
+    pub count: u32,
+    /// IPv4 addresses (network order).
+    pub addrs: [u32; DNS_ADDRS_MAX],
+}
+const _: () = assert!(core::mem::size_of::<NameValue>() == 4 + 4 * DNS_ADDRS_MAX);
+
 /// `Config::flags`: the underlay is configured; encap and decap may run.
 pub const CONFIG_FLAG_READY: u32 = 1;
 
@@ -283,6 +323,8 @@ mod pod {
     unsafe impl aya::Pod for super::PathMtu {}
     unsafe impl aya::Pod for super::GuardKey {}
     unsafe impl aya::Pod for super::GuardValue {}
+    unsafe impl aya::Pod for super::NameKey {}
+    unsafe impl aya::Pod for super::NameValue {}
     unsafe impl aya::Pod for crate::CounterValue {}
     unsafe impl aya::Pod for crate::NetCounters {}
 }

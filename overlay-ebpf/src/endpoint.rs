@@ -18,14 +18,16 @@ use overlay_common::{
 use crate::{
     arp,
     counters::finish,
-    encap, guard,
+    dns, encap, guard,
     maps::{OVL_ENDPOINTS, OVL_NETWORKS, OVL_ROUTES, OVL_SUBNETS},
-    parse::{ETH_P_ARP, ETH_P_IP, addr, ipv4_header_len, load_eth, ptr_at},
+    parse::{ETH_P_ARP, ETH_P_IP, addr, ipv4_header_len, is_fragment, load_eth, ptr_at},
 };
 
 /// Ethernet + minimal IPv4, and Ethernet + ARP: what must be linear.
 const IPV4_MIN: u32 = 14 + 20;
 const ARP_LEN: u32 = 14 + 28;
+/// An IPv4 header without options.
+const IPV4_HEADER_LEN: usize = 20;
 
 #[classifier]
 #[expect(
@@ -110,6 +112,14 @@ fn try_endpoint_ingress(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter)
                 route.remote_ip,
             );
         }
+    }
+    // A query for a name on its network is answered here; other DNS
+    // goes on to the daemon's resolver on the gateway.
+    if header_len == IPV4_HEADER_LEN
+        && !is_fragment(&ip)
+        && let Some(answered) = dns::answer(ctx, &eth, &ip, &ep)?
+    {
+        return Ok(answered);
     }
     let action = gateway_path(&ep, dst)?;
     guard::check(ctx, &ip, header_len)?;

@@ -150,12 +150,17 @@ pub fn frag_needed(
         .map_err(|_| DropReason::HelperFailed)?;
     ctx.store(0, &frame, 0)
         .map_err(|_| DropReason::HelperFailed)?;
+    Ok((back_to_sender(ctx), Counter::IcmpFragNeeded))
+}
+
+/// Sends the packet in `ctx`, rewritten into a reply, back out of the
+/// host-side veth it came in on: into the container that sent it.
+#[inline(always)]
+pub fn back_to_sender(ctx: &TcContext) -> i32 {
     // SAFETY: ctx wraps the program's valid __sk_buff.
     let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
-    // Back out of the host-side veth it came in on, into the container.
     // SAFETY: plain helper call.
-    let action = unsafe { bpf_redirect_peer(ifindex, 0) };
-    Ok((action as i32, Counter::IcmpFragNeeded))
+    unsafe { bpf_redirect_peer(ifindex, 0) as i32 }
 }
 
 /// An ICMP error as it arrives on the underlay (after a 20-byte outer

@@ -12,7 +12,7 @@
 //!
 //! Helpers by concern: [`parse`] (bounds-checked header access), [`arp`],
 //! [`encap`], [`decap`], [`icmp`] (path MTU: errors to containers, learning
-//! from the underlay), [`guard`] (what containers may not reach), [`csum`],
+//! from the underlay), [`dns`] (answers for container names), [`guard`] (what containers may not reach), [`csum`],
 //! [`counters`]; every map is in [`maps`].
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
@@ -25,6 +25,8 @@ mod counters;
 mod csum;
 #[cfg(target_arch = "bpf")]
 mod decap;
+#[cfg(target_arch = "bpf")]
+mod dns;
 #[cfg(target_arch = "bpf")]
 mod encap;
 #[cfg(target_arch = "bpf")]

@@ -8,8 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use overlay_common::{
-    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, GuardKey, GuardValue, NetCounters,
-    NetworkInfo, NextHop, PathMtu, PeerKey, PeerValue, RouteKey, RouteValue, capacity,
+    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, GuardKey, GuardValue, NameKey, NameValue,
+    NetCounters, NetworkInfo, NextHop, PathMtu, PeerKey, PeerValue, RouteKey, RouteValue, capacity,
 };
 
 /// host-side veth ifindex -> local endpoint. Written by userspace on connect.
@@ -72,3 +72,10 @@ pub static OVL_PATH_MTUS: LruHashMap<u32, PathMtu> = LruHashMap::pinned(capacity
 /// userspace from the host's cluster settings; read on the gateway path.
 #[map]
 pub static OVL_GUARDS: HashMap<GuardKey, GuardValue> = HashMap::pinned(capacity::GUARDS, 0);
+
+/// (VNI, query name in wire form) -> addresses: the names containers on
+/// that network resolve, answered by the endpoint program. Written by
+/// userspace with every change to containers, aliases and other hosts'
+/// claims; names it cannot hold here are answered by the daemon.
+#[map]
+pub static OVL_NAMES: HashMap<NameKey, NameValue> = HashMap::pinned(capacity::NAMES, 0);

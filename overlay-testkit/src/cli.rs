@@ -263,6 +263,11 @@ impl Drop for Host {
                 && name.starts_with(&self.tag)
             {
                 let _ = netns::ip(&["netns", "del", name]);
+                let _ = overlay_user::host::netns::remove_own_etc_file(
+                    name,
+                    "resolv.conf",
+                    overlay_user::model::names::RESOLV_CONF_MARKER,
+                );
             }
         }
         self.stop_daemon();

@@ -129,5 +129,11 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         // Deleting the namespace destroys its veth ends (and their peers).
         let _ = host::netns::delete(&self.name);
+        // And the resolv.conf the engine wrote for a container in it.
+        let _ = host::netns::remove_own_etc_file(
+            &self.name,
+            "resolv.conf",
+            overlay_user::model::names::RESOLV_CONF_MARKER,
+        );
     }
 }

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::{Child, Stdio};
 
-use common::{eventually, host, require_root};
+use common::{Host, eventually, host, require_root};
 use overlay_testkit::NetNs;
 
 /// The LAN's resolver: answers `upstream.test` and nothing else.
@@ -50,6 +50,27 @@ impl Drop for Upstream {
     }
 }
 
+/// `getent hosts NAME` in container `from`: the address, or None.
+fn lookup(h: &Host, from: &str, name: &str) -> Option<String> {
+    let out = h.run(&["exec", from, "--", "getent", "hosts", name]);
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    })
+}
+
+/// A counter of `overlay stats`.
+fn counter(h: &Host, name: &str) -> u64 {
+    h.ok(&["stats"])
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn containers_resolve_names_on_their_networks() {
     if !require_root("containers_resolve_names_on_their_networks") {
@@ -59,7 +80,8 @@ fn containers_resolve_names_on_their_networks() {
     let lan = NetNs::new(&h.name("lan")).expect("lan namespace");
     h.uplink(&lan, "192.0.2.1/24", &format!("{UPSTREAM_IP}/24"));
     let _upstream = Upstream::start(&lan);
-    h.start_daemon(&["--interval", "1", "--dns-upstream", UPSTREAM_IP]);
+    let daemon_args = ["--interval", "1", "--dns-upstream", UPSTREAM_IP];
+    h.start_daemon(&daemon_args);
     h.ok(&["network", "create", "mynet"]);
     h.ok(&["network", "create", "othernet"]);
     h.ok(&["network", "create", "--internal", "lab"]);
@@ -81,25 +103,20 @@ fn containers_resolve_names_on_their_networks() {
     let other = h.container("other", "othernet");
     let probe = h.container("probe", "lab");
     let db_ip = h.ip_of("mynet", &db);
-    // `getent hosts NAME` in the container: the address, or None.
-    let resolve = |from: &str, name: &str| -> Option<String> {
-        let out = h.run(&["exec", from, "--", "getent", "hosts", name]);
-        out.status.success().then(|| {
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-    };
     // The resolver binds a new network's gateway within a moment.
     assert!(
-        eventually(5, || resolve(&web, &db).as_deref() == Some(db_ip.as_str())).is_some(),
+        eventually(5, || lookup(&h, &web, &db).as_deref()
+            == Some(db_ip.as_str()))
+        .is_some(),
         "web resolves db:\n{}",
         h.log()
     );
-    assert_eq!(resolve(&web, "database"), Some(db_ip.clone()), "alias");
-    assert_eq!(resolve(&web, "DataBase"), Some(db_ip.clone()), "any case");
+    assert_eq!(lookup(&h, &web, "database"), Some(db_ip.clone()), "alias");
+    assert_eq!(
+        lookup(&h, &web, "DataBase"),
+        Some(db_ip.clone()),
+        "any case"
+    );
     let ping = h.run(&["exec", &web, "--", "ping", "-c", "1", "-W", "1", &db]);
     assert!(ping.status.success(), "ping by name: {ping:?}");
     let reverse = h.run(&["exec", &web, "--", "getent", "hosts", &db_ip]);
@@ -108,34 +125,46 @@ fn containers_resolve_names_on_their_networks() {
         "PTR: {reverse:?}"
     );
 
+    // Known names are answered by the endpoint program: also while the
+    // daemon is down.
+    let answered = counter(&h, "dns_answered");
+    h.stop_daemon();
+    assert_eq!(lookup(&h, &web, &db), Some(db_ip.clone()), "daemon stopped");
+    assert_eq!(lookup(&h, &web, "database"), Some(db_ip.clone()));
+    assert!(
+        counter(&h, "dns_answered") > answered,
+        "answered in the kernel"
+    );
+    h.start_daemon(&daemon_args);
+
     // Names stay on their networks.
-    assert_eq!(resolve(&other, &db), None, "othernet does not see db");
-    assert_eq!(resolve(&other, "database"), None);
+    assert_eq!(lookup(&h, &other, &db), None, "othernet does not see db");
+    assert_eq!(lookup(&h, &other, "database"), None);
 
     // The rest of the world comes from upstream, except on internal
     // networks.
     assert_eq!(
-        resolve(&web, UPSTREAM_NAME),
+        lookup(&h, &web, UPSTREAM_NAME),
         Some(UPSTREAM_ANSWER.to_owned()),
         "forwarded upstream"
     );
     assert_eq!(
-        resolve(&probe, &h.name("probe")),
+        lookup(&h, &probe, &h.name("probe")),
         Some(h.ip_of("lab", &probe)),
         "an internal network has names"
     );
-    assert_eq!(resolve(&probe, UPSTREAM_NAME), None, "but no upstream");
+    assert_eq!(lookup(&h, &probe, UPSTREAM_NAME), None, "but no upstream");
 
     // Connect with an alias, disconnect, rm: answers change at once.
     h.ok(&["network", "connect", "--alias", "cache", "othernet", &db]);
     let db_other = h.ip_of("othernet", &db);
-    assert_eq!(resolve(&other, "cache"), Some(db_other.clone()));
-    assert_eq!(resolve(&other, &db), Some(db_other), "and by name");
+    assert_eq!(lookup(&h, &other, "cache"), Some(db_other.clone()));
+    assert_eq!(lookup(&h, &other, &db), Some(db_other), "and by name");
     h.ok(&["network", "disconnect", "othernet", &db]);
-    assert_eq!(resolve(&other, "cache"), None, "gone with the endpoint");
+    assert_eq!(lookup(&h, &other, "cache"), None, "gone with the endpoint");
     h.ok(&["rm", "-f", &db]);
-    assert_eq!(resolve(&web, &db), None, "gone with the container");
-    assert_eq!(resolve(&web, "database"), None);
+    assert_eq!(lookup(&h, &web, &db), None, "gone with the container");
+    assert_eq!(lookup(&h, &web, "database"), None);
 
     // Bad aliases are refused, and change nothing.
     let before = h.observable();

@@ -8,7 +8,9 @@
 use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
-use overlay_common::{Counter, DropReason, VXLAN_PORT};
+use overlay_common::{
+    Counter, DNS_ADDRS_MAX, DNS_NAME_MAX, DropReason, NameKey, NameValue, VXLAN_PORT,
+};
 use overlay_testkit::{
     PinDir, assert_no_failures,
     packet::{
@@ -165,6 +167,268 @@ fn program(dp: &mut Dataplane, env: &Env) {
     dp.add_peer(ip("10.99.0.2"), 100).expect("peer");
     dp.add_guard(Guard("192.0.2.9:2379".parse().expect("endpoint")))
         .expect("guard");
+    for (vni, name, addrs) in [
+        (100, "db", &["10.0.1.3"][..]),
+        (100, "web.app", &["10.0.1.3", "10.0.1.4"]),
+        (300, "probe", &["10.0.3.2"]),
+    ] {
+        dp.set_name(&name_key(vni, &wire(name)), &name_value(addrs))
+            .expect("name");
+    }
+}
+
+/// `name` in DNS wire form (length-prefixed labels, then the root's 0).
+fn wire(name: &str) -> Vec<u8> {
+    let mut w = Vec::new();
+    for label in name.split('.') {
+        w.push(label.len() as u8);
+        w.extend_from_slice(label.as_bytes());
+    }
+    w.push(0);
+    w
+}
+
+fn name_key(vni: u32, wire: &[u8]) -> NameKey {
+    let mut key = NameKey {
+        vni,
+        len: wire.len() as u32,
+        name: [0; DNS_NAME_MAX],
+    };
+    key.name[..wire.len()].copy_from_slice(wire);
+    key
+}
+
+fn name_value(addrs: &[&str]) -> NameValue {
+    let mut v = NameValue {
+        count: addrs.len() as u32,
+        addrs: [0; DNS_ADDRS_MAX],
+    };
+    for (slot, a) in v.addrs.iter_mut().zip(addrs) {
+        *slot = u32::from_ne_bytes(ip(a).octets());
+    }
+    v
+}
+
+/// A DNS message: ID 0x4242, `flags`, one question (`qname` in wire form,
+/// `qtype`, `qclass`), `arcount` in the header (records not included).
+fn dns_query(qname: &[u8], qtype: u16, qclass: u16, flags: u16, arcount: u16) -> Vec<u8> {
+    let mut m = vec![0x42, 0x42];
+    m.extend_from_slice(&flags.to_be_bytes());
+    m.extend_from_slice(&[0, 1, 0, 0, 0, 0]);
+    m.extend_from_slice(&arcount.to_be_bytes());
+    m.extend_from_slice(qname);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&qclass.to_be_bytes());
+    m
+}
+
+/// What the endpoint program answers `query` (a message from
+/// [`dns_query`] with RD set) with: the same question, authoritative, one
+/// A record per address pointing back at the question's name.
+fn dns_answer(query: &[u8], addrs: &[&str]) -> Vec<u8> {
+    let mut m = query.to_vec();
+    m[2..4].copy_from_slice(&0x8580u16.to_be_bytes());
+    m[6..8].copy_from_slice(&(addrs.len() as u16).to_be_bytes());
+    for a in addrs {
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        m.extend_from_slice(&600u32.to_be_bytes());
+        m.extend_from_slice(&[0, 4]);
+        m.extend_from_slice(&ip(a).octets());
+    }
+    m
+}
+
+const RD: u16 = 0x0100;
+const A: u16 = 1;
+const AAAA: u16 = 28;
+const IN: u16 = 1;
+
+/// DNS queries from containers: answered in the kernel, or left to the
+/// daemon's resolver on the gateway untouched.
+fn dns_cases() -> Vec<Case> {
+    let a = ip("10.0.1.2");
+    let gw = ip("10.0.1.1");
+    // From A's port 33333 to `dst:dport` over `proto` (UDP unless 6).
+    let to = |dst: Ipv4Addr, proto: u8, dport: u16, dns: &[u8]| {
+        let l4 = if proto == 6 {
+            let mut t = vec![0u8; 20];
+            t[..2].copy_from_slice(&33333u16.to_be_bytes());
+            t[2..4].copy_from_slice(&dport.to_be_bytes());
+            t[12] = 5 << 4;
+            t.extend_from_slice(dns);
+            t
+        } else {
+            udp(33333, dport, dns)
+        };
+        let mut f = eth(HOST_MAC, MAC_A, ETH_P_IP);
+        f.extend(Ipv4::new(a, dst, proto).build(&l4));
+        f
+    };
+    let query = |dns: &[u8]| to(gw, 17, 53, dns);
+    let reply = |dns: Vec<u8>| {
+        let mut f = eth(MAC_A, HOST_MAC, ETH_P_IP);
+        f.extend(
+            Ipv4 {
+                id: 0,
+                frags: 0x4000,
+                ..Ipv4::new(gw, a, 17)
+            }
+            .build(&udp(53, 33333, &dns)),
+        );
+        f
+    };
+    let answered = |what, q: Vec<u8>, addrs: &[&str]| Case {
+        what,
+        prog: Prog::Endpoint,
+        dev: "ep1",
+        input: query(&q),
+        action: TC_ACT_REDIRECT,
+        counter: Expect::Ok(Counter::DnsAnswered),
+        out: Out::Bytes(reply(dns_answer(&q, addrs))),
+    };
+    let passed = |what, input| Case {
+        what,
+        prog: Prog::Endpoint,
+        dev: "ep1",
+        input,
+        action: TC_ACT_OK,
+        counter: Expect::Ok(Counter::ToHost),
+        out: Out::Unchanged,
+    };
+    let db = wire("db");
+    let compressed = dns_query(&[0xc0, 12], A, IN, RD, 0);
+    let long_name = wire(&["x"; 32].join("."));
+    assert!(long_name.len() > DNS_NAME_MAX);
+    let mut trailing = dns_query(&db, A, IN, RD, 0);
+    trailing.extend_from_slice(&[0; 4]);
+    let mut cut = dns_query(&db, A, IN, RD, 0);
+    cut.truncate(cut.len() - 3);
+    let mut no_end = dns_query(&db, A, IN, RD, 0);
+    no_end.truncate(12 + 3);
+    // I, alone on the internal network 300, asks its gateway.
+    let internal_query = dns_query(&wire("probe"), A, IN, RD, 0);
+    let from_i = |src, dst, dns: &[u8], src_mac, dst_mac, sport, dport, id, frags| {
+        let mut f = eth(dst_mac, src_mac, ETH_P_IP);
+        f.extend(
+            Ipv4 {
+                id,
+                frags,
+                ..Ipv4::new(src, dst, 17)
+            }
+            .build(&udp(sport, dport, dns)),
+        );
+        f
+    };
+    let (i, i_gw) = (ip("10.0.3.2"), ip("10.0.3.1"));
+    let internal = Case {
+        what: "dns: answered on an internal network too",
+        prog: Prog::Endpoint,
+        dev: "ep2",
+        input: from_i(
+            i,
+            i_gw,
+            &internal_query,
+            MAC_I,
+            HOST_MAC,
+            40000,
+            53,
+            0x1234,
+            0,
+        ),
+        action: TC_ACT_REDIRECT,
+        counter: Expect::Ok(Counter::DnsAnswered),
+        out: Out::Bytes(from_i(
+            i_gw,
+            i,
+            &dns_answer(&internal_query, &["10.0.3.2"]),
+            HOST_MAC,
+            MAC_I,
+            53,
+            40000,
+            0,
+            0x4000,
+        )),
+    };
+    vec![
+        internal,
+        answered(
+            "dns: A of a name on its network",
+            dns_query(&db, A, IN, RD, 0),
+            &["10.0.1.3"],
+        ),
+        answered(
+            "dns: any case",
+            dns_query(&wire("dB"), A, IN, RD, 0),
+            &["10.0.1.3"],
+        ),
+        answered(
+            "dns: two labels, two addresses",
+            dns_query(&wire("WEB.app"), A, IN, RD, 0),
+            &["10.0.1.3", "10.0.1.4"],
+        ),
+        answered(
+            "dns: AAAA of a known name: an empty answer",
+            dns_query(&db, AAAA, IN, RD, 0),
+            &[],
+        ),
+        answered(
+            "dns: MX of a known name: an empty answer",
+            dns_query(&db, 15, IN, RD, 0),
+            &[],
+        ),
+        passed(
+            "dns: unknown name to the daemon",
+            query(&dns_query(&wire("nope"), A, IN, RD, 0)),
+        ),
+        passed(
+            "dns: another network's name to the daemon",
+            query(&dns_query(&wire("probe"), A, IN, RD, 0)),
+        ),
+        passed(
+            "dns: a prefix of a name is not the name",
+            query(&dns_query(&wire("web"), A, IN, RD, 0)),
+        ),
+        passed("dns: compressed name to the daemon", query(&compressed)),
+        passed(
+            "dns: name over 64 bytes to the daemon",
+            query(&dns_query(&long_name, A, IN, RD, 0)),
+        ),
+        passed(
+            "dns: EDNS record to the daemon",
+            query(&dns_query(&db, A, IN, RD, 1)),
+        ),
+        passed(
+            "dns: a response is not answered",
+            query(&dns_query(&db, A, IN, 0x8000, 0)),
+        ),
+        passed(
+            "dns: an update is not answered",
+            query(&dns_query(&db, A, IN, 5 << 11, 0)),
+        ),
+        passed(
+            "dns: class CH to the daemon",
+            query(&dns_query(&db, A, 3, RD, 0)),
+        ),
+        passed("dns: bytes after the question", query(&trailing)),
+        passed("dns: question cut short", query(&cut)),
+        passed("dns: name without its end", query(&no_end)),
+        passed(
+            "dns: header only",
+            query(&dns_query(&db, A, IN, RD, 0)[..12]),
+        ),
+        passed(
+            "dns: to port 5353",
+            to(gw, 17, 5353, &dns_query(&db, A, IN, RD, 0)),
+        ),
+        passed(
+            "dns: over TCP",
+            to(gw, 6, 53, &dns_query(&db, A, IN, RD, 0)),
+        ),
+        passed(
+            "dns: to another resolver",
+            to(ip("192.0.2.53"), 17, 53, &dns_query(&db, A, IN, RD, 0)),
+        ),
+    ]
 }
 
 fn cases(env: &Env) -> Vec<Case> {
@@ -1132,7 +1396,8 @@ fn verdict_table() {
     let pins = PinDir::new("pr");
     let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
     program(&mut dp, &env);
-    let cases = cases(&env);
+    let mut cases = cases(&env);
+    cases.extend(dns_cases());
     let failures: Vec<String> = env
         .host
         .ns

@@ -7,6 +7,7 @@
 mod attach;
 pub mod bpffs;
 mod counters;
+mod dns_names;
 mod endpoints;
 mod error;
 pub mod features;
@@ -55,6 +56,7 @@ pub struct Dataplane {
     nexthops: HashMap<MapData, u32, NextHop>,
     path_mtus: HashMap<MapData, u32, PathMtu>,
     guards: HashMap<MapData, GuardKey, GuardValue>,
+    names: HashMap<MapData, overlay_common::NameKey, overlay_common::NameValue>,
 }
 
 /// Maps the programs fill on their own (caches): a pin whose layout is
@@ -169,6 +171,8 @@ impl Dataplane {
             .map_err(conv(names::PATH_MTUS))?;
         let guards =
             HashMap::try_from(take_map(&mut ebpf, names::GUARDS)?).map_err(conv(names::GUARDS))?;
+        let dns_names =
+            HashMap::try_from(take_map(&mut ebpf, names::NAMES)?).map_err(conv(names::NAMES))?;
         Ok(Self {
             ebpf,
             pin_dir,
@@ -183,6 +187,7 @@ impl Dataplane {
             nexthops,
             path_mtus,
             guards,
+            names: dns_names,
         })
     }
 

@@ -256,6 +256,13 @@ impl Engine {
 
     /// Makes the command's changes durable; on failure undoes them.
     pub fn commit(mut self) -> Result<(), EngineError> {
+        if crate::model::names::kernel_names(&self.state)
+            != crate::model::names::kernel_names(&self.before)
+            && let Err(e) = self.sync_names()
+        {
+            self.rollback();
+            return Err(e);
+        }
         if self.filter_changed()
             && let Err(e) = self.sync_guards().and_then(|()| {
                 self.host

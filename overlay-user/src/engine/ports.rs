@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use ipnet::Ipv4Net;
-use overlay_common::{EndpointInfo, NextHop, PathMtu};
+use overlay_common::{EndpointInfo, NameKey, NameValue, NextHop, PathMtu};
 
 use crate::{
     dataplane::{
@@ -54,6 +54,10 @@ pub trait Datapath {
     fn guards(&self) -> Result<Vec<Guard>, DataplaneError>;
     fn add_guard(&mut self, guard: Guard) -> Result<(), DataplaneError>;
     fn remove_guard(&mut self, guard: Guard) -> Result<(), DataplaneError>;
+    /// Names the endpoint program answers.
+    fn names(&self) -> Result<BTreeMap<NameKey, NameValue>, DataplaneError>;
+    fn set_name(&mut self, key: &NameKey, value: &NameValue) -> Result<(), DataplaneError>;
+    fn remove_name(&mut self, key: &NameKey) -> Result<(), DataplaneError>;
     // Read-only views for `status` and `stats`.
     fn pin_dir(&self) -> &Path;
     fn links(&self) -> Vec<String>;
@@ -139,6 +143,15 @@ impl Datapath for Dataplane {
     }
     fn remove_guard(&mut self, guard: Guard) -> Result<(), DataplaneError> {
         Dataplane::remove_guard(self, guard)
+    }
+    fn names(&self) -> Result<BTreeMap<NameKey, NameValue>, DataplaneError> {
+        Dataplane::names(self)
+    }
+    fn set_name(&mut self, key: &NameKey, value: &NameValue) -> Result<(), DataplaneError> {
+        Dataplane::set_name(self, key, value)
+    }
+    fn remove_name(&mut self, key: &NameKey) -> Result<(), DataplaneError> {
+        Dataplane::remove_name(self, key)
     }
     fn pin_dir(&self) -> &Path {
         Dataplane::pin_dir(self)
@@ -327,7 +340,11 @@ impl HostNet for System {
 
     fn delete_netns(&mut self, name: &str) -> Result<(), HostError> {
         host::netns::delete(name)?;
-        host::netns::set_etc_file(name, "resolv.conf", None)
+        host::netns::remove_own_etc_file(
+            name,
+            "resolv.conf",
+            crate::model::names::RESOLV_CONF_MARKER,
+        )
     }
 
     fn resolv_conf(&mut self, netns: &str) -> Result<Option<String>, HostError> {

@@ -45,6 +45,8 @@ pub struct Repairs {
     pub default_routes: Vec<String>,
     /// The underlay program was re-attached.
     pub underlay_reattached: bool,
+    /// The names the endpoint program answers differed from the state.
+    pub names_synced: bool,
 }
 
 impl Repairs {
@@ -91,6 +93,7 @@ impl Engine {
         self.remove_stale_routes_and_peers(&mut repairs)?;
         self.repair_gateways(&mut repairs)?;
         self.sync_guards()?;
+        repairs.names_synced = self.sync_names()?;
         // The underlay program, if this host was attached.
         if let Some(h) = self.state.host.clone()
             && let Some((ifindex, _)) = self.host.link(&h.iface)?
@@ -145,6 +148,8 @@ impl Engine {
             // Its process would otherwise outlive the container it belonged to.
             if c.owned_netns {
                 self.host.stop(c.process());
+                // Its resolv.conf outlived the namespace.
+                self.host.set_resolv_conf(&c.netns, None)?;
             }
             for ep in &c.endpoints {
                 self.release_endpoint(ep)?;

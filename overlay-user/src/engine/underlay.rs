@@ -266,6 +266,36 @@ impl Engine {
         Ok(())
     }
 
+    /// Makes the names the endpoint program answers those of the state
+    /// (`model::names::kernel_names`), undoably; true when any changed.
+    pub(super) fn sync_names(&mut self) -> Result<bool, EngineError> {
+        let want = crate::model::names::kernel_names(&self.state);
+        let have = self.dp.names()?;
+        let mut changed = false;
+        for (key, value) in &have {
+            if !want.contains_key(key) {
+                self.dp.remove_name(key)?;
+                self.undo.push(Undo::Name {
+                    key: *key,
+                    previous: Some(*value),
+                });
+                changed = true;
+            }
+        }
+        for (key, value) in &want {
+            let previous = have.get(key).copied();
+            if previous != Some(*value) {
+                self.dp.set_name(key, value)?;
+                self.undo.push(Undo::Name {
+                    key: *key,
+                    previous,
+                });
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
     /// Records the lease this host's cluster registration lives on.
     pub fn set_cluster_lease(&mut self, lease: i64) {
         if let Some(c) = self.state.cluster.as_mut() {

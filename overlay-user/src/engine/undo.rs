@@ -4,6 +4,8 @@
 
 use std::net::Ipv4Addr;
 
+use overlay_common::{NameKey, NameValue};
+
 use super::{Datapath, DefaultRoute, HostNet};
 use crate::{
     cluster::ClusterStore,
@@ -72,6 +74,12 @@ pub(super) enum Undo {
     DefaultRoute {
         netns: String,
         previous: Option<DefaultRoute>,
+    },
+    /// A name answered in the kernel changed; `previous` goes back (none:
+    /// the name is removed).
+    Name {
+        key: NameKey,
+        previous: Option<NameValue>,
     },
     /// A container's resolv.conf changed; `previous` goes back.
     ResolvConf {
@@ -153,6 +161,10 @@ impl Undo {
             Self::DefaultRoute { netns, previous } => host
                 .set_default_route(&netns, previous.as_ref())
                 .map_err(drop),
+            Self::Name { key, previous } => match previous {
+                Some(v) => dp.set_name(&key, &v).map_err(drop),
+                None => dp.remove_name(&key).map_err(drop),
+            },
             Self::ResolvConf { netns, previous } => host
                 .set_resolv_conf(&netns, previous.as_deref())
                 .map_err(drop),

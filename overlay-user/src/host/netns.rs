@@ -252,6 +252,16 @@ pub fn set_etc_file(name: &str, file: &str, text: Option<&str>) -> Result<(), Ho
     }
 }
 
+/// Removes namespace `name`'s `file` if this program wrote it (it starts
+/// with `marker`), and the namespace's directory once empty; a file
+/// someone else put there stays.
+pub fn remove_own_etc_file(name: &str, file: &str, marker: &str) -> Result<(), HostError> {
+    match etc_file(name, file)? {
+        Some(text) if text.starts_with(marker) => set_etc_file(name, file, None),
+        _ => Ok(()),
+    }
+}
+
 /// Opens namespace `name` (for setns).
 pub fn open(name: &str) -> Result<File, HostError> {
     check_name(name)?;

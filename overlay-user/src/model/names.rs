@@ -10,6 +10,8 @@ use std::{
     net::Ipv4Addr,
 };
 
+use overlay_common::{DNS_ADDRS_MAX, DNS_NAME_MAX, NameKey, NameValue};
+
 use super::{Snapshot, ids};
 
 /// The container name on claims of Docker's endpoints (the sandbox is not
@@ -58,6 +60,10 @@ pub struct NameTable {
     internal: BTreeSet<String>,
 }
 
+/// The first line of every resolv.conf this program writes: what tells
+/// ours from one a user put there.
+pub const RESOLV_CONF_MARKER: &str = "# Written by overlay:";
+
 /// Name servers a resolv.conf holds at most (glibc's MAXNS).
 const MAX_NAMESERVERS: usize = 3;
 
@@ -67,7 +73,7 @@ const MAX_NAMESERVERS: usize = 3;
 /// (`ndots:0`, as Docker writes it).
 pub fn resolv_conf(gateway: Ipv4Addr, fallbacks: &[Ipv4Addr]) -> String {
     let mut text = format!(
-        "# Written by overlay: the container resolver of its first network.\nnameserver {gateway}\n"
+        "{RESOLV_CONF_MARKER} the container resolver of its first network.\nnameserver {gateway}\n"
     );
     for ip in fallbacks
         .iter()
@@ -95,6 +101,61 @@ pub fn nameservers(resolv_conf: &str) -> Vec<Ipv4Addr> {
 /// `name` as it is compared: lower case, without the root's trailing dot.
 pub fn normalize(name: &str) -> String {
     name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
+}
+
+/// `name` in DNS wire form, lower case: length-prefixed labels and the
+/// root's zero byte; `None` when a label is empty or longer than 63 bytes.
+pub fn wire_name(name: &str) -> Option<Vec<u8>> {
+    let name = normalize(name);
+    let mut out = Vec::with_capacity(name.len() + 2);
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return None;
+        }
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
+    Some(out)
+}
+
+/// The entries of the kernel's names map for `s`: every name on a network
+/// with endpoints here whose wire form fits [`DNS_NAME_MAX`] and that has
+/// at most [`DNS_ADDRS_MAX`] addresses (the daemon answers the others).
+pub fn kernel_names(s: &Snapshot) -> BTreeMap<NameKey, NameValue> {
+    let t = NameTable::from_snapshot(s);
+    let mut out = BTreeMap::new();
+    for (net_id, names) in &t.names {
+        if !t.gateways.values().any(|g| g == net_id) {
+            continue;
+        }
+        let Some(net) = s.networks.get(net_id) else {
+            continue;
+        };
+        for (name, ips) in names {
+            let Some(wire) = wire_name(name).filter(|w| w.len() <= DNS_NAME_MAX) else {
+                continue;
+            };
+            if ips.len() > DNS_ADDRS_MAX {
+                continue;
+            }
+            let mut key = NameKey {
+                vni: net.vni,
+                len: wire.len() as u32,
+                name: [0; DNS_NAME_MAX],
+            };
+            key.name[..wire.len()].copy_from_slice(&wire);
+            let mut value = NameValue {
+                count: ips.len() as u32,
+                ..NameValue::default()
+            };
+            for (slot, ip) in value.addrs.iter_mut().zip(ips) {
+                *slot = u32::from_ne_bytes(ip.octets());
+            }
+            out.insert(key, value);
+        }
+    }
+    out
 }
 
 /// The address of an `in-addr.arpa` name (`4.3.2.1.in-addr.arpa` ->

@@ -12,7 +12,7 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use overlay_common::{EndpointInfo, NextHop, PathMtu};
+use overlay_common::{EndpointInfo, NameKey, NameValue, NextHop, PathMtu};
 
 use crate::{
     dataplane::{
@@ -35,6 +35,8 @@ pub struct Kernel {
     pub underlay: Option<Underlay>,
     pub underlay_links: BTreeSet<u32>,
     pub guards: BTreeSet<Guard>,
+    /// Names the endpoint program answers.
+    pub names: BTreeMap<NameKey, NameValue>,
     /// The underlay NIC's MTU and driver, as `nic` reports them.
     pub nic_mtu: u32,
     pub nic_driver: Option<String>,
@@ -385,6 +387,26 @@ impl Datapath for FakeDatapath {
         w.change(format!("dp.remove_guard({})", guard.0))
             .map_err(dp_err)?;
         w.kernel.guards.remove(&guard);
+        Ok(())
+    }
+
+    fn names(&self) -> Result<BTreeMap<NameKey, NameValue>, DataplaneError> {
+        Ok(self.0.borrow().kernel.names.clone())
+    }
+
+    fn set_name(&mut self, key: &NameKey, value: &NameValue) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.set_name({})", key.vni))
+            .map_err(dp_err)?;
+        w.kernel.names.insert(*key, *value);
+        Ok(())
+    }
+
+    fn remove_name(&mut self, key: &NameKey) -> Result<(), DataplaneError> {
+        let mut w = self.0.borrow_mut();
+        w.change(format!("dp.remove_name({})", key.vni))
+            .map_err(dp_err)?;
+        w.kernel.names.remove(key);
         Ok(())
     }
 

@@ -331,6 +331,60 @@ fn resolv_conf_points_at_the_first_networks_gateway() {
 }
 
 #[test]
+fn names_in_the_kernel_follow_the_state() {
+    let h = Harness::new();
+    populated(&h);
+    let wire = |name: &str| crate::model::names::wire_name(name).expect("a name");
+    let answered = |vni: u32, name: &str| -> Option<Vec<Ipv4Addr>> {
+        let w = wire(name);
+        h.kernel()
+            .names
+            .iter()
+            .find(|(k, _)| k.vni == vni && k.name[..k.len as usize] == w[..])
+            .map(|(_, v)| {
+                v.addrs[..v.count as usize]
+                    .iter()
+                    .map(|a| Ipv4Addr::from(a.to_ne_bytes()))
+                    .collect()
+            })
+    };
+    let vni = |name: &str| {
+        h.stored()
+            .networks
+            .values()
+            .find(|n| n.name == name)
+            .expect("network")
+            .vni
+    };
+    let (front, back) = (vni("front"), vni("back"));
+    let c2_back = ip("10.2.0.9");
+    assert_eq!(answered(back, "c2"), Some(vec![c2_back]));
+    assert_eq!(
+        answered(back, "C2"),
+        Some(vec![c2_back]),
+        "stored lower case"
+    );
+    assert!(answered(front, "c1").is_some() && answered(back, "c1").is_none());
+    let options = ConnectOptions {
+        aliases: vec!["db".into()],
+        ..ConnectOptions::default()
+    };
+    h.run(|e| e.connect("back", "c1", options).map(drop))
+        .expect("connect");
+    let c1_back = h.stored().containers["c1"].endpoints[1].ip;
+    assert_eq!(answered(back, "db"), Some(vec![c1_back]));
+    assert_eq!(answered(back, "c1"), Some(vec![c1_back]));
+    h.run(|e| e.disconnect("back", "c1")).expect("disconnect");
+    assert_eq!(answered(back, "db"), None, "gone at once");
+    // Lost from the map (say the pins were removed): the repair puts it
+    // back.
+    h.world.borrow_mut().kernel.names.clear();
+    let repairs = h.run(|e| e.reconcile()).expect("reconcile");
+    assert!(repairs.names_synced);
+    assert_eq!(answered(back, "c2"), Some(vec![c2_back]));
+}
+
+#[test]
 fn a_committed_command_leaves_kernel_and_store_in_step() {
     let h = Harness::new();
     populated(&h);
