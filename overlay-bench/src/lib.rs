@@ -7,13 +7,15 @@
 //! (programming cost and map memory), [`traffic`] (TCP and request/response
 //! per path), [`pktrate`] (packet rate and no-drop rate from an XDP
 //! generator), [`cluster`] (convergence through etcd), [`docker`] (Docker's
-//! `docker0` next to this plugin's network, one host); [`limit`] is limit
+//! `docker0` next to this plugin's network, one host), [`dns`] (name lookups:
+//! in the kernel, the daemon, Docker's resolver, dnsmasq); [`limit`] is limit
 //! (a), the bare-redirect reference. The `overlay-bench` binary runs them
 //! and writes the report; `overlay-demo` runs [`demo`].
 
 pub mod cluster;
 pub mod control;
 pub mod demo;
+pub mod dns;
 pub mod docker;
 pub mod limit;
 pub mod pktrate;

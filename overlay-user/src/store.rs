@@ -192,9 +192,23 @@ mod layout {
 /// The store's file in its directory.
 pub const FILE_NAME: &str = "store.redb";
 
+/// A counter in the store's directory, raised by every commit that changes
+/// what containers resolve: the resolver reads the state again when it
+/// moves. (The store file's own times change with every open, reads too.)
+pub const NAMES_GENERATION_FILE: &str = "names.generation";
+
+/// The names generation in `dir` (0 before the first change).
+pub fn names_generation(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join(NAMES_GENERATION_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// The open database; dropping it releases the lock.
 pub struct Store {
     db: Database,
+    dir: std::path::PathBuf,
 }
 
 impl Store {
@@ -209,7 +223,12 @@ impl Store {
         let deadline = Instant::now() + wait;
         loop {
             match Database::create(&path) {
-                Ok(db) => return Ok(Self { db }),
+                Ok(db) => {
+                    return Ok(Self {
+                        db,
+                        dir: dir.to_path_buf(),
+                    });
+                }
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -219,6 +238,13 @@ impl Store {
                 Err(source) => return Err(StoreError::Open { path, source }),
             }
         }
+    }
+
+    /// Raises the names generation (while the store is held, so two
+    /// commands never raise it to the same value).
+    pub fn bump_names_generation(&self) -> std::io::Result<()> {
+        let next = names_generation(&self.dir) + 1;
+        std::fs::write(self.dir.join(NAMES_GENERATION_FILE), format!("{next}\n"))
     }
 
     /// Everything in the store.

@@ -255,6 +255,13 @@ fn local_users_and_foreign_directories_are_refused() {
     // The socket checks who is asking, whatever its file mode says.
     h.start_daemon(&["--interval", "60"]);
     let socket = h.root.join("overlay.sock");
+    // The daemon restricts its socket right after binding it: open it up
+    // only after that, or the daemon's chmod would undo the test's.
+    let mode = || std::fs::metadata(&socket).map(|m| m.permissions().mode() & 0o777);
+    assert!(
+        eventually(5, || mode().is_ok_and(|m| m == 0o600)).is_some(),
+        "the daemon restricts its socket"
+    );
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod");
     std::fs::set_permissions(&h.root, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let request = format!(

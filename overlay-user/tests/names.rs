@@ -174,3 +174,30 @@ fn containers_resolve_names_on_their_networks() {
     assert!(err.contains("no/slash"), "{err}");
     assert_eq!(h.observable(), before);
 }
+
+/// The DNS benchmark's machinery (`./x bench` runs it with full sizes):
+/// every resolver answers, and the in-kernel path is answered in the
+/// kernel while the daemon's is not; checks it measures, not how fast.
+#[test]
+fn dns_benchmark_measures_every_resolver() {
+    if !require_root("dns_benchmark_measures_every_resolver") {
+        return;
+    }
+    use overlay_bench::dns::{self, DnsOptions, Resolver};
+    let run = dns::run(
+        std::path::Path::new(env!("CARGO_BIN_EXE_overlay")),
+        DnsOptions::QUICK,
+        |_| {},
+    )
+    .expect("benchmark runs");
+    let resolvers: Vec<Resolver> = run.results.iter().map(|r| r.resolver).collect();
+    assert_eq!(resolvers, Resolver::ALL);
+    for r in &run.results {
+        assert!(
+            r.qps > 0.0 && r.median_us > 0.0 && r.p99_us >= r.median_us,
+            "{r:?}"
+        );
+    }
+    assert!(run.kernel_answered_on_kernel_path > 0, "{run:?}");
+    assert_eq!(run.kernel_answered_on_daemon_path, 0, "{run:?}");
+}

@@ -8,6 +8,7 @@ use clap::Args;
 use overlay_bench::{
     cluster::{self, Convergence},
     control::{self, ControlCost, MapMemory},
+    dns::{self, DnsOptions, DnsRun},
     docker::{self, DockerRun},
     pktrate::{self, RateOptions, RateRun},
     prog_run::{self, ProgCost},
@@ -24,6 +25,7 @@ enum Part {
     PacketRate,
     Cluster,
     Docker,
+    Dns,
 }
 
 #[derive(Args)]
@@ -96,6 +98,7 @@ struct Results {
     packet_rate: RateRun,
     cluster: Option<Convergence>,
     docker: Option<DockerRun>,
+    dns: Option<DnsRun>,
 }
 
 impl Results {
@@ -213,7 +216,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
 
     let prog_run = if runs(Part::ProgRun) {
-        eprintln!("[1/6] BPF_PROG_RUN cost: {samples} single runs per path");
+        eprintln!("[1/7] BPF_PROG_RUN cost: {samples} single runs per path");
         cost_rows(&prog_run::prog_run_costs(samples).context("BPF_PROG_RUN benchmark")?)
     } else {
         Vec::new()
@@ -224,7 +227,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         &[1000, 10_000, 100_000]
     };
     let (control_plane, map_memory) = if runs(Part::Control) {
-        eprintln!("[2/6] control plane: programming {counts:?} remote endpoints");
+        eprintln!("[2/7] control plane: programming {counts:?} remote endpoints");
         control::program_remote_endpoints(counts).context("control-plane benchmark")?
     } else {
         (Vec::new(), Vec::new())
@@ -232,7 +235,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let traffic = if runs(Part::Traffic) {
         anyhow::ensure!(traffic::have_iperf3(), "iperf3 is missing: run `./x setup`");
         traffic::run(&PathKind::ALL, traffic_opts, |step| {
-            eprintln!("[3/6] traffic: {step}")
+            eprintln!("[3/7] traffic: {step}")
         })
         .context("traffic benchmark")?
     } else {
@@ -240,7 +243,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     };
     let packet_rate = if runs(Part::PacketRate) {
         pktrate::run(&PathKind::ALL, &rate_opts, |step| {
-            eprintln!("[4/6] packet rate: {step}")
+            eprintln!("[4/7] packet rate: {step}")
         })
         .context("packet-rate benchmark")?
     } else {
@@ -250,7 +253,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         let rounds = args
             .convergence_rounds
             .unwrap_or(if args.quick { 2 } else { 10 });
-        eprintln!("[5/6] cluster convergence: {rounds} connects, 2 hosts, etcd");
+        eprintln!("[5/7] cluster convergence: {rounds} connects, 2 hosts, etcd");
         Some(cluster::convergence(&overlay_binary()?, rounds))
     } else {
         None
@@ -262,9 +265,27 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         );
         Some(
             docker::run(&overlay_binary()?, traffic_opts, &rate_opts, |step| {
-                eprintln!("[6/6] docker: {step}")
+                eprintln!("[6/7] docker: {step}")
             })
             .context("Docker benchmark")?,
+        )
+    } else {
+        None
+    };
+    let dns = if runs(Part::Dns) {
+        let mut opts = if args.quick {
+            DnsOptions::QUICK
+        } else {
+            DnsOptions::FULL
+        };
+        if let Some(rounds) = args.rounds {
+            opts.rounds = rounds.max(1);
+        }
+        Some(
+            dns::run(&overlay_binary()?, opts, |step| {
+                eprintln!("[7/7] dns: {step}")
+            })
+            .context("DNS benchmark")?,
         )
     } else {
         None
@@ -282,6 +303,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         packet_rate,
         cluster,
         docker,
+        dns,
     };
     print!("{}", tables(&results));
     if let Some(path) = &args.json {

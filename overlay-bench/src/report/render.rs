@@ -196,6 +196,9 @@ pub(super) fn tables(r: &Results) -> String {
     if let Some(d) = &r.docker {
         out.push_str(&docker_table(d));
     }
+    if let Some(d) = &r.dns {
+        out.push_str(&dns_table(d));
+    }
     if let Some(c) = &r.cluster {
         let _ = writeln!(
             out,
@@ -263,6 +266,35 @@ fn docker_table(d: &docker::DockerRun) -> String {
             ratio(p.mpps, b.mpps),
             ratio(p.cpu_ns_per_packet, b.cpu_ns_per_packet),
             no_drop_ratio,
+        );
+    }
+    out
+}
+
+/// Name lookups, with ratios to Docker's embedded resolver.
+fn dns_table(d: &overlay_bench::dns::DnsRun) -> String {
+    let mut out = format!(
+        "\nName lookups from a container on one host, a known name, the resolvers alternating \
+         round by round (medians over rounds; RR = one query at a time; qps with queries in flight; \
+         the endpoint program answered {} queries on the in-kernel path and {} on the daemon's)\n\
+         | resolver | RR median us | RR p99 us | queries/s | latency vs Docker | queries/s vs Docker |\n\
+         |---|---|---|---|---|---|\n",
+        d.kernel_answered_on_kernel_path, d.kernel_answered_on_daemon_path
+    );
+    let docker = d
+        .results
+        .iter()
+        .find(|x| x.resolver == overlay_bench::dns::Resolver::Docker);
+    for x in &d.results {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.1} | {:.0} | {} | {} |",
+            x.name,
+            x.median_us,
+            x.p99_us,
+            x.qps,
+            docker.map_or_else(|| "-".into(), |k| ratio(x.median_us, k.median_us)),
+            docker.map_or_else(|| "-".into(), |k| ratio(x.qps, k.qps)),
         );
     }
     out

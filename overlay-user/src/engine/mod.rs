@@ -49,7 +49,8 @@ use crate::{
         filter::{FilteredNetwork, Published, Ruleset},
     },
     model::{
-        ContainerRecord, NetworkRecord, ProcessRef, RuleError, Snapshot, rules::DEFAULT_NETWORK,
+        ContainerRecord, NetworkRecord, ProcessRef, RuleError, Snapshot, names::NameTable,
+        rules::DEFAULT_NETWORK,
     },
     store::{Store, StoreError},
 };
@@ -274,7 +275,16 @@ impl Engine {
             return Err(e);
         }
         match self.store.save(&self.before, &self.state) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if NameTable::from_snapshot(&self.state) != NameTable::from_snapshot(&self.before)
+                    && let Err(e) = self.store.bump_names_generation()
+                {
+                    // The resolver answers from the old names until the
+                    // next change; the kernel's map is already current.
+                    tracing::warn!(error = %e, "telling the resolver of new names");
+                }
+                Ok(())
+            }
             Err(e) => {
                 self.rollback();
                 Err(e.into())

@@ -13,7 +13,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use hickory_proto::{
@@ -29,7 +29,7 @@ use tokio::{
 use crate::{
     engine::{Paths, STORE_WAIT},
     model::names::{Answer, NameTable, QueryType},
-    store::Store,
+    store::{Store, names_generation},
 };
 
 /// Where containers ask.
@@ -42,9 +42,6 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 const TTL: u32 = 600;
 /// How often sockets are matched to the networks with endpoints here.
 const SOCKET_SYNC: Duration = Duration::from_millis(200);
-/// A store written this recently may change again within the file
-/// system's timestamp granularity: read it again regardless.
-const MTIME_SLACK: Duration = Duration::from_millis(100);
 /// Largest DNS message over UDP we accept or forward (EDNS sizes).
 const UDP_MAX: usize = 4096;
 
@@ -146,29 +143,48 @@ pub fn upstreams_of(resolv_conf: &str) -> Vec<SocketAddrV4> {
         .collect()
 }
 
-/// The names as of the store's last change.
+/// The names as of the last change the store's names generation tells of.
 struct Names {
     store_dir: PathBuf,
-    cached: Mutex<(Option<SystemTime>, Arc<NameTable>)>,
+    /// (generation read before the table was, the table); `None` until
+    /// read once.
+    cached: Mutex<Option<(u64, Arc<NameTable>)>>,
 }
 
 impl Names {
-    /// The table, read again first if the store changed.
-    fn current(&self) -> Arc<NameTable> {
-        let modified = std::fs::metadata(self.store_dir.join(crate::store::FILE_NAME))
-            .and_then(|m| m.modified())
-            .ok();
-        let recent = modified
-            .and_then(|m| m.elapsed().ok())
-            .is_none_or(|age| age < MTIME_SLACK);
-        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if recent || cached.0 != modified || cached.0.is_none() {
-            match Store::open(&self.store_dir, STORE_WAIT).and_then(|s| s.load()) {
-                Ok(snapshot) => *cached = (modified, Arc::new(NameTable::from_snapshot(&snapshot))),
-                Err(e) => tracing::warn!(error = %e, "resolver: reading the state"),
-            }
+    /// The table if the names did not change since it was read (a small
+    /// file read: no store, no blocking).
+    fn fresh(&self) -> Option<Arc<NameTable>> {
+        let generation = names_generation(&self.store_dir);
+        let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_ref() {
+            Some((seen, table)) if *seen == generation => Some(Arc::clone(table)),
+            _ => None,
         }
-        cached.1.clone()
+    }
+
+    /// The table, read again first if the names changed.
+    fn current(&self) -> Arc<NameTable> {
+        // Read before the state: a commit in between is seen next time.
+        let generation = names_generation(&self.store_dir);
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        match cached.as_ref() {
+            Some((seen, table)) if *seen == generation => Arc::clone(table),
+            _ => match Store::open(&self.store_dir, STORE_WAIT).and_then(|s| s.load()) {
+                Ok(snapshot) => {
+                    let table = Arc::new(NameTable::from_snapshot(&snapshot));
+                    *cached = Some((generation, Arc::clone(&table)));
+                    table
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "resolver: reading the state");
+                    cached
+                        .as_ref()
+                        .map(|(_, t)| Arc::clone(t))
+                        .unwrap_or_default()
+                }
+            },
+        }
     }
 }
 
@@ -180,6 +196,10 @@ struct Resolver {
 
 impl Resolver {
     async fn table(self: &Arc<Self>) -> Arc<NameTable> {
+        if let Some(table) = self.names.fresh() {
+            return table;
+        }
+        // Reading the store may wait for a command that holds it.
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || me.names.current())
             .await
@@ -335,7 +355,7 @@ pub fn run(paths: &Paths, upstreams: Vec<SocketAddrV4>) {
     let resolver = Arc::new(Resolver {
         names: Names {
             store_dir: paths.state_dir.clone(),
-            cached: Mutex::new((None, Arc::default())),
+            cached: Mutex::new(None),
         },
         upstreams,
     });
