@@ -230,6 +230,24 @@ fn three_hosts_share_overlay_networks_through_etcd() {
     assert!(!h3.pings(&b, &e_ip), "nor on one host");
     assert!(!h3.pings(&e, &b_ip), "nor the other way");
 
+    // An alias given on host 3 resolves on host 2, on that network only.
+    h3.ok(&["network", "connect", "--alias", "api", "back", &b]);
+    let b_back = h3.ip_of("back", &b);
+    let resolves = |h: &Host, from: &str, name: &str| {
+        let out = h.run(&["exec", from, "--", "getent", "hosts", name]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .map(str::to_owned)
+    };
+    assert!(
+        eventually(10, || resolves(h2, &d, "api").as_deref()
+            == Some(b_back.as_str()))
+        .is_some(),
+        "d (host 2, back) resolves b's alias from host 3"
+    );
+    assert_eq!(resolves(h2, &a, "api"), None, "a (front) does not");
+
     // Names are cluster-wide; a network in use anywhere stays.
     let dup = h3.fails(&["network", "create", "-d", "overlay", "front"]);
     assert!(dup.contains("already exists"), "{dup}");

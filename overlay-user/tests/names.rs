@@ -6,7 +6,12 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    process::{Child, Stdio},
+    time::Duration,
+};
 
 use common::{Host, eventually, host, require_root};
 use overlay_testkit::NetNs;
@@ -124,6 +129,31 @@ fn containers_resolve_names_on_their_networks() {
         String::from_utf8_lossy(&reverse.stdout).contains(&db),
         "PTR: {reverse:?}"
     );
+
+    // Over TCP too (the daemon's resolver; length-prefixed messages).
+    let gateway = h.inspect("mynet")["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .expect("gateway")
+        .to_owned();
+    let reply = NetNs::existing(&web)
+        .run(|| -> std::io::Result<Vec<u8>> {
+            let mut conn = TcpStream::connect((gateway.as_str(), 53))?;
+            conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+            let q = overlay_bench::dns::query(0x7777, &db, false);
+            conn.write_all(&(q.len() as u16).to_be_bytes())?;
+            conn.write_all(&q)?;
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len)?;
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            conn.read_exact(&mut reply)?;
+            Ok(reply)
+        })
+        .expect("enter the container")
+        .expect("a reply over TCP");
+    assert_eq!(reply[..2], [0x77, 0x77], "the query's ID");
+    assert_eq!(u16::from_be_bytes([reply[6], reply[7]]), 1, "one answer");
+    let db_octets: std::net::Ipv4Addr = db_ip.parse().expect("address");
+    assert_eq!(reply[reply.len() - 4..], db_octets.octets(), "db's address");
 
     // Known names are answered by the endpoint program: also while the
     // daemon is down.
