@@ -247,6 +247,17 @@ fn three_hosts_share_overlay_networks_through_etcd() {
         "d (host 2, back) resolves b's alias from host 3"
     );
     assert_eq!(resolves(h2, &a, "api"), None, "a (front) does not");
+    // A rename on host 3 reaches host 2 through b's rewritten claims.
+    let renamed = h3.name("b2");
+    h3.ok(&["rename", &b, &renamed]);
+    assert!(
+        eventually(10, || resolves(h2, &d, &renamed).as_deref()
+            == Some(b_back.as_str()))
+        .is_some(),
+        "d (host 2) resolves b's new name"
+    );
+    assert_eq!(resolves(h2, &d, &b), None, "and not the old one");
+    let b = renamed;
 
     // Names are cluster-wide; a network in use anywhere stays.
     let dup = h3.fails(&["network", "create", "-d", "overlay", "front"]);

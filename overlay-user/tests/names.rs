@@ -192,8 +192,17 @@ fn containers_resolve_names_on_their_networks() {
     assert_eq!(lookup(&h, &other, &db), Some(db_other), "and by name");
     h.ok(&["network", "disconnect", "othernet", &db]);
     assert_eq!(lookup(&h, &other, "cache"), None, "gone with the endpoint");
-    h.ok(&["rm", "-f", &db]);
-    assert_eq!(lookup(&h, &web, &db), None, "gone with the container");
+    let renamed = h.name("db2");
+    h.ok(&["rename", &db, &renamed]);
+    assert_eq!(lookup(&h, &web, &db), None, "the old name is gone");
+    assert_eq!(lookup(&h, &web, &renamed), Some(db_ip.clone()), "renamed");
+    assert_eq!(
+        lookup(&h, &web, "database"),
+        Some(db_ip.clone()),
+        "aliases stay"
+    );
+    h.ok(&["rm", "-f", &renamed]);
+    assert_eq!(lookup(&h, &web, &renamed), None, "gone with the container");
     assert_eq!(lookup(&h, &web, "database"), None);
 
     // Bad aliases are refused, and change nothing.

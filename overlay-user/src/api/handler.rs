@@ -96,6 +96,10 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
             }
             Response::Names(names)
         }
+        Command::Rename { container, name } => {
+            engine.rename_container(&container, &name)?;
+            Response::Done
+        }
         Command::Attach {
             iface,
             underlay_ip,

@@ -75,6 +75,10 @@ pub enum Command {
         containers: Vec<String>,
         force: bool,
     },
+    Rename {
+        container: String,
+        name: String,
+    },
     Attach {
         iface: String,
         underlay_ip: Option<Ipv4Addr>,

@@ -79,6 +79,9 @@ pub enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Rename a container (its name resolves at once; its namespace keeps
+    /// its `ip netns` name).
+    Rename { container: String, name: String },
     /// Bind this host to its underlay NIC.
     Attach {
         #[arg(long)]

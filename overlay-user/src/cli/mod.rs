@@ -169,6 +169,7 @@ fn request(command: Command) -> Result<(api::Command, Display), RuleError> {
         ),
         Command::Stop { containers } => (api::Command::Stop { containers }, plain),
         Command::Rm { force, containers } => (api::Command::Rm { containers, force }, plain),
+        Command::Rename { container, name } => (api::Command::Rename { container, name }, plain),
         Command::Attach {
             iface,
             underlay_ip,

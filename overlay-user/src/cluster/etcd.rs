@@ -402,8 +402,9 @@ impl ClusterStore {
     }
 
     /// Writes `claim` if its address is free, or already held by the same
-    /// container on the same host (a re-claim after a restart, a recreated
-    /// veth, or a claim from before claims outlived leases). True when
+    /// container or endpoint on the same host (a re-claim after a restart,
+    /// a recreated veth, a renamed container, or a claim from before claims
+    /// outlived leases). True when
     /// written. Only a registered host claims (the daemon runs), though the
     /// claim itself is not on the lease.
     pub fn put_claim(&mut self, claim: &Claim) -> Result<bool, ClusterError> {
@@ -435,7 +436,12 @@ impl ClusterStore {
         let Ok(held) = parse::<Claim>(&key, kv.value()) else {
             return Ok(false);
         };
-        if held.host != claim.host || held.container != claim.container {
+        // Ours to rewrite: this host's claim for the same container (a
+        // Docker endpoint adopting its IPAM claim) or for the same endpoint
+        // (its container renamed).
+        if held.host != claim.host
+            || (held.container != claim.container && held.endpoint_id != claim.endpoint_id)
+        {
             return Ok(false);
         }
         let txn = Txn::new()

@@ -173,4 +173,28 @@ impl Engine {
         self.state.containers.remove(&c.name);
         Ok(c.name)
     }
+
+    /// `rename`: the container answers to `new` from now on, in `ps` and
+    /// in every network's names (other hosts' too, through its claims).
+    /// Its namespace keeps its `ip netns` name.
+    pub fn rename_container(&mut self, key: &str, new: &str) -> Result<(), EngineError> {
+        let c = self.container(key)?.clone();
+        refuse_docker(&c)?;
+        rules::check_name(new)?;
+        if c.name == new {
+            return Err(EngineError::Invalid(format!(
+                "container {new} already has that name"
+            )));
+        }
+        if self.state.containers.contains_key(new) {
+            return Err(EngineError::DuplicateContainer(new.to_owned()));
+        }
+        for ep in &c.endpoints {
+            self.rename_claim(&c.name, new, ep)?;
+        }
+        let mut renamed = self.state.containers.remove(&c.name).expect("found above");
+        renamed.name = new.to_owned();
+        self.state.containers.insert(new.to_owned(), renamed);
+        Ok(())
+    }
 }

@@ -348,6 +348,40 @@ impl Engine {
         Ok(())
     }
 
+    /// Writes an endpoint's claim again under the container's new name
+    /// (global networks only), undoably.
+    pub(super) fn rename_claim(
+        &mut self,
+        old: &str,
+        new: &str,
+        ep: &EndpointRecord,
+    ) -> Result<(), EngineError> {
+        let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
+            return Ok(());
+        };
+        if !self.state.is_global(&net) || ep.conflict.is_some() {
+            return Ok(());
+        }
+        let host = self
+            .state
+            .advertise_ip()
+            .ok_or(EngineError::NoAdvertiseAddress)?;
+        let claim = |container: &str| Claim {
+            network_id: net.id.clone(),
+            ip: ep.ip,
+            mac: ep.mac,
+            host,
+            container: container.to_owned(),
+            endpoint_id: ep.id.clone(),
+            aliases: ep.aliases.clone(),
+        };
+        if !self.cluster()?.put_claim(&claim(new))? {
+            return Err(EngineError::AddressInUse(ep.ip, net.name));
+        }
+        self.undo.push(Undo::ClusterReleased(claim(old)));
+        Ok(())
+    }
+
     /// Gives an endpoint's address back to the cluster store (global
     /// networks only).
     pub(super) fn release_claim(

@@ -251,6 +251,7 @@ fn every_command_is_undone_at_every_failing_step() {
             e.connect("back", "c1", ConnectOptions::default()).map(drop)
         }),
         ("disconnect", populated, |e| e.disconnect("back", "c2")),
+        ("rename", populated, |e| e.rename_container("c1", "web")),
         ("disconnect the resolver's network", populated, |e| {
             e.disconnect("front", "c2")
         }),
@@ -376,12 +377,26 @@ fn names_in_the_kernel_follow_the_state() {
     assert_eq!(answered(back, "c1"), Some(vec![c1_back]));
     h.run(|e| e.disconnect("back", "c1")).expect("disconnect");
     assert_eq!(answered(back, "db"), None, "gone at once");
+    // A rename answers at once, under the new name only.
+    h.run(|e| e.rename_container("c2", "api")).expect("rename");
+    assert_eq!(answered(back, "api"), Some(vec![c2_back]));
+    assert_eq!(answered(back, "c2"), None);
+    for (what, from, to) in [
+        ("taken", "api", "c1"),
+        ("the same", "api", "api"),
+        ("invalid", "api", "no/slash"),
+        ("unknown", "nobody", "x"),
+    ] {
+        let before = (h.kernel(), h.stored());
+        assert!(h.run(|e| e.rename_container(from, to)).is_err(), "{what}");
+        assert_eq!((h.kernel(), h.stored()), before, "{what}: nothing changed");
+    }
     // Lost from the map (say the pins were removed): the repair puts it
     // back.
     h.world.borrow_mut().kernel.names.clear();
     let repairs = h.run(|e| e.reconcile()).expect("reconcile");
     assert!(repairs.names_synced);
-    assert_eq!(answered(back, "c2"), Some(vec![c2_back]));
+    assert_eq!(answered(back, "api"), Some(vec![c2_back]));
 }
 
 #[test]
