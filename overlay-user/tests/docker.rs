@@ -369,3 +369,35 @@ fn docker_benchmark_measures_both_paths() {
         run.engine
     );
 }
+
+/// Docker's user-defined bridge networks do not look at host routes, so
+/// one can get a subnet an overlay network already uses on the host. Our
+/// filter applies to our containers' veths only: Docker's network keeps
+/// working (its bridged traffic crosses netfilter, br_netfilter on).
+#[test]
+fn a_docker_bridge_network_on_one_of_our_subnets_keeps_working() {
+    if !require_root("a_docker_bridge_network_on_one_of_our_subnets_keeps_working") {
+        return;
+    }
+    let mut h = host();
+    h.start_daemon(&[]);
+    h.ok(&["network", "create", "--subnet", "172.30.7.0/24", "ours"]);
+    let c = h.container("c", "ours");
+    let docker = Dockerd::start_with_default_bridge(&h.ns).expect("dockerd");
+    docker.build_busybox();
+    docker.ok(&["network", "create", "--subnet", "172.30.7.0/24", "theirs"]);
+    docker.container("d1", "theirs", &[]);
+    docker.container("d2", "theirs", &[]);
+    let d2 = docker.ip_of("d2", "theirs");
+    assert!(
+        docker.pings("d1", &d2),
+        "Docker's network on the same subnet works"
+    );
+    // Ours is still closed to anything but replies from outside.
+    let nft = h.stdout_of(&["nft", "list", "table", "ip", "overlay"]);
+    assert!(nft.contains("oifname \"ovl*\""), "{nft}");
+    assert!(
+        h.pings(&c, "172.30.7.1"),
+        "our container reaches its gateway"
+    );
+}

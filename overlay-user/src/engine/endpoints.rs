@@ -96,7 +96,7 @@ impl Engine {
             .map(|n| format!("eth{n}"))
             .find(|n| !c.endpoints.iter().any(|e| &e.ifname == n))
             .expect("unbounded");
-        let host_ifname = format!("ovl{}", &id[..8]);
+        let host_ifname = format!("{}{}", rules::HOST_VETH_PREFIX, &id[..8]);
         let mac = MacAddr::from_ipv4(ip);
         let mtu = self.interface_mtu(&net);
         self.host.add_veth(&host_ifname, &ifname, &c.netns, mtu)?;

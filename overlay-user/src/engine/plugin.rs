@@ -445,7 +445,7 @@ impl Engine {
             return Err(EngineError::EndpointExists(endpoint.to_owned()));
         }
         let net = self.docker_network(&pe.network_id)?.clone();
-        let host_ifname = format!("ovl{}", &endpoint[..8]);
+        let host_ifname = format!("{}{}", rules::HOST_VETH_PREFIX, &endpoint[..8]);
         let peer = format!("ovd{}", &endpoint[..8]);
         let mtu = self.interface_mtu(&net);
         self.host.add_host_veth(&host_ifname, &peer, mtu, pe.mac)?;

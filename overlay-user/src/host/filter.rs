@@ -18,7 +18,10 @@
 //! nftables runs every base chain of a hook: a drop here is final, an
 //! accept here does not override another table's drop. So this table only
 //! adds restrictions; a host firewall whose forward policy is drop must
-//! still let the containers' traffic out (as for Docker).
+//! still let the containers' traffic out (as for Docker). Every rule also
+//! matches our containers' host-side veths (`ovl*`): a Docker bridge
+//! network that happens to use one of our subnets (Docker's user-defined
+//! networks do not look at host routes) is none of this table's business.
 
 use std::{
     borrow::Cow,
@@ -30,8 +33,8 @@ use ipnet::Ipv4Net;
 use nftables::{
     batch::Batch,
     expr::{
-        CT, Expression, Fib, FibFlag, FibResult, NamedExpression, Payload, PayloadField, Prefix,
-        SetItem,
+        CT, Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload,
+        PayloadField, Prefix, SetItem,
     },
     schema::{Chain, NfListObject, Nftables, Rule, Table},
     stmt::{Counter, Match, NAT, Operator, Statement},
@@ -39,6 +42,7 @@ use nftables::{
 };
 
 use super::HostError;
+use crate::model::rules;
 
 /// The nftables table this program owns.
 pub const TABLE: &str = "overlay";
@@ -113,6 +117,16 @@ fn matches(
     Statement::Match(Match { left, right, op })
 }
 
+/// The packet came in (`iifname`) or goes out (`oifname`) through one of
+/// our containers' host-side veths.
+fn our_veth(key: MetaKey) -> Statement<'static> {
+    matches(
+        Expression::Named(NamedExpression::Meta(Meta { key })),
+        Operator::EQ,
+        Expression::String(format!("{}*", rules::HOST_VETH_PREFIX).into()),
+    )
+}
+
 fn counted_drop() -> [Statement<'static>; 2] {
     [
         Statement::Counter(Counter::Anonymous(None)),
@@ -169,6 +183,7 @@ fn guard_rules(chain: &'static str, n: &FilteredNetwork, r: &Ruleset, batch: &mu
     let from = || matches(field("ip", "saddr"), Operator::EQ, prefix(n.subnet));
     if !r.tunnel_ports.is_empty() {
         let mut expr = vec![
+            our_veth(MetaKey::Iifname),
             from(),
             matches(
                 field("udp", "dport"),
@@ -187,6 +202,7 @@ fn guard_rules(chain: &'static str, n: &FilteredNetwork, r: &Ruleset, batch: &mu
         let ports: std::collections::BTreeSet<u16> = r.guarded.iter().map(|g| g.port()).collect();
         if !ports.is_empty() {
             let mut expr = vec![
+                our_veth(MetaKey::Iifname),
                 from(),
                 matches(
                     field("tcp", "dport"),
@@ -201,6 +217,7 @@ fn guard_rules(chain: &'static str, n: &FilteredNetwork, r: &Ruleset, batch: &mu
     }
     for g in &r.guarded {
         let mut expr = vec![
+            our_veth(MetaKey::Iifname),
             from(),
             matches(
                 field("ip", "daddr"),
@@ -340,6 +357,7 @@ pub fn ruleset(r: &Ruleset) -> Nftables<'static> {
     for n in &r.networks {
         if !n.internal {
             let expr = vec![
+                our_veth(MetaKey::Iifname),
                 matches(field("ip", "saddr"), Operator::EQ, prefix(n.subnet)),
                 matches(field("ip", "daddr"), Operator::NEQ, prefix(n.subnet)),
                 Statement::Masquerade(None),
@@ -365,11 +383,10 @@ pub fn ruleset(r: &Ruleset) -> Nftables<'static> {
             ],
             format!("{}: replies in", n.name),
         ));
-        let mut expr = vec![matches(
-            field("ip", "daddr"),
-            Operator::EQ,
-            prefix(n.subnet),
-        )];
+        let mut expr = vec![
+            our_veth(MetaKey::Oifname),
+            matches(field("ip", "daddr"), Operator::EQ, prefix(n.subnet)),
+        ];
         expr.extend(counted_drop());
         batch.add(rule(
             "forward",
@@ -421,13 +438,18 @@ mod tests {
         let nat = rules(&json, "postrouting");
         assert_eq!(nat.len(), 1);
         assert_eq!(nat[0]["comment"], hostile, "the name is one JSON string");
+        assert_eq!(nat[0]["expr"][0]["match"]["left"]["meta"]["key"], "iifname");
         assert_eq!(
-            nat[0]["expr"][0]["match"]["right"]["prefix"]["addr"],
+            nat[0]["expr"][0]["match"]["right"], "ovl*",
+            "our veths only"
+        );
+        assert_eq!(
+            nat[0]["expr"][1]["match"]["right"]["prefix"]["addr"],
             "10.1.0.0"
         );
-        assert_eq!(nat[0]["expr"][0]["match"]["right"]["prefix"]["len"], 24);
-        assert_eq!(nat[0]["expr"][1]["match"]["op"], "!=");
-        assert!(nat[0]["expr"][2].get("masquerade").is_some(), "{}", nat[0]);
+        assert_eq!(nat[0]["expr"][1]["match"]["right"]["prefix"]["len"], 24);
+        assert_eq!(nat[0]["expr"][2]["match"]["op"], "!=");
+        assert!(nat[0]["expr"][3].get("masquerade").is_some(), "{}", nat[0]);
     }
 
     #[test]
@@ -449,18 +471,31 @@ mod tests {
         assert_eq!(forward[0]["expr"][1]["match"]["op"], "in");
         assert_eq!(forward[0]["expr"][1]["match"]["left"]["ct"]["key"], "state");
         assert!(forward[0]["expr"][2].get("accept").is_some());
-        assert!(forward[1]["expr"][1].get("counter").is_some());
-        assert!(forward[1]["expr"][2].get("drop").is_some());
+        // Drops apply to our containers' veths only.
         assert_eq!(
-            forward[2]["expr"][1]["match"]["left"]["payload"]["field"],
+            forward[1]["expr"][0]["match"]["left"]["meta"]["key"],
+            "oifname"
+        );
+        assert_eq!(forward[1]["expr"][0]["match"]["right"], "ovl*");
+        assert!(forward[1]["expr"][2].get("counter").is_some());
+        assert!(forward[1]["expr"][3].get("drop").is_some());
+        for guard in &forward[2..4] {
+            assert_eq!(guard["expr"][0]["match"]["left"]["meta"]["key"], "iifname");
+        }
+        assert_eq!(
+            forward[2]["expr"][2]["match"]["left"]["payload"]["field"],
             "dport"
         );
-        assert_eq!(forward[2]["expr"][1]["match"]["right"]["set"][0], 4789);
-        assert_eq!(forward[3]["expr"][1]["match"]["right"], "192.0.2.9");
-        assert_eq!(forward[3]["expr"][2]["match"]["right"], 2379);
+        assert_eq!(forward[2]["expr"][2]["match"]["right"]["set"][0], 4789);
+        assert_eq!(forward[3]["expr"][2]["match"]["right"], "192.0.2.9");
+        assert_eq!(forward[3]["expr"][3]["match"]["right"], 2379);
         let input = rules(&json, "input");
         assert_eq!(input.len(), 4, "tunnel and guarded ports, per network");
-        assert_eq!(input[1]["expr"][1]["match"]["right"]["set"][0], 2379);
+        assert_eq!(
+            input[1]["expr"][0]["match"]["left"]["meta"]["key"],
+            "iifname"
+        );
+        assert_eq!(input[1]["expr"][2]["match"]["right"]["set"][0], 2379);
     }
 
     #[test]

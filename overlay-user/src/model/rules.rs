@@ -11,6 +11,9 @@ use super::{MacAddr, Proto, PublishedPort, ipam};
 
 /// Name of the default network, present from the first start.
 pub const DEFAULT_NETWORK: &str = "bridge";
+/// How every host-side veth of an endpoint is named: this prefix and 8 hex
+/// digits. The host filter tells our containers' traffic by it.
+pub const HOST_VETH_PREFIX: &str = "ovl";
 /// First VNI handed to overlay networks without `--vni`.
 pub const OVERLAY_VNI_BASE: u32 = 4096;
 /// Host-local networks (bridge driver) get identifiers from here up; they
