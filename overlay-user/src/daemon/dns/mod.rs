@@ -12,7 +12,10 @@ use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -44,6 +47,10 @@ const TTL: u32 = 600;
 const SOCKET_SYNC: Duration = Duration::from_millis(200);
 /// Largest DNS message over UDP we accept or forward (EDNS sizes).
 const UDP_MAX: usize = 4096;
+/// Queries and TCP connections handled at once (as Docker's embedded
+/// server): past that, queries are dropped, so a container that floods the
+/// resolver cannot grow the daemon without bound.
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// What to do with one query.
 #[derive(Debug, PartialEq, Eq)]
@@ -192,6 +199,26 @@ impl Names {
 struct Resolver {
     names: Names,
     upstreams: Vec<SocketAddrV4>,
+    in_flight: AtomicUsize,
+}
+
+/// One of [`MAX_IN_FLIGHT`], given back on drop.
+struct InFlight(Arc<Resolver>);
+
+impl InFlight {
+    fn take(resolver: &Arc<Resolver>) -> Option<Self> {
+        if resolver.in_flight.fetch_add(1, Ordering::Relaxed) >= MAX_IN_FLIGHT {
+            resolver.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(Arc::clone(resolver)))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Resolver {
@@ -263,9 +290,13 @@ async fn serve_udp(resolver: Arc<Resolver>, sock: UdpSocket, gateway: Ipv4Addr) 
         let Ok((n, SocketAddr::V4(from))) = sock.recv_from(&mut buf).await else {
             continue;
         };
+        let Some(slot) = InFlight::take(&resolver) else {
+            continue;
+        };
         let query = buf[..n].to_vec();
         let (resolver, sock) = (Arc::clone(&resolver), Arc::clone(&sock));
         tokio::spawn(async move {
+            let _slot = slot;
             if let Some(reply) = resolver.reply(gateway, *from.ip(), &query).await {
                 let _ = sock.send_to(&reply, from).await;
             }
@@ -278,12 +309,14 @@ async fn serve_tcp(resolver: Arc<Resolver>, listener: TcpListener, gateway: Ipv4
         let Ok((conn, SocketAddr::V4(from))) = listener.accept().await else {
             continue;
         };
-        tokio::spawn(tcp_session(
-            Arc::clone(&resolver),
-            conn,
-            gateway,
-            *from.ip(),
-        ));
+        let Some(slot) = InFlight::take(&resolver) else {
+            continue;
+        };
+        let resolver = Arc::clone(&resolver);
+        tokio::spawn(async move {
+            let _slot = slot;
+            tcp_session(resolver, conn, gateway, *from.ip()).await;
+        });
     }
 }
 
@@ -358,6 +391,7 @@ pub fn run(paths: &Paths, upstreams: Vec<SocketAddrV4>) {
             cached: Mutex::new(None),
         },
         upstreams,
+        in_flight: AtomicUsize::new(0),
     });
     runtime.block_on(async move {
         let mut served: BTreeMap<Ipv4Addr, Served> = BTreeMap::new();

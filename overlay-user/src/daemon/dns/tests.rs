@@ -213,3 +213,22 @@ fn upstreams_from_resolv_conf() {
     let got: Vec<String> = upstreams_of(text).iter().map(ToString::to_string).collect();
     assert_eq!(got, ["10.0.0.53:53", "10.0.0.54:53", "10.0.0.55:53"]);
 }
+
+#[test]
+fn a_flood_is_bounded() {
+    let resolver = Arc::new(Resolver {
+        names: Names {
+            store_dir: std::env::temp_dir().join("ovl-dns-bound-test-unused"),
+            cached: Mutex::new(None),
+        },
+        upstreams: Vec::new(),
+        in_flight: AtomicUsize::new(0),
+    });
+    let held: Vec<InFlight> = (0..MAX_IN_FLIGHT)
+        .map(|_| InFlight::take(&resolver).expect("under the bound"))
+        .collect();
+    assert!(InFlight::take(&resolver).is_none(), "one past the bound");
+    drop(held);
+    assert!(InFlight::take(&resolver).is_some(), "slots come back");
+    assert_eq!(resolver.in_flight.load(Ordering::Relaxed), 0);
+}
