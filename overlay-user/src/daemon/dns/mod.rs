@@ -3,10 +3,14 @@
 //! the names in this host's state ([`NameTable`]); names it does not know
 //! go to the host's upstream resolvers (at most three, tried in order with
 //! a short timeout), except from containers only on internal networks.
+//! Plain queries for known names never get here: the endpoint program
+//! answers them in the kernel (`overlay-ebpf/src/dns.rs`); this resolver
+//! has the rest (other names, PTR, TCP, EDNS, long names).
 //!
-//! The state is read again whenever the store changed, before answering, so
-//! `rm`, `network disconnect` and a new container show at once. Sockets
-//! follow the networks that have endpoints here.
+//! The state is read again whenever a commit changed names (the store's
+//! names generation), before answering, so `rm`, `rename`, `network
+//! disconnect` and a new container show at once. Sockets follow the
+//! networks that have endpoints here.
 
 use std::{
     collections::BTreeMap,
