@@ -15,11 +15,10 @@
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     path::Path,
-    process::{Child, Stdio},
     time::{Duration, Instant},
 };
 
-use overlay_testkit::{NetNs, cli::Host, docker::Dockerd};
+use overlay_testkit::{NetNs, cli::Host, dnsmasq::Dnsmasq, docker::Dockerd};
 use serde::Serialize;
 
 use crate::{BenchError, traffic::median};
@@ -206,16 +205,6 @@ fn throughput(t: &Target<'_>, window: usize, seconds: f64) -> Result<f64, BenchE
     })?
 }
 
-/// The local resolver the dnsmasq path asks; stopped on drop.
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 const DNSMASQ_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 
 /// The host, its resolvers and the asking containers; drops in order.
@@ -251,23 +240,7 @@ impl Setup {
                 "lo",
             ])
             .expect("dnsmasq's address");
-        let dnsmasq = host
-            .ns
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--user=root",
-                "--pid-file=",
-                "--cache-size=1000",
-            ])
-            .arg(format!("--listen-address={DNSMASQ_IP}"))
-            .arg(format!("--address=/db.bench/{db_ip}"))
-            .stdout(Stdio::null())
-            .spawn()
+        let dnsmasq = Dnsmasq::start(&host.ns, DNSMASQ_IP, &[("db.bench", db_ip)])
             .expect("dnsmasq (apt package dnsmasq-base)");
         let docker = Dockerd::start_with_default_bridge(&host.ns).expect("dockerd");
         docker.build_busybox();
@@ -279,7 +252,7 @@ impl Setup {
             .expect("the container's namespace");
         Self {
             docker_client,
-            _dnsmasq: Dnsmasq(dnsmasq),
+            _dnsmasq: dnsmasq,
             _docker: docker,
             gateway: Ipv4Addr::new(10, 53, 0, 1),
             client,
@@ -290,12 +263,7 @@ impl Setup {
     }
 
     fn dns_answered(&self) -> u64 {
-        self.host
-            .ok(&["stats"])
-            .lines()
-            .find(|l| l.starts_with("dns_answered"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
+        self.host.counter("dns_answered")
     }
 }
 

@@ -142,6 +142,15 @@ impl Host {
             .to_owned()
     }
 
+    /// Counter `name` of `overlay stats` (0 when it has no row).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.ok(&["stats"])
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    }
+
     pub fn pings(&self, from: &str, ip: &str) -> bool {
         self.run(&["exec", from, "--", "ping", "-c", "1", "-W", "1", ip])
             .status

@@ -2,7 +2,7 @@
 //! clean up after themselves ([`netns`]), simulated hosts and containers
 //! wired through the product's own engine ([`lab`]), hosts driven through
 //! the real `overlay` binary ([`cli`]), a Docker Engine per simulated host
-//! ([`docker`]), a throwaway etcd ([`etcd`]), a
+//! ([`docker`]), a throwaway etcd ([`etcd`]), a resolver ([`dnsmasq`]), a
 //! namespace for BPF_PROG_RUN ([`prog_run`]), frame builders ([`packet`])
 //! and traffic checks ([`traffic`]).
 //!
@@ -11,6 +11,7 @@
 //! when a test fails.
 
 pub mod cli;
+pub mod dnsmasq;
 pub mod docker;
 pub mod etcd;
 pub mod lab;

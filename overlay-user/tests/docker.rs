@@ -61,12 +61,7 @@ impl DockerHost {
 
     /// A counter of `overlay stats`.
     fn counter(&self, name: &str) -> u64 {
-        self.host
-            .ok(&["stats"])
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
+        self.host.counter(name)
     }
 }
 

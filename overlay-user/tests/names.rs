@@ -8,52 +8,16 @@ mod common;
 
 use std::{
     io::{Read as _, Write as _},
-    net::TcpStream,
-    process::{Child, Stdio},
+    net::{Ipv4Addr, TcpStream},
     time::Duration,
 };
 
 use common::{Host, eventually, host, require_root};
-use overlay_testkit::NetNs;
+use overlay_testkit::{NetNs, dnsmasq::Dnsmasq};
 
-/// The LAN's resolver: answers `upstream.test` and nothing else.
-struct Upstream(Child);
-
-const UPSTREAM_IP: &str = "192.0.2.53";
+const UPSTREAM_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 53);
 const UPSTREAM_NAME: &str = "upstream.test";
 const UPSTREAM_ANSWER: &str = "198.51.100.7";
-
-impl Upstream {
-    fn start(lan: &NetNs) -> Self {
-        let child = lan
-            .command("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--user=root",
-                "--pid-file=",
-            ])
-            .arg(format!("--listen-address={UPSTREAM_IP}"))
-            .arg(format!("--address=/{UPSTREAM_NAME}/{UPSTREAM_ANSWER}"))
-            // Every other name does not exist (rather than REFUSED, after
-            // which a client would try its next server).
-            .arg("--address=/#/")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dnsmasq (apt package dnsmasq-base)");
-        Self(child)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `getent hosts NAME` in container `from`: the address, or None.
 fn lookup(h: &Host, from: &str, name: &str) -> Option<String> {
@@ -67,15 +31,6 @@ fn lookup(h: &Host, from: &str, name: &str) -> Option<String> {
     })
 }
 
-/// A counter of `overlay stats`.
-fn counter(h: &Host, name: &str) -> u64 {
-    h.ok(&["stats"])
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn containers_resolve_names_on_their_networks() {
     if !require_root("containers_resolve_names_on_their_networks") {
@@ -84,8 +39,11 @@ fn containers_resolve_names_on_their_networks() {
     let mut h = host();
     let lan = NetNs::new(&h.name("lan")).expect("lan namespace");
     h.uplink(&lan, "192.0.2.1/24", &format!("{UPSTREAM_IP}/24"));
-    let _upstream = Upstream::start(&lan);
-    let daemon_args = ["--interval", "1", "--dns-upstream", UPSTREAM_IP];
+    let answer: Ipv4Addr = UPSTREAM_ANSWER.parse().expect("address");
+    let _upstream =
+        Dnsmasq::start(&lan, UPSTREAM_IP, &[(UPSTREAM_NAME, answer)]).expect("the LAN's resolver");
+    let upstream = UPSTREAM_IP.to_string();
+    let daemon_args = ["--interval", "1", "--dns-upstream", upstream.as_str()];
     h.start_daemon(&daemon_args);
     h.ok(&["network", "create", "mynet"]);
     h.ok(&["network", "create", "othernet"]);
@@ -152,17 +110,17 @@ fn containers_resolve_names_on_their_networks() {
         .expect("a reply over TCP");
     assert_eq!(reply[..2], [0x77, 0x77], "the query's ID");
     assert_eq!(u16::from_be_bytes([reply[6], reply[7]]), 1, "one answer");
-    let db_octets: std::net::Ipv4Addr = db_ip.parse().expect("address");
+    let db_octets: Ipv4Addr = db_ip.parse().expect("address");
     assert_eq!(reply[reply.len() - 4..], db_octets.octets(), "db's address");
 
     // Known names are answered by the endpoint program: also while the
     // daemon is down.
-    let answered = counter(&h, "dns_answered");
+    let answered = h.counter("dns_answered");
     h.stop_daemon();
     assert_eq!(lookup(&h, &web, &db), Some(db_ip.clone()), "daemon stopped");
     assert_eq!(lookup(&h, &web, "database"), Some(db_ip.clone()));
     assert!(
-        counter(&h, "dns_answered") > answered,
+        h.counter("dns_answered") > answered,
         "answered in the kernel"
     );
     h.start_daemon(&daemon_args);

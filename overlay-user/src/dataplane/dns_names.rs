@@ -1,6 +1,6 @@
 //! Names the endpoint program answers DNS queries for: (network, name in
 //! DNS wire form) -> up to `DNS_ADDRS_MAX` addresses. The engine keeps the
-//! map equal to what the state says (`model::names::kernel_names`).
+//! map equal to what the state says (`NameTable::kernel_entries`).
 
 use std::collections::BTreeMap;
 

@@ -67,30 +67,13 @@ impl Engine {
         let id = ids::new_id();
         if self.state.is_global(&net) {
             // The cluster store decides: its claims cover every host.
-            let host = self
-                .state
-                .advertise_ip()
-                .ok_or(EngineError::NoAdvertiseAddress)?;
-            let claim = |ip| Claim {
-                network_id: net.id.clone(),
-                ip,
-                mac: MacAddr::from_ipv4(ip),
-                host,
-                container: c.name.clone(),
-                endpoint_id: id.clone(),
-                aliases: options.aliases.clone(),
-            };
-            ip = match self.cluster()?.claim_address(&net, want, &used, claim) {
-                Ok(ip) => ip,
-                Err(ClusterError::AddressTaken(ip)) => {
-                    return Err(EngineError::AddressInUse(ip, net.name));
-                }
-                Err(ClusterError::Exhausted(name)) => {
-                    return Err(EngineError::AddressesExhausted(name));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            self.undo.push(Undo::ClusterClaim(net.id.clone(), ip));
+            ip = self.claim_in_cluster(
+                &net,
+                (want, &used),
+                &c.name,
+                |_| id.clone(),
+                &options.aliases,
+            )?;
         }
         let ifname = (0..)
             .map(|n| format!("eth{n}"))
@@ -346,6 +329,45 @@ impl Engine {
             previous: current,
         });
         Ok(())
+    }
+
+    /// Claims `want` (or the lowest free address not in `used`) of global
+    /// network `net` in the cluster store, for `container`'s endpoint
+    /// `endpoint_id(address)`, undoably. The store's verdict covers every
+    /// host.
+    pub(super) fn claim_in_cluster(
+        &mut self,
+        net: &crate::model::NetworkRecord,
+        (want, used): (Option<Ipv4Addr>, &std::collections::BTreeSet<Ipv4Addr>),
+        container: &str,
+        endpoint_id: impl Fn(Ipv4Addr) -> String,
+        aliases: &[String],
+    ) -> Result<Ipv4Addr, EngineError> {
+        let host = self
+            .state
+            .advertise_ip()
+            .ok_or(EngineError::NoAdvertiseAddress)?;
+        let claim = |ip| Claim {
+            network_id: net.id.clone(),
+            ip,
+            mac: MacAddr::from_ipv4(ip),
+            host,
+            container: container.to_owned(),
+            endpoint_id: endpoint_id(ip),
+            aliases: aliases.to_vec(),
+        };
+        let ip = match self.cluster()?.claim_address(net, want, used, claim) {
+            Ok(ip) => ip,
+            Err(ClusterError::AddressTaken(ip)) => {
+                return Err(EngineError::AddressInUse(ip, net.name.clone()));
+            }
+            Err(ClusterError::Exhausted(name)) => {
+                return Err(EngineError::AddressesExhausted(name));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.undo.push(Undo::ClusterClaim(net.id.clone(), ip));
+        Ok(ip)
     }
 
     /// Writes an endpoint's claim again under the container's new name

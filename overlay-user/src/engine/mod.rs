@@ -257,10 +257,11 @@ impl Engine {
 
     /// Makes the command's changes durable; on failure undoes them.
     pub fn commit(mut self) -> Result<(), EngineError> {
-        if crate::model::names::kernel_names(&self.state)
-            != crate::model::names::kernel_names(&self.before)
-            && let Err(e) = self.sync_names()
-        {
+        // The kernel's names and the resolver's follow from the same table:
+        // the same tables mean neither changed.
+        let names = NameTable::from_snapshot(&self.state);
+        let names_changed = names != NameTable::from_snapshot(&self.before);
+        if names_changed && let Err(e) = self.sync_names(&names) {
             self.rollback();
             return Err(e);
         }
@@ -276,9 +277,7 @@ impl Engine {
         }
         match self.store.save(&self.before, &self.state) {
             Ok(()) => {
-                if NameTable::from_snapshot(&self.state) != NameTable::from_snapshot(&self.before)
-                    && let Err(e) = self.store.bump_names_generation()
-                {
+                if names_changed && let Err(e) = self.store.bump_names_generation() {
                     // The resolver answers from the old names until the
                     // next change; the kernel's map is already current.
                     tracing::warn!(error = %e, "telling the resolver of new names");

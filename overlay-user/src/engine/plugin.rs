@@ -14,12 +14,9 @@ use std::{collections::BTreeSet, net::Ipv4Addr, path::Path};
 use ipnet::Ipv4Net;
 
 use super::{CreateNetwork, Engine, EngineError, undo::Undo};
-use crate::{
-    cluster::ClusterError,
-    model::{
-        Claim, ContainerRecord, Driver, EndpointRecord, IpamPool, MacAddr, PluginEndpoint, Proto,
-        PublishedPort, ids, ipam, names::DOCKER_CLAIMANT, rules,
-    },
+use crate::model::{
+    Claim, ContainerRecord, Driver, EndpointRecord, IpamPool, MacAddr, PluginEndpoint, Proto,
+    PublishedPort, ids, ipam, names::DOCKER_CLAIMANT, rules,
 };
 
 /// Docker's range for host ports it picks (`-p 80`, `-P`).
@@ -201,31 +198,7 @@ impl Engine {
         want: Option<Ipv4Addr>,
         used: &BTreeSet<Ipv4Addr>,
     ) -> Result<Ipv4Addr, EngineError> {
-        let host = self
-            .state
-            .advertise_ip()
-            .ok_or(EngineError::NoAdvertiseAddress)?;
-        let claim = |ip| Claim {
-            network_id: net.id.clone(),
-            ip,
-            mac: MacAddr::from_ipv4(ip),
-            host,
-            container: DOCKER_CLAIMANT.into(),
-            endpoint_id: pending_endpoint_id(ip),
-            aliases: Vec::new(),
-        };
-        let ip = match self.cluster()?.claim_address(net, want, used, claim) {
-            Ok(ip) => ip,
-            Err(ClusterError::AddressTaken(ip)) => {
-                return Err(EngineError::AddressInUse(ip, net.name.clone()));
-            }
-            Err(ClusterError::Exhausted(name)) => {
-                return Err(EngineError::AddressesExhausted(name));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.undo.push(Undo::ClusterClaim(net.id.clone(), ip));
-        Ok(ip)
+        self.claim_in_cluster(net, (want, used), DOCKER_CLAIMANT, pending_endpoint_id, &[])
     }
 
     /// `IpamDriver.ReleaseAddress` (absent is fine: Docker may release what

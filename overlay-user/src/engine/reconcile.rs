@@ -93,7 +93,8 @@ impl Engine {
         self.remove_stale_routes_and_peers(&mut repairs)?;
         self.repair_gateways(&mut repairs)?;
         self.sync_guards()?;
-        repairs.names_synced = self.sync_names()?;
+        let names = crate::model::names::NameTable::from_snapshot(&self.state);
+        repairs.names_synced = self.sync_names(&names)?;
         // The underlay program, if this host was attached.
         if let Some(h) = self.state.host.clone()
             && let Some((ifindex, _)) = self.host.link(&h.iface)?

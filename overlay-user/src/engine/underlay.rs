@@ -267,9 +267,12 @@ impl Engine {
     }
 
     /// Makes the names the endpoint program answers those of the state
-    /// (`model::names::kernel_names`), undoably; true when any changed.
-    pub(super) fn sync_names(&mut self) -> Result<bool, EngineError> {
-        let want = crate::model::names::kernel_names(&self.state);
+    /// (`names`, this state's table), undoably; true when any changed.
+    pub(super) fn sync_names(
+        &mut self,
+        names: &crate::model::names::NameTable,
+    ) -> Result<bool, EngineError> {
+        let want = names.kernel_entries(&self.state);
         let have = self.dp.names()?;
         let mut changed = false;
         for (key, value) in &have {

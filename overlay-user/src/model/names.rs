@@ -119,45 +119,6 @@ pub fn wire_name(name: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The entries of the kernel's names map for `s`: every name on a network
-/// with endpoints here whose wire form fits [`DNS_NAME_MAX`] and that has
-/// at most [`DNS_ADDRS_MAX`] addresses (the daemon answers the others).
-pub fn kernel_names(s: &Snapshot) -> BTreeMap<NameKey, NameValue> {
-    let t = NameTable::from_snapshot(s);
-    let mut out = BTreeMap::new();
-    for (net_id, names) in &t.names {
-        if !t.gateways.values().any(|g| g == net_id) {
-            continue;
-        }
-        let Some(net) = s.networks.get(net_id) else {
-            continue;
-        };
-        for (name, ips) in names {
-            let Some(wire) = wire_name(name).filter(|w| w.len() <= DNS_NAME_MAX) else {
-                continue;
-            };
-            if ips.len() > DNS_ADDRS_MAX {
-                continue;
-            }
-            let mut key = NameKey {
-                vni: net.vni,
-                len: wire.len() as u32,
-                name: [0; DNS_NAME_MAX],
-            };
-            key.name[..wire.len()].copy_from_slice(&wire);
-            let mut value = NameValue {
-                count: ips.len() as u32,
-                ..NameValue::default()
-            };
-            for (slot, ip) in value.addrs.iter_mut().zip(ips) {
-                *slot = u32::from_ne_bytes(ip.octets());
-            }
-            out.insert(key, value);
-        }
-    }
-    out
-}
-
 /// The address of an `in-addr.arpa` name (`4.3.2.1.in-addr.arpa` ->
 /// 1.2.3.4), if it is one.
 pub fn reverse_address(name: &str) -> Option<Ipv4Addr> {
@@ -234,6 +195,45 @@ impl NameTable {
             .entry(net.to_owned())
             .or_default()
             .insert(ip, ptr.to_owned());
+    }
+
+    /// The entries of the kernel's names map (`s` is the state this table
+    /// was built from): every name on a network with endpoints here whose
+    /// wire form fits [`DNS_NAME_MAX`] and that has at most
+    /// [`DNS_ADDRS_MAX`] addresses (the daemon answers the others).
+    pub fn kernel_entries(&self, s: &Snapshot) -> BTreeMap<NameKey, NameValue> {
+        let mut out = BTreeMap::new();
+        for (net_id, names) in &self.names {
+            if !self.gateways.values().any(|g| g == net_id) {
+                continue;
+            }
+            let Some(net) = s.networks.get(net_id) else {
+                continue;
+            };
+            for (name, ips) in names {
+                let Some(wire) = wire_name(name).filter(|w| w.len() <= DNS_NAME_MAX) else {
+                    continue;
+                };
+                if ips.len() > DNS_ADDRS_MAX {
+                    continue;
+                }
+                let mut key = NameKey {
+                    vni: net.vni,
+                    len: wire.len() as u32,
+                    name: [0; DNS_NAME_MAX],
+                };
+                key.name[..wire.len()].copy_from_slice(&wire);
+                let mut value = NameValue {
+                    count: ips.len() as u32,
+                    ..NameValue::default()
+                };
+                for (slot, ip) in value.addrs.iter_mut().zip(ips) {
+                    *slot = u32::from_ne_bytes(ip.octets());
+                }
+                out.insert(key, value);
+            }
+        }
+        out
     }
 
     /// The gateway addresses containers ask (one resolver socket each).
