@@ -72,6 +72,22 @@ impl Cluster {
         cluster
     }
 
+    /// The version (etcd mod revision) of the claim on `ip`, read from
+    /// the store itself (in the switch namespace, where etcd listens).
+    fn claim_revision(&self, ip: &str) -> Option<i64> {
+        self._switch
+            .ns
+            .run(|| {
+                let mut store = self.etcd.connect().expect("etcd");
+                let view = store.mirror().expect("read the store").view();
+                view.claims
+                    .iter()
+                    .find(|c| c.claim.ip.to_string() == ip)
+                    .map(|c| c.mod_revision)
+            })
+            .expect("switch namespace")
+    }
+
     /// Starts host `i`'s agent; host 3 takes its settings from a config
     /// file, the others from flags.
     fn start_agent(&mut self, i: usize) {
@@ -569,12 +585,20 @@ fn an_address_conflict_after_the_grace_is_resolved_by_the_claim() {
     // answered although a is out of the dataplane.
     assert!(eventually(10, || h1.pings(&witness, &a_ip)).is_some());
 
-    // Another address resolves it.
+    // Another address resolves it, and gives back nothing of n's: its
+    // claim on the old address is untouched (not deleted and put again).
+    let n_claim = c.claim_revision(&a_ip);
+    assert!(n_claim.is_some(), "n's claim on {a_ip}");
     h1.ok(&["network", "disconnect", "net", &a]);
     h1.ok(&["network", "connect", "net", &a]);
     let new_ip = h1.ip_of("net", &a);
     assert_ne!(new_ip, a_ip);
     assert!(!h1.ok(&["status"]).contains("address conflict"));
+    assert_eq!(
+        c.claim_revision(&a_ip),
+        n_claim,
+        "n's claim stays as it was"
+    );
     assert!(eventually(10, || h2.pings(&n, &new_ip)).is_some());
     assert!(h1.pings(&a, &a_ip), "a reaches n at its old address");
 }

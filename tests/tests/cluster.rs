@@ -168,7 +168,27 @@ fn concurrent_claims_from_two_hosts_never_collide() {
         store.claim_address(&net, Some(taken), &BTreeSet::new(), claim(&net, host, "x")),
         Err(ClusterError::AddressTaken(ip)) if ip == taken
     ));
-    store.release_address(&net.id, taken).expect("release");
+    // Only its holder gives an address back: a host that lost it (in a
+    // conflict) leaves the other's claim alone.
+    assert!(
+        !store
+            .release_address(&net.id, taken, host)
+            .expect("release refused"),
+        "another host's claim is not released"
+    );
+    let holder = store
+        .claims(&net.id)
+        .expect("claims")
+        .into_iter()
+        .find(|c| c.ip == taken)
+        .expect("claim of the taken address")
+        .host;
+    assert!(
+        store
+            .release_address(&net.id, taken, holder)
+            .expect("release"),
+        "the holder releases its claim"
+    );
     assert_eq!(
         store
             .claim_address(&net, Some(taken), &BTreeSet::new(), claim(&net, host, "x"))

@@ -497,14 +497,43 @@ impl ClusterStore {
         Err(ClusterError::Exhausted(net.name.clone()))
     }
 
-    /// Releases an address claim.
-    pub fn release_address(&mut self, net_id: &str, ip: Ipv4Addr) -> Result<(), ClusterError> {
-        call(
-            &self.rt,
-            &self.endpoints,
-            self.client.delete(key_address(net_id, ip), None),
-        )?;
-        Ok(())
+    /// Releases an address claim `host` holds; one held by another host
+    /// (an address this host lost in a conflict, handed out again
+    /// elsewhere) or unreadable is left alone. The delete checks the
+    /// claim is still the version read. True when released.
+    pub fn release_address(
+        &mut self,
+        net_id: &str,
+        ip: Ipv4Addr,
+        host: Ipv4Addr,
+    ) -> Result<bool, ClusterError> {
+        let key = key_address(net_id, ip);
+        // A claim rewritten between the read and the delete: read again.
+        for _ in 0..8 {
+            let resp = call(
+                &self.rt,
+                &self.endpoints,
+                self.client.get(key.clone(), None),
+            )?;
+            let Some(kv) = resp.kvs().first() else {
+                return Ok(false);
+            };
+            match parse::<Claim>(&key, kv.value()) {
+                Ok(held) if held.host == host => {}
+                _ => return Ok(false),
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    kv.mod_revision(),
+                )])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            if call(&self.rt, &self.endpoints, self.client.txn(txn))?.succeeded() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Releases every address claimed by `host`, which must be down (its

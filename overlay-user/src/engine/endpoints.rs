@@ -366,7 +366,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        self.undo.push(Undo::ClusterClaim(net.id.clone(), ip));
+        self.undo.push(Undo::ClusterClaim(net.id.clone(), ip, host));
         Ok(ip)
     }
 
@@ -414,14 +414,17 @@ impl Engine {
         let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
             return Ok(());
         };
-        if !self.state.is_global(&net) {
+        // An endpoint in conflict holds no claim: its address is another's.
+        if !self.state.is_global(&net) || ep.conflict.is_some() {
             return Ok(());
         }
         let host = self
             .state
             .advertise_ip()
             .ok_or(EngineError::NoAdvertiseAddress)?;
-        self.cluster()?.release_address(&net.id, ep.ip)?;
+        if !self.cluster()?.release_address(&net.id, ep.ip, host)? {
+            return Ok(());
+        }
         self.undo.push(Undo::ClusterReleased(Claim {
             network_id: net.id,
             ip: ep.ip,

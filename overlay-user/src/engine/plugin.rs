@@ -220,7 +220,11 @@ impl Engine {
             && held
             && ip != net.gateway
         {
-            self.cluster()?.release_address(&net.id, ip)?;
+            let host = self
+                .state
+                .advertise_ip()
+                .ok_or(EngineError::NoAdvertiseAddress)?;
+            self.cluster()?.release_address(&net.id, ip, host)?;
         }
         Ok(())
     }
@@ -400,7 +404,11 @@ impl Engine {
             && self.state.is_global(&net)
             && !ours
         {
-            self.cluster()?.release_address(&net.id, ep.ip)?;
+            let host = self
+                .state
+                .advertise_ip()
+                .ok_or(EngineError::NoAdvertiseAddress)?;
+            self.cluster()?.release_address(&net.id, ep.ip, host)?;
         }
         Ok(())
     }

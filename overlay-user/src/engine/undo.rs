@@ -66,8 +66,9 @@ pub(super) enum Undo {
     ClusterNetwork(NetworkRecord),
     /// A network removed from the cluster store, re-created on rollback.
     ClusterRemovedNetwork(NetworkRecord),
-    /// An address claimed in the cluster store.
-    ClusterClaim(String, Ipv4Addr),
+    /// An address claimed in the cluster store: network id, address,
+    /// this host's underlay address.
+    ClusterClaim(String, Ipv4Addr, Ipv4Addr),
     /// An address released in the cluster store, claimed again on rollback.
     ClusterReleased(Claim),
     /// A container's default route changed; `previous` goes back.
@@ -150,8 +151,8 @@ impl Undo {
                 Some(c) => c.create_network(&n).map_err(drop),
                 None => Ok(()),
             },
-            Self::ClusterClaim(net, ip) => match cluster {
-                Some(c) => c.release_address(&net, ip).map_err(drop),
+            Self::ClusterClaim(net, ip, host) => match cluster {
+                Some(c) => c.release_address(&net, ip, host).map(drop).map_err(drop),
                 None => Ok(()),
             },
             Self::ClusterReleased(claim) => match cluster {
