@@ -199,9 +199,9 @@ const _: () = assert!(Counter::ALL.len() as u32 <= DROP_BASE);
 const _: () = assert!(DROP_BASE + DropReason::ALL.len() as u32 <= COUNTER_SLOTS);
 
 /// One network's counters: every slot of [`COUNTER_SLOTS`], indexed like
-/// the global array. The value of `OVL_NET_COUNTERS` (per CPU, keyed by
-/// VNI): userspace creates a zeroed entry with each network and deletes it
-/// with the network; the programs only add to entries that exist.
+/// the global array. The value of `OVL_NET_COUNTERS` (a per-CPU array
+/// indexed by the network's counter slot): userspace zeroes a slot when it
+/// gives it to a network; the programs only add.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetCounters {

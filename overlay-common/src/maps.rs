@@ -18,7 +18,8 @@ pub mod names {
     pub const CONFIG: &str = "OVL_CONFIG";
     /// [`crate::Counter`] index -> per-CPU [`crate::CounterValue`].
     pub const COUNTERS: &str = "OVL_COUNTERS";
-    /// VNI -> per-CPU [`crate::NetCounters`].
+    /// network counter slot ([`super::NetworkInfo::counter_slot`]) ->
+    /// per-CPU [`crate::NetCounters`].
     pub const NET_COUNTERS: &str = "OVL_NET_COUNTERS";
     /// Remote underlay IPv4 -> [`super::NextHop`] (LRU cache).
     pub const NEXTHOPS: &str = "OVL_NEXTHOPS";
@@ -56,6 +57,10 @@ pub mod capacity {
     pub const PEERS: u32 = 65_536;
     pub const NETWORKS: u32 = 4096;
     pub const SUBNETS: u32 = 4096;
+    /// Networks with counters of their own: slots 1.. of a per-CPU array
+    /// (768 bytes per slot and CPU, so 768 KiB per CPU); slot 0 is "none".
+    /// A host with more networks counts the rest in the host totals only.
+    pub const NET_COUNTERS: u32 = 1024;
     /// Remote hosts whose next hop is cached; least recently used ones are
     /// evicted (and looked up in the FIB again when next needed).
     pub const NEXTHOPS: u32 = 16_384;
@@ -136,8 +141,11 @@ pub struct EndpointInfo {
     pub host_mac: [u8; 6],
     /// `ENDPOINT_FLAG_*` bits.
     pub flags: u32,
+    /// The network's counter slot ([`NetworkInfo::counter_slot`]), copied
+    /// here so the endpoint program counts without another lookup.
+    pub counter_slot: u32,
 }
-const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 28);
 
 /// Key of the routes map: a destination inside one network.
 #[repr(C)]
@@ -170,8 +178,11 @@ pub struct RouteValue {
     /// Remote: underlay IPv4 of the host that owns the endpoint (network
     /// order). Local: 0.
     pub remote_ip: u32,
+    /// Local: the network's counter slot ([`NetworkInfo::counter_slot`]),
+    /// so the decap path counts without another lookup. Remote: 0.
+    pub counter_slot: u32,
 }
-const _: () = assert!(core::mem::size_of::<RouteValue>() == 16);
+const _: () = assert!(core::mem::size_of::<RouteValue>() == 20);
 
 /// Key of the peers map: a remote host and one VNI it may send us.
 #[repr(C)]
@@ -208,8 +219,11 @@ pub struct NetworkInfo {
     pub gateway: u32,
     /// `NETWORK_FLAG_*` bits.
     pub flags: u32,
+    /// Index of the network's counters in `OVL_NET_COUNTERS` (host order),
+    /// 1..[`capacity::NET_COUNTERS`]; 0: none (the host totals only).
+    pub counter_slot: u32,
 }
-const _: () = assert!(core::mem::size_of::<NetworkInfo>() == 16);
+const _: () = assert!(core::mem::size_of::<NetworkInfo>() == 20);
 
 /// Key of the LPM subnets map, laid out as the kernel's `bpf_lpm_trie_key`.
 #[repr(C)]

@@ -1,28 +1,52 @@
 //! The single place packets are counted: each entry point calls `finish`
-//! once on its exit path with the outcome or drop reason, and the VNI the
-//! packet belonged to once it was known (0 before that).
+//! once on its exit path with the outcome or drop reason, and the network
+//! the packet belonged to once it was known.
 
 use overlay_common::{Counter, DropReason};
 
-use crate::maps::{OVL_COUNTERS, OVL_NET_COUNTERS};
+use crate::maps::{OVL_COUNTERS, OVL_NET_COUNTERS, OVL_NETWORKS};
+
+/// The network a packet belongs to, as far as the program got: nothing,
+/// its VNI (read from a VXLAN header), or its counter slot (from the
+/// endpoint or route entry the hot paths read anyway).
+#[derive(Clone, Copy, Default)]
+pub struct NetRef {
+    pub vni: u32,
+    /// 0 until an entry names it.
+    pub counter_slot: u32,
+}
+
+impl NetRef {
+    /// The counter slot, looked up by VNI only when no entry named it: on
+    /// drop paths, which can afford the lookup.
+    #[inline(always)]
+    fn slot(self) -> u32 {
+        if self.counter_slot != 0 || self.vni == 0 {
+            return self.counter_slot;
+        }
+        // SAFETY: copied out at once.
+        unsafe { OVL_NETWORKS.get(&self.vni) }.map_or(0, |n| n.counter_slot)
+    }
+}
 
 #[inline(always)]
-fn add(slot: u32, vni: u32, bytes: u32) {
-    if let Some(value) = OVL_COUNTERS.get_ptr_mut(slot) {
+fn add(index: u32, net: NetRef, bytes: u32) {
+    if let Some(value) = OVL_COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it while we run.
         unsafe {
             (*value).packets += 1;
             (*value).bytes += u64::from(bytes);
         }
     }
-    if vni == 0 {
+    let slot = net.slot();
+    if slot == 0 {
         return;
     }
-    if let Some(net) = OVL_NET_COUNTERS.get_ptr_mut(&vni) {
+    if let Some(counters) = OVL_NET_COUNTERS.get_ptr_mut(slot) {
         // SAFETY: per-CPU value, only this CPU writes it while we run; the
         // index is checked against the array (the verifier needs the bound).
         unsafe {
-            if let Some(value) = (*net).slots.get_mut(slot as usize) {
+            if let Some(value) = (*counters).slots.get_mut(index as usize) {
                 value.packets += 1;
                 value.bytes += u64::from(bytes);
             }
@@ -31,22 +55,22 @@ fn add(slot: u32, vni: u32, bytes: u32) {
 }
 
 /// Exit path of every entry point: counts the outcome or the drop reason
-/// exactly once, globally and for network `vni`, and returns the program's
-/// action (`drop_action` on a drop).
+/// exactly once, for the host and for network `net`, and returns the
+/// program's action (`drop_action` on a drop).
 #[inline(always)]
 pub fn finish<A>(
     bytes: u32,
-    vni: u32,
+    net: NetRef,
     result: Result<(A, Counter), DropReason>,
     drop_action: A,
 ) -> A {
     match result {
         Ok((action, outcome)) => {
-            add(outcome.index(), vni, bytes);
+            add(outcome.index(), net, bytes);
             action
         }
         Err(reason) => {
-            add(reason.index(), vni, bytes);
+            add(reason.index(), net, bytes);
             drop_action
         }
     }

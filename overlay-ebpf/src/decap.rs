@@ -8,6 +8,7 @@ use overlay_common::{
 };
 
 use crate::{
+    counters::NetRef,
     icmp::learn_path_mtu,
     maps::{OVL_CONFIG, OVL_NETWORKS, OVL_PEERS, OVL_ROUTES},
     parse::{
@@ -46,10 +47,11 @@ pub struct Delivery {
     pub inner_src: [u8; 6],
 }
 
-/// Sets `vni_out` to the packet's VNI once its VXLAN header is read, so the
-/// caller can count the outcome for that network.
+/// Sets `net` to the packet's VNI once its VXLAN header is read, and its
+/// counter slot once the route names it, so the caller can count the
+/// outcome for that network.
 #[inline(always)]
-pub fn classify(start: usize, end: usize, vni_out: &mut u32) -> Result<Underlay, DropReason> {
+pub fn classify(start: usize, end: usize, net: &mut NetRef) -> Result<Underlay, DropReason> {
     let Ok(eth) = ptr_at::<EthHdr>(start, end, 0) else {
         return Ok(Underlay::Pass);
     };
@@ -114,7 +116,7 @@ pub fn classify(start: usize, end: usize, vni_out: &mut u32) -> Result<Underlay,
         return Err(DropReason::VxlanNoIFlag);
     }
     let vni = u32::from_be_bytes([0, vxlan.vni[0], vxlan.vni[1], vxlan.vni[2]]);
-    *vni_out = vni;
+    net.vni = vni;
     let peer = PeerKey {
         ip: addr(ip.src_addr),
         vni,
@@ -145,11 +147,14 @@ pub fn classify(start: usize, end: usize, vni_out: &mut u32) -> Result<Underlay,
         ip: addr(inner_ip.dst_addr),
     };
     match unsafe { OVL_ROUTES.get(&key) } {
-        Some(route) if route.kind == ROUTE_LOCAL => Ok(Underlay::Decap(Delivery {
-            ifindex: route.ifindex,
-            mac: route.mac,
-            inner_src: inner_eth.src_addr,
-        })),
+        Some(route) if route.kind == ROUTE_LOCAL => {
+            net.counter_slot = route.counter_slot;
+            Ok(Underlay::Decap(Delivery {
+                ifindex: route.ifindex,
+                mac: route.mac,
+                inner_src: inner_eth.src_addr,
+            }))
+        }
         _ => Err(DropReason::UnknownInnerDest),
     }
 }

@@ -17,7 +17,7 @@ use overlay_common::{
 
 use crate::{
     arp,
-    counters::finish,
+    counters::{NetRef, finish},
     dns, encap, guard,
     maps::{OVL_ENDPOINTS, OVL_NETWORKS, OVL_ROUTES, OVL_SUBNETS},
     parse::{ETH_P_ARP, ETH_P_IP, addr, ipv4_header_len, is_fragment, load_eth, ptr_at},
@@ -37,13 +37,13 @@ const IPV4_HEADER_LEN: usize = 20;
 pub fn endpoint_ingress(ctx: TcContext) -> i32 {
     // Bytes as the packet arrived, before any encap grows it.
     let len = ctx.len();
-    let mut vni = 0;
-    let result = try_endpoint_ingress(&ctx, &mut vni);
-    finish(len, vni, result, TC_ACT_SHOT)
+    let mut net = NetRef::default();
+    let result = try_endpoint_ingress(&ctx, &mut net);
+    finish(len, net, result, TC_ACT_SHOT)
 }
 
-/// `vni` is set to the sender's network as soon as it is known.
-fn try_endpoint_ingress(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter), DropReason> {
+/// `net` is set to the sender's network as soon as it is known.
+fn try_endpoint_ingress(ctx: &TcContext, net: &mut NetRef) -> Result<(i32, Counter), DropReason> {
     // SAFETY: ctx wraps the program's valid __sk_buff.
     let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
     // SAFETY: copied out at once.
@@ -51,7 +51,10 @@ fn try_endpoint_ingress(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter)
         Some(ep) => *ep,
         None => return Err(DropReason::UnknownEndpoint),
     };
-    *vni = ep.vni;
+    *net = NetRef {
+        vni: ep.vni,
+        counter_slot: ep.counter_slot,
+    };
 
     // Headers of locally generated packets are normally linear already; pull
     // when they are not so direct packet access can see them.

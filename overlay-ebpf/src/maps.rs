@@ -3,9 +3,8 @@
 //! Names, layouts and capacities come from `overlay_common`.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use overlay_common::{
     COUNTER_SLOTS, Config, CounterValue, EndpointInfo, GuardKey, GuardValue, NameKey, NameValue,
@@ -43,14 +42,14 @@ pub static OVL_CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map]
 pub static OVL_COUNTERS: PerCpuArray<CounterValue> = PerCpuArray::pinned(COUNTER_SLOTS, 0);
 
-/// VNI -> per-CPU counters of that network. Entries are created (zeroed) and
-/// deleted by userspace with their network; the programs only add to them.
-/// Not preallocated: a value is 768 bytes per CPU, so memory follows the
-/// networks that exist (the programs never insert, so no allocation happens
-/// on the packet path).
+/// network counter slot -> per-CPU counters of that network. Userspace
+/// zeroes a slot when it gives it to a network; the programs only add. An
+/// array, not a hash by VNI: the slot travels in the endpoint and route
+/// entries the hot paths read anyway, and an array lookup is inlined (a
+/// per-CPU hash lookup cost 25-30 ns a packet under BPF_PROG_RUN).
 #[map]
-pub static OVL_NET_COUNTERS: PerCpuHashMap<u32, NetCounters> =
-    PerCpuHashMap::pinned(capacity::NETWORKS, BPF_F_NO_PREALLOC);
+pub static OVL_NET_COUNTERS: PerCpuArray<NetCounters> =
+    PerCpuArray::pinned(capacity::NET_COUNTERS, 0);
 
 /// Remote underlay IPv4 (network order) -> next hop (egress device, MACs,
 /// expiry). Written by the encap path after a FIB lookup that found a

@@ -17,7 +17,7 @@ use network_types::eth::EthHdr;
 use overlay_common::{Counter, DropReason, VXLAN_ENCAP_LEN};
 
 use crate::{
-    counters::finish,
+    counters::{NetRef, finish},
     decap::{Underlay, classify},
     parse::{ETH_P_IP, ptr_at_mut},
 };
@@ -30,14 +30,14 @@ use crate::{
 pub fn underlay_xdp(ctx: XdpContext) -> u32 {
     // Bytes as the frame arrived, before decap shrinks it.
     let len = (ctx.data_end() - ctx.data()) as u32;
-    let mut vni = 0;
-    let result = try_underlay_xdp(&ctx, &mut vni);
-    finish(len, vni, result, xdp_action::XDP_DROP)
+    let mut net = NetRef::default();
+    let result = try_underlay_xdp(&ctx, &mut net);
+    finish(len, net, result, xdp_action::XDP_DROP)
 }
 
-/// `vni` is set once the VXLAN header names a network.
-fn try_underlay_xdp(ctx: &XdpContext, vni: &mut u32) -> Result<(u32, Counter), DropReason> {
-    let delivery = match classify(ctx.data(), ctx.data_end(), vni)? {
+/// `net` is set once the VXLAN header names a network.
+fn try_underlay_xdp(ctx: &XdpContext, net: &mut NetRef) -> Result<(u32, Counter), DropReason> {
+    let delivery = match classify(ctx.data(), ctx.data_end(), net)? {
         Underlay::Pass => return Ok((xdp_action::XDP_PASS, Counter::UnderlayPass)),
         Underlay::PathMtuLearned => return Ok((xdp_action::XDP_PASS, Counter::PathMtuLearned)),
         Underlay::Decap(delivery) => delivery,
@@ -66,21 +66,21 @@ fn try_underlay_xdp(ctx: &XdpContext, vni: &mut u32) -> Result<(u32, Counter), D
 )]
 pub fn underlay_tc(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    let mut vni = 0;
-    let result = try_underlay_tc(&ctx, &mut vni);
-    finish(len, vni, result, TC_ACT_SHOT)
+    let mut net = NetRef::default();
+    let result = try_underlay_tc(&ctx, &mut net);
+    finish(len, net, result, TC_ACT_SHOT)
 }
 
 /// Outer headers plus inner Ethernet and IPv4: what classify reads.
 const DECAP_HEADERS: u32 = VXLAN_ENCAP_LEN + 14 + 20;
 
-/// `vni` is set once the VXLAN header names a network.
-fn try_underlay_tc(ctx: &TcContext, vni: &mut u32) -> Result<(i32, Counter), DropReason> {
+/// `net` is set once the VXLAN header names a network.
+fn try_underlay_tc(ctx: &TcContext, net: &mut NetRef) -> Result<(i32, Counter), DropReason> {
     if ((ctx.data_end() - ctx.data()) as u32) < DECAP_HEADERS && ctx.len() >= DECAP_HEADERS {
         ctx.pull_data(DECAP_HEADERS)
             .map_err(|_| DropReason::Malformed)?;
     }
-    let delivery = match classify(ctx.data(), ctx.data_end(), vni)? {
+    let delivery = match classify(ctx.data(), ctx.data_end(), net)? {
         Underlay::Pass => return Ok((TC_ACT_OK, Counter::UnderlayPass)),
         Underlay::PathMtuLearned => return Ok((TC_ACT_OK, Counter::PathMtuLearned)),
         Underlay::Decap(delivery) => delivery,

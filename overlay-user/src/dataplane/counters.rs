@@ -5,7 +5,7 @@ use std::fs;
 
 use overlay_common::{CONFIG_FLAG_READY, Counter, CounterValue, DropReason, maps::names, programs};
 
-use super::{Counters, Dataplane, DataplaneError, State, not_found};
+use super::{Counters, Dataplane, DataplaneError, State};
 
 impl Dataplane {
     /// Snapshot of every programmed entry.
@@ -141,11 +141,14 @@ impl Dataplane {
 
     /// Totals of network `vni` over all CPUs.
     pub fn network_counters(&self, vni: u32) -> Result<Counters, DataplaneError> {
-        let per_cpu = match self.net_counters.get(&vni, 0) {
-            Ok(v) => v,
-            Err(e) if not_found(&e) => return Err(DataplaneError::UnknownNetwork(vni)),
-            Err(e) => return Err(DataplaneError::map("reading network counters")(e)),
-        };
+        let slot = self.counter_slot(vni)?;
+        if slot == 0 {
+            return Err(DataplaneError::NoNetworkCounters(vni));
+        }
+        let per_cpu = self
+            .net_counters
+            .get(&slot, 0)
+            .map_err(DataplaneError::map("reading network counters"))?;
         let total = |slot: u32| {
             per_cpu
                 .iter()

@@ -90,12 +90,14 @@ impl Dataplane {
             vni: ep.vni,
             ip: be(ep.ip),
         };
+        let counter_slot = self.counter_slot(ep.vni)?;
         let route = RouteValue {
             kind: ROUTE_LOCAL,
             _pad0: 0,
             mac: ep.mac.0,
             ifindex: ep.host_ifindex,
             remote_ip: 0,
+            counter_slot,
         };
         let info = EndpointInfo {
             vni: ep.vni,
@@ -103,6 +105,7 @@ impl Dataplane {
             mac: ep.mac.0,
             host_mac: ep.host_mac.0,
             flags: 0,
+            counter_slot,
         };
         // The endpoint's own entry first: the route makes it reachable, and
         // whatever it sends back must find its entry.
@@ -160,6 +163,7 @@ impl Dataplane {
             mac: ep.mac.0,
             ifindex: 0,
             remote_ip: be(ep.host),
+            counter_slot: 0,
         };
         self.routes
             .insert(

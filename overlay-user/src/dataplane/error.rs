@@ -39,6 +39,11 @@ pub enum DataplaneError {
     NetworkExists(u32),
     #[error("no network with VNI {0}")]
     UnknownNetwork(u32),
+    #[error(
+        "network VNI {0} has no counters of its own (more networks on this host than {slots} counter slots); its packets count in the host totals",
+        slots = overlay_common::capacity::NET_COUNTERS - 1
+    )]
+    NoNetworkCounters(u32),
     #[error("network VNI {0} still has local endpoints")]
     NetworkInUse(u32),
     #[error("address {ip} is already in use in network VNI {vni}")]
@@ -65,6 +70,14 @@ pub enum DataplaneError {
     MissingProgram(&'static str),
     #[error("loading the eBPF object (needs root and kernel >= 6.6)")]
     Load(#[source] EbpfError),
+    #[error(
+        "the maps pinned under {dir} are from an incompatible version of overlay; run `overlay destroy` to remove them (forwarding stops), then start `overlay daemon`, which rebuilds every entry from the stored state"
+    )]
+    IncompatiblePins {
+        dir: PathBuf,
+        #[source]
+        source: Box<EbpfError>,
+    },
     #[error("{op} program {name}")]
     Program {
         op: &'static str,

@@ -23,8 +23,8 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader, include_bytes_aligned,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap},
+    Ebpf, EbpfError, EbpfLoader, include_bytes_aligned,
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::{SchedClassifier, Xdp},
 };
 use overlay_common::{
@@ -52,7 +52,7 @@ pub struct Dataplane {
     subnets: LpmTrie<MapData, u32, u32>,
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, CounterValue>,
-    net_counters: PerCpuHashMap<MapData, u32, overlay_common::NetCounters>,
+    net_counters: PerCpuArray<MapData, overlay_common::NetCounters>,
     nexthops: HashMap<MapData, u32, NextHop>,
     path_mtus: HashMap<MapData, u32, PathMtu>,
     guards: HashMap<MapData, GuardKey, GuardValue>,
@@ -127,7 +127,15 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&map_dir)
             .load(EBPF_OBJECT)
-            .map_err(DataplaneError::Load)?;
+            .map_err(|e| match e {
+                EbpfError::MapError(aya::maps::MapError::IncompatiblePinnedMap { .. }) => {
+                    DataplaneError::IncompatiblePins {
+                        dir: map_dir.clone(),
+                        source: Box::new(e),
+                    }
+                }
+                e => DataplaneError::Load(e),
+            })?;
         for name in [programs::ENDPOINT_INGRESS, programs::UNDERLAY_TC] {
             let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
             prog.load().map_err(|source| DataplaneError::Program {
@@ -163,7 +171,7 @@ impl Dataplane {
             Array::try_from(take_map(&mut ebpf, names::CONFIG)?).map_err(conv(names::CONFIG))?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, names::COUNTERS)?)
             .map_err(conv(names::COUNTERS))?;
-        let net_counters = PerCpuHashMap::try_from(take_map(&mut ebpf, names::NET_COUNTERS)?)
+        let net_counters = PerCpuArray::try_from(take_map(&mut ebpf, names::NET_COUNTERS)?)
             .map_err(conv(names::NET_COUNTERS))?;
         let nexthops = HashMap::try_from(take_map(&mut ebpf, names::NEXTHOPS)?)
             .map_err(conv(names::NEXTHOPS))?;

@@ -7,7 +7,7 @@ use aya::{
 };
 use ipnet::Ipv4Net;
 use overlay_common::{
-    NETWORK_FLAG_INTERNAL, NetworkInfo, PeerKey, ROUTE_LOCAL, RouteKey, RouteValue,
+    NETWORK_FLAG_INTERNAL, NetworkInfo, PeerKey, ROUTE_LOCAL, RouteKey, RouteValue, capacity,
 };
 
 use super::{Dataplane, DataplaneError, Network, be, not_found, v4};
@@ -23,6 +23,11 @@ impl Dataplane {
         if let Some(gw) = net.gateway {
             rules::check_gateway(subnet, gw)?;
         }
+        let mut slots_used = std::collections::BTreeSet::new();
+        for item in self.networks.iter() {
+            let (_, info) = item.map_err(DataplaneError::map("listing networks"))?;
+            slots_used.insert(info.counter_slot);
+        }
         for (vni, other) in self.networks()? {
             if vni == net.vni {
                 return Err(DataplaneError::NetworkExists(vni));
@@ -35,6 +40,15 @@ impl Dataplane {
                 });
             }
         }
+        // The lowest free counter slot; none left: host totals only.
+        let counter_slot = (1..capacity::NET_COUNTERS)
+            .find(|s| !slots_used.contains(s))
+            .unwrap_or(0);
+        if counter_slot != 0 {
+            // Counting for this network starts from zero (the slot may
+            // have served a removed network).
+            self.zero_net_counters(counter_slot)?;
+        }
         let info = NetworkInfo {
             subnet: be(subnet.network()),
             mask: be(subnet.netmask()),
@@ -44,6 +58,7 @@ impl Dataplane {
             } else {
                 0
             },
+            counter_slot,
         };
         let key = Key::new(u32::from(subnet.prefix_len()), be(subnet.network()));
         self.subnets
@@ -56,7 +71,11 @@ impl Dataplane {
                 e,
             ));
         }
-        // Counting for this network starts from zero.
+        Ok(())
+    }
+
+    /// Zeroes network counter slot `slot` on every CPU.
+    fn zero_net_counters(&mut self, slot: u32) -> Result<(), DataplaneError> {
         let cpus = nr_cpus().map_err(|(_, source)| DataplaneError::Io {
             op: "count CPUs",
             path: "/sys/devices/system/cpu/possible".into(),
@@ -72,11 +91,19 @@ impl Dataplane {
             source,
         })?;
         self.net_counters
-            .insert(&net.vni, zero, 0)
+            .set(slot, zero, 0)
             .map_err(DataplaneError::map(format!(
-                "adding counters of network {}",
-                net.vni
+                "zeroing network counter slot {slot}"
             )))
+    }
+
+    /// The counter slot of network `vni` (0: it has none).
+    pub(super) fn counter_slot(&self, vni: u32) -> Result<u32, DataplaneError> {
+        match self.networks.get(&vni, 0) {
+            Ok(info) => Ok(info.counter_slot),
+            Err(e) if not_found(&e) => Err(DataplaneError::UnknownNetwork(vni)),
+            Err(e) => Err(DataplaneError::map(format!("reading network {vni}"))(e)),
+        }
     }
 
     /// Removes a network with its remote routes and peers. Refused while
@@ -111,16 +138,6 @@ impl Dataplane {
         self.networks
             .remove(&vni)
             .map_err(DataplaneError::map(format!("removing network {vni}")))?;
-        match self.net_counters.remove(&vni) {
-            Ok(()) => {}
-            // Pins from before per-network counters have no entry.
-            Err(e) if not_found(&e) => {}
-            Err(e) => {
-                return Err(DataplaneError::map(format!("removing counters of {vni}"))(
-                    e,
-                ));
-            }
-        }
         let key = Key::new(u32::from(net.subnet.prefix_len()), be(net.subnet.network()));
         self.subnets
             .remove(&key)

@@ -280,6 +280,9 @@ impl Engine {
                 mac: ep.mac.0,
                 host_mac: host_mac.0,
                 flags: 0,
+                // The dataplane copies it from the network's entry, which
+                // outlives every endpoint on it: not state to compare.
+                counter_slot: programmed.get(&ifindex).map_or(0, |p| p.counter_slot),
             };
             if programmed.get(&ifindex) != Some(&want) || !self.dp.endpoint_linked(ifindex) {
                 if programmed.contains_key(&ifindex) {

@@ -195,6 +195,7 @@ impl Datapath for FakeDatapath {
                         mac: e.mac.0,
                         host_mac: e.host_mac.0,
                         flags: 0,
+                        counter_slot: 0,
                     },
                 )
             })
