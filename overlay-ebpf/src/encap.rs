@@ -2,7 +2,7 @@
 //! `bpf_skb_adjust_room` and the ENCAP flags so GSO/TSO super-packets keep
 //! their offloads and get segmented as UDP tunnel packets, write the outer
 //! headers in one store, and send it to the next hop the kernel FIB picked
-//! (cached per remote host for `NEXTHOP_TTL_NS`). A packet the path to that
+//! (cached per remote host for `NEXTHOP_TTL_JIFFIES`). A packet the path to that
 //! host cannot carry once encapsulated is answered with an ICMP
 //! "fragmentation needed" instead ([`crate::icmp`]).
 
@@ -16,12 +16,14 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT,
         bpf_adj_room_mode, bpf_fib_lookup, bpf_redir_neigh,
     },
-    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_redirect_neigh},
+    helpers::{
+        bpf_fib_lookup, bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_redirect, bpf_redirect_neigh,
+    },
     programs::TcContext,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr, vxlan::VxlanHdr};
 use overlay_common::{
-    CONFIG_FLAG_READY, Config, Counter, DropReason, NEXTHOP_TTL_NS, NextHop, VXLAN_ENCAP_LEN,
+    CONFIG_FLAG_READY, Config, Counter, DropReason, NEXTHOP_TTL_JIFFIES, NextHop, VXLAN_ENCAP_LEN,
     VXLAN_FLAG_I,
 };
 
@@ -115,17 +117,20 @@ fn path_mtu(fib_mtu: u16, remote_ip: u32, now: u64) -> u32 {
 
 /// The underlay next hop towards `remote_ip`: the cached one while it is
 /// fresh, else the FIB's (cached when its neighbour is resolved). A route
-/// or neighbour change is therefore seen within `NEXTHOP_TTL_NS`.
+/// or neighbour change is therefore seen within `NEXTHOP_TTL_JIFFIES`.
 #[inline(always)]
 fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32) -> Result<Route, DropReason> {
-    // SAFETY: plain helper call.
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // SAFETY: plain helper call (inlined by the verifier: a load of jiffies).
+    let now = unsafe { bpf_jiffies64() };
     // SAFETY: copied out at once.
     if let Some(hop) = unsafe { OVL_NEXTHOPS.get(&remote_ip) }.copied()
-        && now < hop.expires_ns
+        && now < hop.expires_jiffies
     {
         return Ok(Route::Resolved(hop));
     }
+    // Past the cache: the clock learned path MTUs expire by.
+    // SAFETY: plain helper call.
+    let now_ns = unsafe { bpf_ktime_get_coarse_ns() };
 
     // SAFETY: all-zero is a valid bpf_fib_lookup.
     let mut fib: bpf_fib_lookup = unsafe { mem::zeroed() };
@@ -154,9 +159,13 @@ fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32) -> Result<Route, Drop
                 dmac: macs.dmac,
                 // SAFETY: after a lookup with tot_len set the union holds
                 // the route's MTU.
-                mtu: path_mtu(unsafe { fib.__bindgen_anon_1.mtu_result }, remote_ip, now),
+                mtu: path_mtu(
+                    unsafe { fib.__bindgen_anon_1.mtu_result },
+                    remote_ip,
+                    now_ns,
+                ),
                 _pad0: 0,
-                expires_ns: now + NEXTHOP_TTL_NS,
+                expires_jiffies: now + NEXTHOP_TTL_JIFFIES,
             };
             // A failed insert only costs the next packet another lookup.
             let _ = OVL_NEXTHOPS.insert(&remote_ip, &hop, 0);
@@ -171,7 +180,7 @@ fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32) -> Result<Route, Drop
             // The kernel returns before it reports the MTU (the field
             // still holds our probe length): only a learned one applies
             // until the neighbour resolves and the hop is cached.
-            mtu: path_mtu(0, remote_ip, now),
+            mtu: path_mtu(0, remote_ip, now_ns),
         }),
         _ => Err(DropReason::FibFailed),
     }

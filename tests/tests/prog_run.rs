@@ -1580,8 +1580,8 @@ fn encap_to_c(dp: &mut Dataplane, env: &Env) -> [u8; 6] {
 }
 
 /// The encap path caches the next hop per remote host: a neighbour change
-/// shows after `NEXTHOP_TTL_NS` (and not before, which proves the lookup is
-/// skipped), a host without a resolved neighbour is never cached, and
+/// shows once the entry expires (`NEXTHOP_TTL_JIFFIES`, and not before,
+/// which proves the lookup is skipped), a host without a resolved neighbour is never cached, and
 /// setting the underlay empties the cache.
 #[test]
 fn next_hop_cache_follows_neighbour_changes() {
@@ -1593,13 +1593,11 @@ fn next_hop_cache_follows_neighbour_changes() {
     let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
     program(&mut dp, &env);
     let ns = &env.host.ns;
-    let ttl = std::time::Duration::from_nanos(overlay_common::NEXTHOP_TTL_NS);
+    let jiffies = || overlay_user::host::jiffies().expect("jiffies");
     let new_mac: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x77];
 
     ns.run(|| {
         assert!(dp.next_hops().expect("cache").is_empty(), "starts empty");
-        // Taken before the entry is made: an upper bound on its age.
-        let filled = std::time::Instant::now();
         assert_eq!(encap_to_c(&mut dp, &env), NEIGH_MAC);
         let hops = dp.next_hops().expect("cache");
         let [(host, hop)] = hops.as_slice() else {
@@ -1609,7 +1607,12 @@ fn next_hop_cache_follows_neighbour_changes() {
         assert_eq!(hop.ifindex, env.ifindex("ul0"));
         assert_eq!(hop.dmac, NEIGH_MAC);
         assert_eq!(hop.smac, env.underlay_mac);
-        let first_expiry = hop.expires_ns;
+        let first_expiry = hop.expires_jiffies;
+        assert!(
+            first_expiry > jiffies()
+                && first_expiry <= jiffies() + overlay_common::NEXTHOP_TTL_JIFFIES,
+            "expires within the TTL"
+        );
 
         // D's host has a route but no neighbour: encapsulated for
         // redirect_neigh, and not cached.
@@ -1637,18 +1640,20 @@ fn next_hop_cache_follows_neighbour_changes() {
             ])
             .expect("change neighbour");
         // Checked only while the entry is surely fresh (a slow `ip` on a
-        // busy machine may take the whole TTL; the coarse clock may expire
-        // the entry a jiffy early).
+        // busy machine may take the whole TTL).
+        let before = jiffies();
         let seen = encap_to_c(&mut dp, &env);
-        if filled.elapsed() < ttl * 4 / 5 {
+        if jiffies() < first_expiry && before < first_expiry {
             assert_eq!(seen, NEIGH_MAC, "within the TTL the cached MAC is used");
         }
-        std::thread::sleep(ttl + std::time::Duration::from_millis(20));
+        while jiffies() <= first_expiry {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         assert_eq!(encap_to_c(&mut dp, &env), new_mac, "after the TTL");
         let hops = dp.next_hops().expect("cache");
         assert_eq!(hops.len(), 1);
         assert_eq!(hops[0].1.dmac, new_mac);
-        assert!(hops[0].1.expires_ns > first_expiry, "refreshed entry");
+        assert!(hops[0].1.expires_jiffies > first_expiry, "refreshed entry");
 
         dp.set_underlay(&Underlay::new(env.ifindex("ul0"), ip("10.99.0.1")))
             .expect("underlay");

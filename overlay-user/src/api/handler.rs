@@ -340,6 +340,8 @@ fn status(engine: &Engine) -> Result<StatusView, EngineError> {
     let state = engine.state();
     let dp = engine.dataplane();
     let now = monotonic_coarse_ns();
+    // Unknown (no /proc/timer_list): every entry shows as stale.
+    let jiffies = host::jiffies().unwrap_or(u64::MAX);
     let next_hops = dp
         .next_hops()?
         .into_iter()
@@ -348,7 +350,7 @@ fn status(engine: &Engine) -> Result<StatusView, EngineError> {
             mtu: hop.mtu,
             mac: crate::model::MacAddr(hop.dmac),
             device: host::link::name_of(hop.ifindex).unwrap_or_else(|_| hop.ifindex.to_string()),
-            fresh: now < hop.expires_ns,
+            fresh: jiffies < hop.expires_jiffies,
         })
         .collect();
     let counters = dp.counters()?;

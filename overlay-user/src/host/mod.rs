@@ -65,3 +65,15 @@ impl HostError {
         move |source| Self::Io { op, what, source }
     }
 }
+
+/// The kernel's `jiffies` now, the clock of the next-hop cache's expiry
+/// (`NextHop::expires_jiffies`); read from `/proc/timer_list` (root only),
+/// the one file that prints it.
+pub fn jiffies() -> Result<u64, HostError> {
+    const PATH: &str = "/proc/timer_list";
+    let text = std::fs::read_to_string(PATH).map_err(HostError::io("read", PATH))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("jiffies:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| HostError::Decode(format!("no jiffies line in {PATH}")))
+}
