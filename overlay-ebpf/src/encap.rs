@@ -30,7 +30,9 @@ use overlay_common::{
 use crate::{
     csum, icmp,
     maps::{OVL_CONFIG, OVL_NEXTHOPS},
-    parse::{ETH_P_IP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, addr, is_fragment, ptr_at},
+    parse::{
+        ETH_P_IP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, addr, is_fragment, ptr_at, write_front,
+    },
 };
 
 const AF_INET: u8 = 2;
@@ -352,8 +354,7 @@ pub fn encapsulate(
         },
     };
     hdr.ip.check = csum::ipv4_header(&hdr.ip);
-    ctx.store(0, &hdr, 0)
-        .map_err(|_| DropReason::HelperFailed)?;
+    write_front(ctx, &hdr)?;
 
     // SAFETY: plain helper calls; the redirect happens after we return.
     let action = unsafe {

@@ -20,7 +20,9 @@ use crate::{
     counters::{NetRef, finish},
     dns, encap, guard,
     maps::{OVL_ENDPOINTS, OVL_NETWORKS, OVL_ROUTES, OVL_SUBNETS},
-    parse::{ETH_P_ARP, ETH_P_IP, addr, ipv4_header_len, is_fragment, load_eth, ptr_at},
+    parse::{
+        ETH_P_ARP, ETH_P_IP, addr, ipv4_header_len, is_fragment, load_eth, ptr_at, write_front,
+    },
 };
 
 /// Ethernet + minimal IPv4, and Ethernet + ARP: what must be linear.
@@ -98,8 +100,7 @@ fn try_endpoint_ingress(ctx: &TcContext, net: &mut NetRef) -> Result<(i32, Count
         if route.kind == ROUTE_LOCAL {
             // Same host, same network: straight into the destination's
             // namespace, skipping the host stack and the veth backlog.
-            ctx.store(0, &route.mac, 0)
-                .map_err(|_| DropReason::HelperFailed)?;
+            write_front(ctx, &route.mac)?;
             // SAFETY: plain helper call.
             let action = unsafe { bpf_redirect_peer(route.ifindex, 0) };
             return Ok((action as i32, Counter::ForwardLocal));
