@@ -106,6 +106,9 @@ pub struct PathResult {
     pub tcp1_retransmits: u64,
     pub rr_median_us: f64,
     pub rr_p99_us: f64,
+    /// Lowest and highest RR median of the passes (`RR_PASSES` a round):
+    /// the spread a reader needs before comparing two paths' medians.
+    pub rr_median_range_us: (f64, f64),
 }
 
 pub(crate) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 3);
@@ -277,7 +280,51 @@ pub(crate) fn iperf(
     result.ok_or_else(|| tool_error("iperf3 gave no result", last_error))
 }
 
-/// TCP request/response with 64-byte messages: (median, p99) in µs.
+/// The CPU the request/response runs on: both ends and (so) every softirq
+/// of the path, so a round trip is the path's work plus two context
+/// switches, with no cross-CPU wake-up (an IPI, and on a VM a halted
+/// vCPU's wake-up, which made the same path read 25 us in one run and
+/// 130 us in the next).
+const RR_CPU: usize = 1;
+
+/// Restores the calling thread's CPU affinity when dropped.
+struct Pinned(Option<libc::cpu_set_t>);
+
+impl Pinned {
+    /// Pins the calling thread to `cpu` (if the machine has it; else
+    /// leaves it where it is).
+    fn to(cpu: usize) -> Self {
+        if std::thread::available_parallelism().map_or(1, usize::from) <= cpu {
+            return Self(None);
+        }
+        // SAFETY: cpu_set_t is plain data; sched_{get,set}affinity(0, ..)
+        // read and change only the calling thread's mask.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut old) != 0 {
+                return Self(None);
+            }
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            Self(Some(old))
+        }
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            // SAFETY: as in `to`.
+            unsafe {
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old);
+            }
+        }
+    }
+}
+
+/// TCP request/response with 64-byte messages, both ends on [`RR_CPU`]:
+/// (median, p99) in µs.
 pub(crate) fn ping_pong(
     ends: Ends<'_>,
     iterations: usize,
@@ -289,6 +336,7 @@ pub(crate) fn ping_pong(
         .map_err(|e| tool_error("ping-pong bind", e))?;
     std::thread::scope(|s| {
         let server = s.spawn(move || -> std::io::Result<()> {
+            let _pinned = Pinned::to(RR_CPU);
             let (mut conn, _) = listener.accept()?;
             conn.set_nodelay(true)?;
             let mut buf = [0u8; 64];
@@ -299,6 +347,7 @@ pub(crate) fn ping_pong(
                 conn.write_all(&buf)?;
             }
         });
+        let _pinned = Pinned::to(RR_CPU);
         let addr = SocketAddr::from((ends.server_ip, port));
         let mut conn = ends
             .client
@@ -342,6 +391,9 @@ pub(crate) fn build_all(paths: &[PathKind]) -> Result<Vec<(PathKind, Topology)>,
         .collect()
 }
 
+/// Request/response measurements per path and round, interleaved.
+const RR_PASSES: usize = 3;
+
 /// Builds every path, then measures them round by round.
 pub fn run(
     paths: &[PathKind],
@@ -367,10 +419,19 @@ pub fn run(
             let (g1, r1) = iperf(top.ends(), 1, opts.seconds, port)?;
             port += 1;
             let (g4, _) = iperf(top.ends(), 4, opts.seconds, port)?;
-            port += 1;
-            let (med, p99) = ping_pong(top.ends(), opts.rr_iterations, port)?;
-            for (slot, v) in samples[i].iter_mut().zip([g1, g4, r1 as f64, med, p99]) {
+            for (slot, v) in samples[i].iter_mut().zip([g1, g4, r1 as f64]) {
                 slot.push(v);
+            }
+        }
+        // Round trips are short: several passes over every path, so drift
+        // on the machine touches all paths alike.
+        for _ in 0..RR_PASSES {
+            for k in 0..tops.len() {
+                let i = (k + round) % tops.len();
+                port += 1;
+                let (med, p99) = ping_pong(tops[i].1.ends(), opts.rr_iterations, port)?;
+                samples[i][3].push(med);
+                samples[i][4].push(p99);
             }
         }
     }
@@ -385,6 +446,8 @@ pub fn run(
             tcp1_retransmits: median(&mut s[2]) as u64,
             rr_median_us: median(&mut s[3]),
             rr_p99_us: median(&mut s[4]),
+            // Sorted by `median` just above.
+            rr_median_range_us: (s[3][0], s[3][s[3].len() - 1]),
         })
         .collect())
 }

@@ -71,7 +71,7 @@ pub(super) fn tables(r: &Results) -> String {
         );
         let _ = writeln!(
             out,
-            "| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | retransmits (1 stream) | RR median us | RR p99 us | TCP1 vs kernel (same underlay) | TCP1 vs limit | RR vs limit |\n|---|---|---|---|---|---|---|---|---|"
+            "| path | TCP 1 stream Gbit/s | TCP 4 streams Gbit/s | retransmits (1 stream) | RR median us | RR median, rounds' range | RR p99 us | TCP1 vs kernel (same underlay) | TCP1 vs limit | RR vs limit |\n|---|---|---|---|---|---|---|---|---|---|"
         );
         for t in &r.traffic {
             let kernel = t
@@ -80,12 +80,14 @@ pub(super) fn tables(r: &Results) -> String {
                 .and_then(|k| r.traffic.iter().find(|x| x.path == k));
             let _ = writeln!(
                 out,
-                "| {} | {:.2} | {:.2} | {} | {:.1} | {:.1} | {} | {} | {} |",
+                "| {} | {:.2} | {:.2} | {} | {:.1} | {:.1}-{:.1} | {:.1} | {} | {} | {} |",
                 t.name,
                 t.tcp1_gbps,
                 t.tcp4_gbps,
                 t.tcp1_retransmits,
                 t.rr_median_us,
+                t.rr_median_range_us.0,
+                t.rr_median_range_us.1,
                 t.rr_p99_us,
                 kernel.map_or_else(|| "-".into(), |k| ratio(t.tcp1_gbps, k.tcp1_gbps)),
                 limit.map_or_else(|| "-".into(), |l| ratio(t.tcp1_gbps, l.tcp1_gbps)),
@@ -420,9 +422,12 @@ pub(super) fn markdown(r: &Results) -> String {
          default bridge and iptables rules as a stock install has them, and this plugin's daemon \
          beside it; two busybox containers on `docker0` and two on a plugin network, measured \
          with the host's tools inside the containers' namespaces (same-host path only).\n\n\
-         Request/response latency on this kind of machine (a 2-vCPU VM) is dominated by \
-         scheduling and wake-up noise: the same path reads 25 us in one run and 130 us in the \
-         next, the plain veth limit included. Read it only as a ratio within one run.\n{}\n\
+         Request/response latency (64-byte TCP messages, one at a time) runs with both ends pinned \
+         to one CPU, so every softirq of the path runs there too and a round trip is the path's work \
+         plus two context switches; unpinned, cross-CPU wake-ups of this 2-vCPU VM made the same path \
+         read 25 us in one run and 130 us in the next. Each round measures every path three times, \
+         interleaved; the table gives the median of those passes and their range. Measured so, the \
+         medians repeated within 1% between two runs.\n{}\n\
          ![Packet rate and TCP throughput](bench_chart.svg)\n",
         r.command,
         r.machine,
