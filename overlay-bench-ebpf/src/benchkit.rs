@@ -8,7 +8,8 @@
 //!   dropped unsent, so the run's iterations are the generator's clock.
 //! - `redirect_tc`, limit (a): the least a forwarding program can do on the
 //!   same veths as the dataplane: redirect by ingress device to a configured
-//!   target. No address lookup, no encapsulation.
+//!   target. No address lookup, no encapsulation. `redirect_xdp` does the
+//!   same at the underlay NIC's XDP hook, the limit of XDP decap.
 //! - `sink_tc`: the far end of a packet-rate run: counts and drops what
 //!   arrives, so the receiver's own stack is not part of the measurement.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -135,6 +136,25 @@ mod programs {
             unsafe { bpf_redirect(t.ifindex, 0) }
         };
         action as i32
+    }
+
+    /// Limit (a) for XDP decap: the same redirect by ingress device, at
+    /// the underlay NIC's XDP hook (out of the target veth, as the
+    /// dataplane's XDP decap delivers).
+    #[xdp]
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "aya's program macros hand the context over by value"
+    )]
+    pub fn redirect_xdp(ctx: XdpContext) -> u32 {
+        // SAFETY: ctx wraps the program's valid xdp_md.
+        let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+        // SAFETY: copied out at once.
+        let Some(t) = (unsafe { REDIRECT.get(&ifindex) }).copied() else {
+            return xdp_action::XDP_PASS;
+        };
+        // SAFETY: plain helper call.
+        unsafe { bpf_redirect(t.ifindex, 0) as u32 }
     }
 }
 

@@ -8,6 +8,8 @@
 pub const XDP_GEN: &str = "xdp_gen";
 /// TC, limit (a): redirect by ingress device, nothing else.
 pub const REDIRECT_TC: &str = "redirect_tc";
+/// Limit (a) at the underlay NIC's XDP hook.
+pub const REDIRECT_XDP: &str = "redirect_xdp";
 /// TC at the far container's ingress: count and drop.
 pub const SINK_TC: &str = "sink_tc";
 /// Map: 0 -> per-CPU frames counted by the sink.

@@ -1,17 +1,20 @@
 //! Limit (a): the least a forwarding program can do on the very veths the
 //! dataplane uses. On a lab of bare hosts with one container each, a
-//! program at tcx ingress of the container's host-side veth and of the
-//! underlay NIC redirects by ingress device: container -> NIC (out), NIC ->
-//! container (into its namespace). No lookup by address, no encapsulation.
+//! program at tcx ingress of the container's host-side veth redirects
+//! container -> NIC (out), and one on the underlay NIC redirects NIC ->
+//! container: at tcx ingress into the container's namespace (the limit of
+//! TC decap), or at XDP out of its host-side veth (the limit of XDP
+//! decap, paying what the dataplane's XDP decap pays to get there). No
+//! lookup by address, no encapsulation.
 
 use std::time::Duration;
 
 use aya::{
     Ebpf,
     maps::HashMap,
-    programs::{SchedClassifier, TcAttachType},
+    programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
-use overlay_bench_ebpf::{REDIRECT, REDIRECT_PEER, REDIRECT_TC, RedirectTarget};
+use overlay_bench_ebpf::{REDIRECT, REDIRECT_PEER, REDIRECT_TC, REDIRECT_XDP, RedirectTarget};
 use overlay_testkit::lab::Lab;
 
 use crate::{BENCHKIT_OBJECT, BenchError};
@@ -20,9 +23,36 @@ fn harness(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> BenchError + '_
     move |e| BenchError::Tool(format!("{what}: {e}"))
 }
 
+/// Where the NIC -> container redirect runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NicHook {
+    /// tcx ingress, `bpf_redirect_peer` into the container.
+    Tc,
+    /// XDP (native on veth), `bpf_redirect` out of the host-side veth.
+    Xdp,
+}
+
 /// The redirect programs of every host of a lab (their links go with them).
 pub struct Redirects {
     hosts: Vec<Ebpf>,
+    hook: NicHook,
+}
+
+/// Attaches `redirect_xdp` to `ifindex` (calling thread's namespace), in
+/// native mode as the dataplane's XDP decap on a veth.
+fn attach_xdp(ebpf: &mut Ebpf, ifindex: u32) -> Result<(), BenchError> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(REDIRECT_XDP)
+        .ok_or_else(|| BenchError::Tool("redirect_xdp missing".into()))?
+        .try_into()
+        .map_err(|e| harness("redirect_xdp")(&e))?;
+    if prog.fd().is_err() {
+        prog.load()
+            .map_err(|e| harness("loading redirect_xdp")(&e))?;
+    }
+    prog.attach(ifindex, XdpMode::Driver)
+        .map_err(|e| harness("attaching redirect_xdp")(&e))?;
+    Ok(())
 }
 
 /// Attaches the redirect program at tcx ingress of `ifindex` (calling
@@ -54,41 +84,53 @@ fn set(ebpf: &mut Ebpf, from: u32, to: u32, flags: u32) -> Result<(), BenchError
 }
 
 impl Redirects {
-    /// Wires every host of `lab` (bare hosts, one container each).
-    pub fn attach(lab: &Lab) -> Result<Self, BenchError> {
+    /// Wires every host of `lab` (bare hosts, one container each), the
+    /// NIC's redirect at `hook`.
+    pub fn attach(lab: &Lab, hook: NicHook) -> Result<Self, BenchError> {
         let mut hosts = Vec::new();
         for (i, h) in lab.hosts.iter().enumerate() {
             let mut ebpf = Ebpf::load(BENCHKIT_OBJECT).map_err(BenchError::Load)?;
             let nic = h.ns.ifindex("eth0")?;
-            h.ns.run(|| attach(&mut ebpf, nic))??;
+            match hook {
+                NicHook::Tc => h.ns.run(|| attach(&mut ebpf, nic))??,
+                NicHook::Xdp => h.ns.run(|| attach_xdp(&mut ebpf, nic))??,
+            }
             for c in lab.containers.iter().filter(|c| c.host == i) {
                 let veth = c.attachments[0].host_ifindex;
                 h.ns.run(|| attach(&mut ebpf, veth))??;
                 set(&mut ebpf, veth, nic, 0)?;
-                set(&mut ebpf, nic, veth, REDIRECT_PEER)?;
+                let into = match hook {
+                    NicHook::Tc => REDIRECT_PEER,
+                    NicHook::Xdp => 0,
+                };
+                set(&mut ebpf, nic, veth, into)?;
             }
             hosts.push(ebpf);
         }
-        Ok(Self { hosts })
+        Ok(Self { hosts, hook })
     }
 
-    /// (program, runs, time) of each host's redirect program.
+    /// (program, runs, time) of each host's redirect programs.
     pub fn run_stats(&self) -> Result<Vec<(String, u64, Duration)>, BenchError> {
-        self.hosts
-            .iter()
-            .enumerate()
-            .map(|(i, ebpf)| {
+        let names: &[&str] = match self.hook {
+            NicHook::Tc => &[REDIRECT_TC],
+            NicHook::Xdp => &[REDIRECT_TC, REDIRECT_XDP],
+        };
+        let mut stats = Vec::new();
+        for (i, ebpf) in self.hosts.iter().enumerate() {
+            for name in names {
                 let info = ebpf
-                    .program(REDIRECT_TC)
-                    .ok_or_else(|| BenchError::Tool("redirect_tc missing".into()))?
+                    .program(name)
+                    .ok_or_else(|| BenchError::Tool(format!("{name} missing")))?
                     .info()
-                    .map_err(|e| harness("redirect_tc statistics")(&e))?;
-                Ok((
-                    format!("h{}/{REDIRECT_TC}", i + 1),
+                    .map_err(|e| harness("redirect statistics")(&e))?;
+                stats.push((
+                    format!("h{}/{name}", i + 1),
                     info.run_count(),
                     info.run_time(),
-                ))
-            })
-            .collect()
+                ));
+            }
+        }
+        Ok(stats)
     }
 }

@@ -21,7 +21,10 @@ use overlay_user::{
 };
 use serde::Serialize;
 
-use crate::{BenchError, limit::Redirects};
+use crate::{
+    BenchError,
+    limit::{NicHook, Redirects},
+};
 
 /// One way of connecting the two containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -34,19 +37,24 @@ pub enum PathKind {
     KernelWire,
     /// Kernel vxlan + bridge, veth offloads on.
     KernelOffload,
-    /// Limit (a): the same hosts and veths, a minimal program redirecting
-    /// by ingress device, no encapsulation (offload underlay).
+    /// Limit (a) of TC decap: the same hosts and veths, a minimal program
+    /// redirecting by ingress device at tcx, no encapsulation (offload
+    /// underlay, as `EbpfTc`).
     Redirect,
+    /// Limit (a) of XDP decap: the same redirect, the NIC's at XDP (wire
+    /// underlay, as `EbpfXdp`).
+    RedirectXdp,
     /// Limit (b): the two containers on one plain veth pair: no hosts.
     PlainVeth,
 }
 
 impl PathKind {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::EbpfXdp,
         Self::EbpfTc,
         Self::KernelWire,
         Self::KernelOffload,
+        Self::RedirectXdp,
         Self::Redirect,
         Self::PlainVeth,
     ];
@@ -57,7 +65,8 @@ impl PathKind {
             Self::EbpfTc => "ebpf-tc (offload)",
             Self::KernelWire => "kernel vxlan (wire)",
             Self::KernelOffload => "kernel vxlan (offload)",
-            Self::Redirect => "redirect (limit a)",
+            Self::Redirect => "redirect tc (limit a, offload)",
+            Self::RedirectXdp => "redirect xdp (limit a, wire)",
             Self::PlainVeth => "plain veth (limit b)",
         }
     }
@@ -69,6 +78,20 @@ impl PathKind {
             Self::EbpfTc => Some(Self::KernelOffload),
             _ => None,
         }
+    }
+
+    /// Limit (a) with the same decap hook and underlay kind, for the ratio.
+    pub const fn limit_peer(self) -> Option<Self> {
+        match self {
+            Self::EbpfXdp => Some(Self::RedirectXdp),
+            Self::EbpfTc => Some(Self::Redirect),
+            _ => None,
+        }
+    }
+
+    /// A limit (a) path: bare hosts with redirect programs.
+    pub const fn is_redirect(self) -> bool {
+        matches!(self, Self::Redirect | Self::RedirectXdp)
     }
 }
 
@@ -132,15 +155,18 @@ impl Topology {
             PathKind::KernelWire => ([HostKind::Kernel; 2], UnderlayKind::Wire),
             PathKind::KernelOffload => ([HostKind::Kernel; 2], UnderlayKind::Offload),
             PathKind::Redirect => ([HostKind::Bare; 2], UnderlayKind::Offload),
+            PathKind::RedirectXdp => ([HostKind::Bare; 2], UnderlayKind::Wire),
             PathKind::PlainVeth => return Self::pair(),
         };
         let mut lab = Lab::with_underlay(&kinds, underlay)?;
         lab.add_network(100, "10.10.0.0/24")?;
         lab.add_container(0, "client", &[(100, CLIENT_IP)])?;
         lab.add_container(1, "server", &[(100, SERVER_IP)])?;
-        let redirects = (path == PathKind::Redirect)
-            .then(|| Redirects::attach(&lab))
-            .transpose()?;
+        let redirects = match path {
+            PathKind::Redirect => Some(Redirects::attach(&lab, NicHook::Tc)?),
+            PathKind::RedirectXdp => Some(Redirects::attach(&lab, NicHook::Xdp)?),
+            _ => None,
+        };
         Ok(Self::Lab {
             lab: Box::new(lab),
             redirects,

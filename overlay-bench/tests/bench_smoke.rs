@@ -39,6 +39,7 @@ fn traffic_benchmark_measures_every_path_it_names() {
         PathKind::EbpfTc,
         PathKind::KernelOffload,
         PathKind::Redirect,
+        PathKind::RedirectXdp,
         PathKind::PlainVeth,
     ];
     let results = traffic::run(&paths, TrafficOptions::QUICK, |_| {}).expect("benchmark runs");

@@ -39,7 +39,7 @@ pub(super) fn injection<'a>(
             frame: inner,
         })),
         (Topology::Pair(..), Direction::Decap) => Ok(None),
-        (Topology::Lab { lab, .. }, Direction::Decap) if path == PathKind::Redirect => {
+        (Topology::Lab { lab, .. }, Direction::Decap) if path.is_redirect() => {
             Ok(Some(Injection {
                 ns: &lab.hosts[0].ns,
                 frame: inner,
