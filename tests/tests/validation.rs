@@ -361,3 +361,38 @@ fn pinned_state_survives_reloading() {
         "a second load reuses the pinned maps"
     );
 }
+
+/// Maps pinned by an incompatible version (here another map pinned under
+/// a map's name: another type and layout) are refused with the way out,
+/// and left as they were.
+#[test]
+fn incompatible_pins_are_refused_with_the_way_out() {
+    if !require_root("incompatible_pins_are_refused_with_the_way_out") {
+        return;
+    }
+    let pins = PinDir::new("inc");
+    let mut dp = Dataplane::load(&pins.0).expect("load");
+    dp.add_network(&net(100, "10.0.1.0/24", Some("10.0.1.1")))
+        .expect("net");
+    drop(dp);
+    let maps = pins.0.join("maps");
+    let networks = maps.join(overlay_common::maps::names::NETWORKS);
+    std::fs::remove_file(&networks).expect("unpin the networks map");
+    aya::maps::MapData::from_pin(maps.join(overlay_common::maps::names::CONFIG))
+        .expect("config map")
+        .pin(&networks)
+        .expect("pin it under the networks map's name");
+
+    let err = Dataplane::load(&pins.0).err().expect("refused");
+    assert!(
+        matches!(err, DataplaneError::IncompatiblePins { .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("overlay destroy"), "{err}");
+    assert!(networks.exists(), "the pins are left as they were");
+
+    // The way out: destroy, then a fresh load works.
+    Dataplane::destroy(&pins.0).expect("destroy");
+    let dp = Dataplane::load(&pins.0).expect("load after destroy");
+    assert!(dp.networks().expect("networks").is_empty());
+}
