@@ -70,7 +70,9 @@ pub const MAX_FLOWS: u32 = 65535 - GEN_PORT_BASE as u32;
 
 impl RateOptions {
     pub const FULL: Self = Self {
-        rounds: 3,
+        // Five, not three: the no-drop search's medians over three rounds
+        // moved 0.73-1.04x of limit (a) between runs; over five, 0.9-1.06x.
+        rounds: 5,
         frames: 200_000,
         flows: 64,
         sizes: Cow::Borrowed(&[64, 512, 1450]),

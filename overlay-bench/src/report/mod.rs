@@ -36,7 +36,7 @@ pub struct BenchArgs {
     /// BPF_PROG_RUN samples per program path.
     #[arg(long)]
     samples: Option<usize>,
-    /// Rounds (paths alternate within each); default 3, quick 1.
+    /// Rounds (paths alternate within each); default 3 (packet rate 5), quick 1.
     #[arg(long)]
     rounds: Option<usize>,
     /// Seconds per iperf3 measurement; default 5, quick 1.
