@@ -21,8 +21,14 @@ pub mod names {
     /// network counter slot ([`super::NetworkInfo::counter_slot`]) ->
     /// per-CPU [`crate::NetCounters`].
     pub const NET_COUNTERS: &str = "OVL_NET_COUNTERS";
-    /// Remote underlay IPv4 -> [`super::NextHop`] (LRU cache).
+    /// Remote host slot -> per-CPU [`super::NextHop`] (the encap path's
+    /// cache).
     pub const NEXTHOPS: &str = "OVL_NEXTHOPS";
+    /// Remote underlay IPv4 -> [`super::HostSlot`]: the slot of each remote
+    /// host the routes name.
+    pub const HOSTS: &str = "OVL_HOSTS";
+    /// Remote host slot -> generation (`u32`) of its cached next hops.
+    pub const HOST_GENERATIONS: &str = "OVL_HOST_GENS";
     /// Remote underlay IPv4 -> [`super::PathMtu`] learned from ICMP (LRU).
     pub const PATH_MTUS: &str = "OVL_PATH_MTUS";
     /// [`super::GuardKey`] -> [`super::GuardValue`]: destinations containers
@@ -33,7 +39,7 @@ pub mod names {
     pub const NAMES: &str = "OVL_NAMES";
 
     /// Every map, for pin management and the name check.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         ENDPOINTS,
         ROUTES,
         PEERS,
@@ -43,6 +49,8 @@ pub mod names {
         COUNTERS,
         NET_COUNTERS,
         NEXTHOPS,
+        HOSTS,
+        HOST_GENERATIONS,
         PATH_MTUS,
         GUARDS,
         NAMES,
@@ -61,8 +69,8 @@ pub mod capacity {
     /// (768 bytes per slot and CPU, so 768 KiB per CPU); slot 0 is "none".
     /// A host with more networks counts the rest in the host totals only.
     pub const NET_COUNTERS: u32 = 1024;
-    /// Remote hosts whose next hop is cached; least recently used ones are
-    /// evicted (and looked up in the FIB again when next needed).
+    /// Remote hosts with a slot of their own in the next-hop cache (slots
+    /// 1..; slot 0 is "none", whose packets ask the FIB every time).
     pub const NEXTHOPS: u32 = 16_384;
     /// Remote hosts with a learned path MTU (LRU, like the next hops).
     pub const PATH_MTUS: u32 = 16_384;
@@ -91,8 +99,10 @@ pub const PATH_MTU_TTL_NS: u64 = 600_000_000_000;
 pub const MIN_PATH_MTU: u32 = 552;
 
 /// The underlay next hop towards one remote host, as `bpf_fib_lookup` found
-/// it with the neighbour resolved. Written by the encap path only; userspace
-/// reads it (`stats`) and flushes it when the underlay changes.
+/// it with the neighbour resolved: one per remote host slot and CPU, so the
+/// encap path finds it with an (inlined) array lookup and each CPU writes
+/// only its own. Written by the encap path only; userspace reads it
+/// (`status`) and voids it by bumping the slot's generation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NextHop {
@@ -106,12 +116,27 @@ pub struct NextHop {
     /// FIB's (route metric, the kernel's learned exception or the device)
     /// or, when smaller, the one learned from ICMP ([`PathMtu`]).
     pub mtu: u32,
+    /// The remote host (underlay IPv4, network order) the entry is for: a
+    /// slot given to another host does not reuse it.
+    pub remote_ip: u32,
+    /// The slot's generation (`OVL_HOST_GENS`) when the entry was made; a
+    /// bumped generation voids it.
+    pub generation: u32,
     pub _pad0: u32,
     /// `bpf_jiffies64` time (the kernel's `jiffies`) after which the entry
     /// is stale and the FIB is asked again.
     pub expires_jiffies: u64,
 }
-const _: () = assert!(core::mem::size_of::<NextHop>() == 32);
+const _: () = assert!(core::mem::size_of::<NextHop>() == 40);
+
+/// A remote host's slot in the next-hop cache and generations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostSlot {
+    /// 1..[`capacity::NEXTHOPS`].
+    pub slot: u32,
+}
+const _: () = assert!(core::mem::size_of::<HostSlot>() == 4);
 
 /// A path MTU towards one remote host, learned from an ICMP "fragmentation
 /// needed" a router on the underlay sent about an encapsulated packet.
@@ -185,8 +210,11 @@ pub struct RouteValue {
     /// Local: the network's counter slot ([`NetworkInfo::counter_slot`]),
     /// so the decap path counts without another lookup. Remote: 0.
     pub counter_slot: u32,
+    /// Remote: the remote host's slot ([`HostSlot`]) in the next-hop cache;
+    /// 0 for none. Local: 0.
+    pub host_slot: u32,
 }
-const _: () = assert!(core::mem::size_of::<RouteValue>() == 20);
+const _: () = assert!(core::mem::size_of::<RouteValue>() == 24);
 
 /// Key of the peers map: a remote host and one VNI it may send us.
 #[repr(C)]
@@ -338,6 +366,7 @@ mod pod {
     unsafe impl aya::Pod for super::SubnetKey {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::NextHop {}
+    unsafe impl aya::Pod for super::HostSlot {}
     unsafe impl aya::Pod for super::PathMtu {}
     unsafe impl aya::Pod for super::GuardKey {}
     unsafe impl aya::Pod for super::GuardValue {}

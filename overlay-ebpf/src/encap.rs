@@ -23,13 +23,13 @@ use aya_ebpf::{
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, udp::UdpHdr, vxlan::VxlanHdr};
 use overlay_common::{
-    CONFIG_FLAG_READY, Config, Counter, DropReason, NEXTHOP_TTL_JIFFIES, NextHop, VXLAN_ENCAP_LEN,
-    VXLAN_FLAG_I,
+    CONFIG_FLAG_READY, Config, Counter, DropReason, NEXTHOP_TTL_JIFFIES, NextHop, RouteValue,
+    VXLAN_ENCAP_LEN, VXLAN_FLAG_I,
 };
 
 use crate::{
     csum, icmp,
-    maps::{OVL_CONFIG, OVL_NEXTHOPS},
+    maps::{OVL_CONFIG, OVL_HOST_GENS, OVL_NEXTHOPS},
     parse::{
         ETH_P_IP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, addr, is_fragment, ptr_at, write_front,
     },
@@ -117,18 +117,27 @@ fn path_mtu(fib_mtu: u16, remote_ip: u32, now: u64) -> u32 {
     }
 }
 
-/// The underlay next hop towards `remote_ip`: the cached one while it is
-/// fresh, else the FIB's (cached when its neighbour is resolved). A route
-/// or neighbour change is therefore seen within `NEXTHOP_TTL_JIFFIES`.
+/// The underlay next hop towards `remote_ip` (whose cache slot is `slot`,
+/// 0 for none): this CPU's cached one while it is fresh and of the slot's
+/// current generation, else the FIB's (cached when its neighbour is
+/// resolved). A route or neighbour change is therefore seen within
+/// `NEXTHOP_TTL_JIFFIES`, a learned path MTU at once.
 #[inline(always)]
-fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32) -> Result<Route, DropReason> {
+fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32, slot: u32) -> Result<Route, DropReason> {
     // SAFETY: plain helper call (inlined by the verifier: a load of jiffies).
     let now = unsafe { bpf_jiffies64() };
-    // SAFETY: copied out at once.
-    if let Some(hop) = unsafe { OVL_NEXTHOPS.get(&remote_ip) }.copied()
-        && now < hop.expires_jiffies
-    {
-        return Ok(Route::Resolved(hop));
+    let generation = OVL_HOST_GENS.get(slot).copied().unwrap_or(0);
+    let cached = if slot == 0 {
+        None
+    } else {
+        OVL_NEXTHOPS.get_ptr_mut(slot)
+    };
+    if let Some(entry) = cached {
+        // SAFETY: this CPU's copy; only this CPU writes it while we run.
+        let hop = unsafe { *entry };
+        if hop.remote_ip == remote_ip && hop.generation == generation && now < hop.expires_jiffies {
+            return Ok(Route::Resolved(hop));
+        }
     }
     // Past the cache: the clock learned path MTUs expire by.
     // SAFETY: plain helper call.
@@ -166,11 +175,15 @@ fn next_hop(ctx: &TcContext, cfg: &Config, remote_ip: u32) -> Result<Route, Drop
                     remote_ip,
                     now_ns,
                 ),
+                remote_ip,
+                generation,
                 _pad0: 0,
                 expires_jiffies: now + NEXTHOP_TTL_JIFFIES,
             };
-            // A failed insert only costs the next packet another lookup.
-            let _ = OVL_NEXTHOPS.insert(&remote_ip, &hop, 0);
+            if let Some(entry) = cached {
+                // SAFETY: as above.
+                unsafe { *entry = hop };
+            }
             Ok(Route::Resolved(hop))
         }
         // No neighbour entry yet: not cached, so every packet goes through
@@ -262,10 +275,10 @@ fn segment_len(ctx: &TcContext, ip: &Ipv4Hdr, header_len: usize) -> u32 {
 }
 
 /// Encapsulates the frame in `ctx` (whose Ethernet header is `inner_eth`
-/// and IPv4 header `inner_ip`, `header_len` bytes) for endpoint MAC
-/// `dst_mac` in `vni` behind underlay address `remote_ip`, and redirects it
-/// out of the underlay; or, when it would not fit the path, answers it
-/// with an ICMP "fragmentation needed". Returns the TC action and outcome.
+/// and IPv4 header `inner_ip`, `header_len` bytes) for the remote endpoint
+/// of `dest` in `vni`, and redirects it out of the underlay; or, when it
+/// would not fit the path, answers it with an ICMP "fragmentation needed".
+/// Returns the TC action and outcome.
 #[inline(always)]
 pub fn encapsulate(
     ctx: &TcContext,
@@ -273,14 +286,14 @@ pub fn encapsulate(
     inner_ip: &Ipv4Hdr,
     header_len: usize,
     vni: u32,
-    dst_mac: [u8; 6],
-    remote_ip: u32,
+    dest: &RouteValue,
 ) -> Result<(i32, Counter), DropReason> {
     let cfg = config()?;
+    let (dst_mac, remote_ip) = (dest.mac, dest.remote_ip);
 
     // Resolve the next hop before touching the packet, so a failure drops
     // an unmodified frame.
-    let route = next_hop(ctx, &cfg, remote_ip)?;
+    let route = next_hop(ctx, &cfg, remote_ip, dest.host_slot)?;
     // DF or not: the overlay cannot fragment, and the outer header has DF
     // set, so a larger packet would only be lost further on.
     let mtu = route.mtu();

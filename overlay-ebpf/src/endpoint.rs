@@ -106,15 +106,7 @@ fn try_endpoint_ingress(ctx: &TcContext, net: &mut NetRef) -> Result<(i32, Count
             return Ok((action as i32, Counter::ForwardLocal));
         }
         if route.kind == ROUTE_REMOTE {
-            return encap::encapsulate(
-                ctx,
-                &eth,
-                &ip,
-                header_len,
-                ep.vni,
-                route.mac,
-                route.remote_ip,
-            );
+            return encap::encapsulate(ctx, &eth, &ip, header_len, ep.vni, &route);
         }
     }
     // A query for a name on its network is answered here; other DNS

@@ -25,7 +25,7 @@ use overlay_common::{
 
 use crate::{
     csum,
-    maps::{OVL_NETWORKS, OVL_NEXTHOPS, OVL_PATH_MTUS},
+    maps::{OVL_HOST_GENS, OVL_HOSTS, OVL_NETWORKS, OVL_PATH_MTUS},
     parse::{ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP, addr, ptr_at},
 };
 
@@ -221,9 +221,18 @@ pub fn learn_path_mtu(start: usize, end: usize, cfg: &Config) -> bool {
     };
     // A failed insert leaves the old path MTU: the next ICMP tries again.
     let _ = OVL_PATH_MTUS.insert(&remote, &entry, 0);
-    // The cached next hop carries the old MTU; the next packet to that
-    // host asks the FIB again and takes the new one.
-    let _ = OVL_NEXTHOPS.remove(&remote);
+    // The cached next hops carry the old MTU: a new generation voids them
+    // on every CPU, and the next packet to that host asks the FIB again.
+    // SAFETY: copied out at once.
+    if let Some(host) = unsafe { OVL_HOSTS.get(&remote) }.copied()
+        && let Some(generation) = OVL_HOST_GENS.get_ptr_mut(host.slot)
+    {
+        // SAFETY: a valid array value. Shared by all CPUs, but no atomic
+        // is needed (nor does core offer one on this target): two CPUs
+        // that both learn at once both write the old value plus one, which
+        // voids the old entries all the same.
+        unsafe { *generation = (*generation).wrapping_add(1) };
+    }
     true
 }
 

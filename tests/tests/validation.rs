@@ -396,3 +396,36 @@ fn incompatible_pins_are_refused_with_the_way_out() {
     let dp = Dataplane::load(&pins.0).expect("load after destroy");
     assert!(dp.networks().expect("networks").is_empty());
 }
+
+/// A remote host holds a next-hop cache slot while some route names it;
+/// removing its last route frees it for the next housekeeping pass, and
+/// removing a network frees those of its hosts at once.
+#[test]
+fn host_slots_follow_the_routes() {
+    if !require_root("host_slots_follow_the_routes") {
+        return;
+    }
+    let pins = PinDir::new("hs");
+    let mut dp = Dataplane::load(&pins.0).expect("load");
+    dp.add_network(&net(100, "10.0.1.0/24", Some("10.0.1.1")))
+        .expect("net");
+    dp.add_remote_endpoint(&remote(100, "10.0.1.3", "192.0.2.2"))
+        .expect("remote on .2");
+    dp.add_remote_endpoint(&remote(100, "10.0.1.4", "192.0.2.3"))
+        .expect("remote on .3");
+    dp.add_remote_endpoint(&remote(100, "10.0.1.5", "192.0.2.3"))
+        .expect("another on .3");
+    assert_eq!(dp.release_unused_hosts().expect("gc"), 0, "all in use");
+    dp.remove_remote_endpoint(100, ip("10.0.1.4"))
+        .expect("remove one");
+    assert_eq!(dp.release_unused_hosts().expect("gc"), 0, ".3 still named");
+    dp.remove_remote_endpoint(100, ip("10.0.1.5"))
+        .expect("remove the other");
+    assert_eq!(dp.release_unused_hosts().expect("gc"), 1, ".3 freed");
+    dp.remove_network(100).expect("remove network");
+    assert_eq!(
+        dp.release_unused_hosts().expect("gc"),
+        0,
+        ".2 went with the network"
+    );
+}

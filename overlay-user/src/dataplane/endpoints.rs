@@ -98,6 +98,7 @@ impl Dataplane {
             ifindex: ep.host_ifindex,
             remote_ip: 0,
             counter_slot,
+            host_slot: 0,
         };
         let info = EndpointInfo {
             vni: ep.vni,
@@ -157,6 +158,7 @@ impl Dataplane {
                 vni: ep.vni,
             });
         }
+        let host_slot = self.host_slot(ep.host)?;
         let route = RouteValue {
             kind: ROUTE_REMOTE,
             _pad0: 0,
@@ -164,6 +166,7 @@ impl Dataplane {
             ifindex: 0,
             remote_ip: be(ep.host),
             counter_slot: 0,
+            host_slot,
         };
         self.routes
             .insert(

@@ -53,7 +53,9 @@ pub struct Dataplane {
     config: Array<MapData, Config>,
     counters: PerCpuArray<MapData, CounterValue>,
     net_counters: PerCpuArray<MapData, overlay_common::NetCounters>,
-    nexthops: HashMap<MapData, u32, NextHop>,
+    nexthops: PerCpuArray<MapData, NextHop>,
+    hosts: HashMap<MapData, u32, overlay_common::HostSlot>,
+    host_gens: Array<MapData, u32>,
     path_mtus: HashMap<MapData, u32, PathMtu>,
     guards: HashMap<MapData, GuardKey, GuardValue>,
     names: HashMap<MapData, overlay_common::NameKey, overlay_common::NameValue>,
@@ -173,8 +175,12 @@ impl Dataplane {
             .map_err(conv(names::COUNTERS))?;
         let net_counters = PerCpuArray::try_from(take_map(&mut ebpf, names::NET_COUNTERS)?)
             .map_err(conv(names::NET_COUNTERS))?;
-        let nexthops = HashMap::try_from(take_map(&mut ebpf, names::NEXTHOPS)?)
+        let nexthops = PerCpuArray::try_from(take_map(&mut ebpf, names::NEXTHOPS)?)
             .map_err(conv(names::NEXTHOPS))?;
+        let hosts =
+            HashMap::try_from(take_map(&mut ebpf, names::HOSTS)?).map_err(conv(names::HOSTS))?;
+        let host_gens = Array::try_from(take_map(&mut ebpf, names::HOST_GENERATIONS)?)
+            .map_err(conv(names::HOST_GENERATIONS))?;
         let path_mtus = HashMap::try_from(take_map(&mut ebpf, names::PATH_MTUS)?)
             .map_err(conv(names::PATH_MTUS))?;
         let guards =
@@ -193,6 +199,8 @@ impl Dataplane {
             counters,
             net_counters,
             nexthops,
+            hosts,
+            host_gens,
             path_mtus,
             guards,
             names: dns_names,

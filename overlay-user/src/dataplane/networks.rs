@@ -144,7 +144,9 @@ impl Dataplane {
             .map_err(DataplaneError::map(format!(
                 "removing subnet {}",
                 net.subnet
-            )))
+            )))?;
+        // Hosts that served only this network give their slots back.
+        self.release_unused_hosts().map(drop)
     }
 
     /// One network by VNI.

@@ -4,7 +4,9 @@
 use std::net::Ipv4Addr;
 
 use aya::maps::{HashMap, MapData};
-use overlay_common::{CONFIG_FLAG_READY, Config, NextHop, PathMtu};
+use overlay_common::{
+    CONFIG_FLAG_READY, Config, HostSlot, NextHop, PathMtu, ROUTE_REMOTE, capacity,
+};
 
 use super::{Dataplane, DataplaneError, Underlay, be, not_found, v4};
 use crate::model::rules;
@@ -43,17 +45,90 @@ impl Dataplane {
         flush(&mut self.path_mtus, "the path-MTU cache")
     }
 
-    /// The encap path's cache of underlay next hops: (remote host, entry).
-    /// Entries may be expired; the programs refresh them on use.
+    /// The encap path's cache of underlay next hops: (remote host, the
+    /// freshest of its CPUs' entries). Entries may be expired; the programs
+    /// refresh them on use. Voided ones (another generation) are left out.
     pub fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError> {
-        let mut hops = self
-            .nexthops
-            .iter()
-            .map(|r| r.map(|(ip, hop)| (v4(ip), hop)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(DataplaneError::map("reading the next-hop cache"))?;
+        let mut hops = Vec::new();
+        for item in self.hosts.iter() {
+            let (ip, host) = item.map_err(DataplaneError::map("reading the host slots"))?;
+            let generation = self.host_generation(host.slot)?;
+            let per_cpu = self
+                .nexthops
+                .get(&host.slot, 0)
+                .map_err(DataplaneError::map("reading the next-hop cache"))?;
+            if let Some(hop) = per_cpu
+                .iter()
+                .filter(|h| h.remote_ip == ip && h.generation == generation)
+                .max_by_key(|h| h.expires_jiffies)
+            {
+                hops.push((v4(ip), *hop));
+            }
+        }
         hops.sort_by_key(|(ip, _)| *ip);
         Ok(hops)
+    }
+
+    fn host_generation(&self, slot: u32) -> Result<u32, DataplaneError> {
+        self.host_gens
+            .get(&slot, 0)
+            .map_err(DataplaneError::map("reading a host generation"))
+    }
+
+    /// The next-hop cache slot of remote host `host`: its own, or the
+    /// lowest free one (0 when all are taken: its packets then ask the FIB
+    /// every time).
+    pub(super) fn host_slot(&mut self, host: Ipv4Addr) -> Result<u32, DataplaneError> {
+        match self.hosts.get(&be(host), 0) {
+            Ok(h) => return Ok(h.slot),
+            Err(e) if not_found(&e) => {}
+            Err(e) => return Err(DataplaneError::map("reading a host slot")(e)),
+        }
+        let used = self
+            .hosts
+            .iter()
+            .map(|r| r.map(|(_, h)| h.slot))
+            .collect::<Result<std::collections::BTreeSet<u32>, _>>()
+            .map_err(DataplaneError::map("reading the host slots"))?;
+        let Some(slot) = (1..capacity::NEXTHOPS).find(|s| !used.contains(s)) else {
+            return Ok(0);
+        };
+        self.hosts
+            .insert(&be(host), &HostSlot { slot }, 0)
+            .map_err(DataplaneError::map(format!("adding host {host}")))?;
+        Ok(slot)
+    }
+
+    /// Gives back the slots of remote hosts no route names any more.
+    /// Returns how many.
+    pub fn release_unused_hosts(&mut self) -> Result<usize, DataplaneError> {
+        let named: std::collections::BTreeSet<u32> = self
+            .routes
+            .iter()
+            .filter_map(|r| match r {
+                Ok((_, v)) if v.kind == ROUTE_REMOTE => Some(Ok(v.remote_ip)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(DataplaneError::map("listing routes"))?;
+        let unused: Vec<u32> = self
+            .hosts
+            .keys()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(DataplaneError::map("reading the host slots"))?
+            .into_iter()
+            .filter(|ip| !named.contains(ip))
+            .collect();
+        for ip in &unused {
+            match self.hosts.remove(ip) {
+                Err(e) if !not_found(&e) => {
+                    return Err(DataplaneError::map("releasing a host slot")(e));
+                }
+                _ => {}
+            }
+        }
+        Ok(unused.len())
     }
 
     /// Path MTUs learned from ICMP: (remote host, entry). Entries may be
@@ -69,10 +144,22 @@ impl Dataplane {
         Ok(mtus)
     }
 
-    /// Empties the next-hop cache, so the next packet to each remote host
-    /// asks the FIB again.
+    /// Voids the next-hop cache (a new generation for every host), so the
+    /// next packet to each remote host asks the FIB again.
     pub fn flush_next_hops(&mut self) -> Result<(), DataplaneError> {
-        flush(&mut self.nexthops, "the next-hop cache")
+        let slots = self
+            .hosts
+            .iter()
+            .map(|r| r.map(|(_, h)| h.slot))
+            .collect::<Result<Vec<u32>, _>>()
+            .map_err(DataplaneError::map("reading the host slots"))?;
+        for slot in slots {
+            let next = self.host_generation(slot)?.wrapping_add(1);
+            self.host_gens
+                .set(slot, &next, 0)
+                .map_err(DataplaneError::map("voiding cached next hops"))?;
+        }
+        Ok(())
     }
 
     /// The configured underlay, if any.

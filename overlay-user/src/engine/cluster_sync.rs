@@ -112,6 +112,9 @@ impl Engine {
             .collect();
         self.state.rejected = rejected.samples;
         self.state.rejected_count = rejected.count as u64;
+        if sync.endpoints_removed > 0 {
+            self.release_unused_hosts();
+        }
         Ok(sync)
     }
 

@@ -65,6 +65,10 @@ pub trait Datapath {
     fn network_counters(&self, vni: u32) -> Result<Counters, DataplaneError>;
     fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError>;
     fn path_mtus(&self) -> Result<Vec<(Ipv4Addr, PathMtu)>, DataplaneError>;
+    /// Gives back the next-hop cache slots of remote hosts no route names
+    /// any more; how many. Housekeeping: nothing to undo, and safe to
+    /// retry on the next pass.
+    fn release_unused_hosts(&mut self) -> Result<usize, DataplaneError>;
 }
 
 impl Datapath for Dataplane {
@@ -170,6 +174,9 @@ impl Datapath for Dataplane {
     }
     fn path_mtus(&self) -> Result<Vec<(Ipv4Addr, PathMtu)>, DataplaneError> {
         Dataplane::path_mtus(self)
+    }
+    fn release_unused_hosts(&mut self) -> Result<usize, DataplaneError> {
+        Dataplane::release_unused_hosts(self)
     }
 }
 

@@ -107,7 +107,17 @@ impl Engine {
             repairs.underlay_reattached = true;
         }
         self.host.sync_filter(&super::ruleset(&self.state))?;
+        self.release_unused_hosts();
         Ok(repairs)
+    }
+
+    /// Frees the next-hop cache slots of hosts that are gone; a failure
+    /// leaves them for the next pass (a slot held too long costs nothing
+    /// until all are taken).
+    pub(super) fn release_unused_hosts(&mut self) {
+        if let Err(e) = self.dp.release_unused_hosts() {
+            tracing::warn!(error = %e, "releasing next-hop cache slots");
+        }
     }
 
     /// Networks in the maps that the store does not know, with their

@@ -440,6 +440,11 @@ impl Datapath for FakeDatapath {
         Ok(Vec::new())
     }
 
+    fn release_unused_hosts(&mut self) -> Result<usize, DataplaneError> {
+        // The fake kernel keeps no next-hop cache.
+        Ok(0)
+    }
+
     fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError> {
         Ok(Vec::new())
     }
