@@ -87,8 +87,8 @@ fn packet_rate_benchmark_delivers_on_every_path() {
     }
     assert_eq!(
         run.profiles.len(),
-        6,
-        "ebpf-xdp, ebpf-tc, redirect x 2 directions"
+        8,
+        "ebpf-xdp, ebpf-tc, redirect tc, redirect xdp x 2 directions"
     );
     // The no-drop search ran on every path and direction (it needs a CPU
     // for the generator and one for the path) and found a rate.
