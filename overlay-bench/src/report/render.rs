@@ -481,8 +481,8 @@ pub(super) fn markdown(r: &Results) -> String {
          to one CPU, so every softirq of the path runs there too and a round trip is the path's work \
          plus two context switches; unpinned, cross-CPU wake-ups of this 2-vCPU VM made the same path \
          read 25 us in one run and 130 us in the next. Each round measures every path three times, \
-         interleaved; the table gives the median of those passes and their range. Measured so, the \
-         medians repeated within 1% between two runs.\n{}\n\
+         interleaved; the table gives the median of those passes and their range. Measured so, each \
+         path's median repeated within 3% over three runs.\n{}\n\
          ![Packet rate and TCP throughput](bench_chart.svg)\n",
         r.command,
         r.machine,
