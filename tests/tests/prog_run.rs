@@ -1597,6 +1597,9 @@ fn next_hop_cache_follows_neighbour_changes() {
     let new_mac: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x77];
 
     ns.run(|| {
+        // The cache is per CPU: the within-the-TTL check below needs its
+        // runs on the CPU that filled the entry.
+        pin_to_current_cpu();
         assert!(dp.next_hops().expect("cache").is_empty(), "starts empty");
         assert_eq!(encap_to_c(&mut dp, &env), NEIGH_MAC);
         let hops = dp.next_hops().expect("cache");
@@ -1660,6 +1663,22 @@ fn next_hop_cache_follows_neighbour_changes() {
         assert!(dp.next_hops().expect("cache").is_empty(), "flushed");
     })
     .expect("enter netns");
+}
+
+/// Keeps the calling thread on the CPU it runs on now.
+fn pin_to_current_cpu() {
+    // SAFETY: sched_getcpu has no preconditions; cpu_set_t is plain data
+    // and sched_setaffinity(0, ..) changes only the calling thread.
+    unsafe {
+        let cpu = usize::try_from(libc::sched_getcpu()).expect("current CPU");
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "pinning the test thread"
+        );
+    }
 }
 
 /// From A to `dst` (MAC `dst_mac`): `tot_len` bytes of IPv4 UDP with `ihl`
