@@ -370,25 +370,25 @@ impl Engine {
         Ok(ip)
     }
 
-    /// Writes an endpoint's claim again under the container's new name
-    /// (global networks only), undoably.
-    pub(super) fn rename_claim(
-        &mut self,
-        old: &str,
-        new: &str,
+    /// The claim this host holds in the cluster store for endpoint `ep` of
+    /// `container`, with its network: none off global networks, and none
+    /// for an endpoint in conflict (its address is another host's).
+    fn held_claim(
+        &self,
+        container: &str,
         ep: &EndpointRecord,
-    ) -> Result<(), EngineError> {
-        let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
-            return Ok(());
+    ) -> Result<Option<(crate::model::NetworkRecord, Claim)>, EngineError> {
+        let Some(net) = self.state.networks.get(&ep.network_id) else {
+            return Ok(None);
         };
-        if !self.state.is_global(&net) || ep.conflict.is_some() {
-            return Ok(());
+        if !self.state.is_global(net) || ep.conflict.is_some() {
+            return Ok(None);
         }
         let host = self
             .state
             .advertise_ip()
             .ok_or(EngineError::NoAdvertiseAddress)?;
-        let claim = |container: &str| Claim {
+        let claim = Claim {
             network_id: net.id.clone(),
             ip: ep.ip,
             mac: ep.mac,
@@ -397,43 +397,47 @@ impl Engine {
             endpoint_id: ep.id.clone(),
             aliases: ep.aliases.clone(),
         };
-        if !self.cluster()?.put_claim(&claim(new))? {
+        Ok(Some((net.clone(), claim)))
+    }
+
+    /// Writes an endpoint's claim again under the container's new name
+    /// (global networks only), undoably.
+    pub(super) fn rename_claim(
+        &mut self,
+        old: &str,
+        new: &str,
+        ep: &EndpointRecord,
+    ) -> Result<(), EngineError> {
+        let Some((net, claim)) = self.held_claim(old, ep)? else {
+            return Ok(());
+        };
+        let renamed = Claim {
+            container: new.to_owned(),
+            ..claim.clone()
+        };
+        if !self.cluster()?.put_claim(&renamed)? {
             return Err(EngineError::AddressInUse(ep.ip, net.name));
         }
-        self.undo.push(Undo::ClusterReleased(claim(old)));
+        self.undo.push(Undo::ClusterReleased(claim));
         Ok(())
     }
 
     /// Gives an endpoint's address back to the cluster store (global
-    /// networks only).
+    /// networks only; only what this host holds), undoably.
     pub(super) fn release_claim(
         &mut self,
         container: &str,
         ep: &EndpointRecord,
     ) -> Result<(), EngineError> {
-        let Some(net) = self.state.networks.get(&ep.network_id).cloned() else {
+        let Some((net, claim)) = self.held_claim(container, ep)? else {
             return Ok(());
         };
-        // An endpoint in conflict holds no claim: its address is another's.
-        if !self.state.is_global(&net) || ep.conflict.is_some() {
-            return Ok(());
+        if self
+            .cluster()?
+            .release_address(&net.id, ep.ip, claim.host)?
+        {
+            self.undo.push(Undo::ClusterReleased(claim));
         }
-        let host = self
-            .state
-            .advertise_ip()
-            .ok_or(EngineError::NoAdvertiseAddress)?;
-        if !self.cluster()?.release_address(&net.id, ep.ip, host)? {
-            return Ok(());
-        }
-        self.undo.push(Undo::ClusterReleased(Claim {
-            network_id: net.id,
-            ip: ep.ip,
-            mac: ep.mac,
-            host,
-            container: container.to_owned(),
-            endpoint_id: ep.id.clone(),
-            aliases: ep.aliases.clone(),
-        }));
         Ok(())
     }
 
