@@ -8,7 +8,7 @@ use overlay_common::{DropReason, EndpointInfo, ROUTE_LOCAL, ROUTE_REMOTE, RouteK
 
 use crate::{
     maps::{OVL_NETWORKS, OVL_ROUTES},
-    parse::{ETH_P_ARP, addr, ptr_at},
+    parse::{ETH_P_ARP, addr, read_at},
 };
 
 const ARP_HTYPE_ETHER: [u8; 2] = 1u16.to_be_bytes();
@@ -28,10 +28,8 @@ const _: () = assert!(core::mem::size_of::<ArpFrame>() == 42);
 /// Answers the request in `ctx` for endpoint `ep`, sent from `ifindex`.
 #[inline(always)]
 pub fn answer(ctx: &TcContext, ep: &EndpointInfo, ifindex: u32) -> Result<i32, DropReason> {
-    let frame: *const ArpFrame =
-        ptr_at(ctx.data(), ctx.data_end(), 0).map_err(|()| DropReason::Malformed)?;
-    // SAFETY: bounds checked by ptr_at.
-    let request = unsafe { *frame };
+    let request: ArpFrame =
+        read_at(ctx.data(), ctx.data_end(), 0).map_err(|()| DropReason::Malformed)?;
     let arp = &request.arp;
     if arp.htype != ARP_HTYPE_ETHER
         || arp.ptype != ARP_PTYPE_IPV4

@@ -13,7 +13,7 @@ use crate::{
     maps::{OVL_CONFIG, OVL_NETWORKS, OVL_PEERS, OVL_ROUTES},
     parse::{
         ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP, addr, ipv4_header_len, is_first_fragment, is_fragment,
-        ptr_at,
+        ptr_at, read_at,
     },
 };
 
@@ -59,10 +59,9 @@ pub fn classify(start: usize, end: usize, net: &mut NetRef) -> Result<Underlay, 
     if unsafe { (*eth).ether_type } != ETH_P_IP {
         return Ok(Underlay::Pass);
     }
-    let Ok(ip) = ptr_at::<Ipv4Hdr>(start, end, OUTER_IP_OFF) else {
+    let Ok(ip) = read_at::<Ipv4Hdr>(start, end, OUTER_IP_OFF) else {
         return Ok(Underlay::Pass);
     };
-    let ip = unsafe { *ip };
     // Invalid IPv4 is the stack's to drop; we only claim valid VXLAN.
     let Some(header_len) = ipv4_header_len(&ip) else {
         return Ok(Underlay::Pass);
@@ -110,8 +109,7 @@ pub fn classify(start: usize, end: usize, net: &mut NetRef) -> Result<Underlay, 
         return Err(DropReason::OuterFragment);
     }
 
-    let vxlan = ptr_at::<VxlanHdr>(start, end, VXLAN_OFF).map_err(|()| DropReason::Malformed)?;
-    let vxlan = unsafe { *vxlan };
+    let vxlan = read_at::<VxlanHdr>(start, end, VXLAN_OFF).map_err(|()| DropReason::Malformed)?;
     if vxlan.flags & VXLAN_FLAG_I == 0 {
         return Err(DropReason::VxlanNoIFlag);
     }
@@ -131,14 +129,12 @@ pub fn classify(start: usize, end: usize, net: &mut NetRef) -> Result<Underlay, 
     }
 
     let inner_eth =
-        ptr_at::<EthHdr>(start, end, INNER_ETH_OFF).map_err(|()| DropReason::Malformed)?;
-    let inner_eth = unsafe { *inner_eth };
+        read_at::<EthHdr>(start, end, INNER_ETH_OFF).map_err(|()| DropReason::Malformed)?;
     if inner_eth.ether_type != ETH_P_IP {
         return Err(DropReason::InnerNotIpv4);
     }
     let inner_ip =
-        ptr_at::<Ipv4Hdr>(start, end, INNER_IP_OFF).map_err(|()| DropReason::Malformed)?;
-    let inner_ip = unsafe { *inner_ip };
+        read_at::<Ipv4Hdr>(start, end, INNER_IP_OFF).map_err(|()| DropReason::Malformed)?;
     if ipv4_header_len(&inner_ip).is_none() {
         return Err(DropReason::Malformed);
     }

@@ -31,7 +31,8 @@ use crate::{
     csum, icmp,
     maps::{OVL_CONFIG, OVL_HOST_GENS, OVL_NEXTHOPS},
     parse::{
-        ETH_P_IP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, addr, is_fragment, ptr_at, write_front,
+        ETH_P_IP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, Words, addr, is_fragment, ptr_at,
+        write_front,
     },
 };
 
@@ -329,7 +330,7 @@ pub fn encapsulate(
         Route::Resolved(hop) => (hop.smac, hop.dmac),
         Route::Unresolved { .. } => ([0; 6], [0; 6]),
     };
-    let mut hdr = VxlanEncapHdr {
+    let mut hdr = Words(VxlanEncapHdr {
         outer_eth: EthHdr {
             dst_addr: dmac,
             src_addr: smac,
@@ -365,8 +366,8 @@ pub fn encapsulate(
             src_addr: inner_eth.src_addr,
             ether_type: inner_eth.ether_type,
         },
-    };
-    hdr.ip.check = csum::ipv4_header(&hdr.ip);
+    });
+    hdr.0.ip.check = csum::ipv4_header(&hdr.0.ip);
     write_front(ctx, &hdr)?;
 
     // SAFETY: plain helper calls; the redirect happens after we return.

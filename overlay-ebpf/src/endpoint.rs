@@ -21,7 +21,8 @@ use crate::{
     dns, encap, guard,
     maps::{OVL_ENDPOINTS, OVL_NETWORKS, OVL_ROUTES, OVL_SUBNETS},
     parse::{
-        ETH_P_ARP, ETH_P_IP, addr, ipv4_header_len, is_fragment, load_eth, ptr_at, write_front,
+        ETH_P_ARP, ETH_P_IP, Words, addr, ipv4_header_len, is_fragment, load_eth, read_at,
+        write_front,
     },
 };
 
@@ -77,10 +78,8 @@ fn try_endpoint_ingress(ctx: &TcContext, net: &mut NetRef) -> Result<(i32, Count
         return Err(DropReason::UnsupportedProtocol);
     }
 
-    let ip: *const Ipv4Hdr =
-        ptr_at(ctx.data(), ctx.data_end(), 14).map_err(|()| DropReason::Malformed)?;
-    // SAFETY: bounds checked by ptr_at.
-    let ip = unsafe { *ip };
+    let ip: Ipv4Hdr =
+        read_at(ctx.data(), ctx.data_end(), 14).map_err(|()| DropReason::Malformed)?;
     let header_len = ipv4_header_len(&ip).ok_or(DropReason::Malformed)?;
     let total_len = usize::from(u16::from_be_bytes(ip.tot_len));
     if total_len < header_len || total_len > ctx.len() as usize - 14 {
@@ -100,7 +99,7 @@ fn try_endpoint_ingress(ctx: &TcContext, net: &mut NetRef) -> Result<(i32, Count
         if route.kind == ROUTE_LOCAL {
             // Same host, same network: straight into the destination's
             // namespace, skipping the host stack and the veth backlog.
-            write_front(ctx, &route.mac)?;
+            write_front(ctx, &Words(route.mac))?;
             // SAFETY: plain helper call.
             let action = unsafe { bpf_redirect_peer(route.ifindex, 0) };
             return Ok((action as i32, Counter::ForwardLocal));

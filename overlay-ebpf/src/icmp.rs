@@ -26,7 +26,7 @@ use overlay_common::{
 use crate::{
     csum,
     maps::{OVL_HOST_GENS, OVL_HOSTS, OVL_NETWORKS, OVL_PATH_MTUS},
-    parse::{ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP, addr, ptr_at},
+    parse::{ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP, addr, read_at},
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -183,11 +183,9 @@ const ICMP_OFF: usize = 14 + 20;
 /// zero (routers from before RFC 1191), teaches nothing.
 #[inline(always)]
 pub fn learn_path_mtu(start: usize, end: usize, cfg: &Config) -> bool {
-    let Ok(quoted) = ptr_at::<QuotedUdp>(start, end, ICMP_OFF) else {
+    let Ok(q) = read_at::<QuotedUdp>(start, end, ICMP_OFF) else {
         return false;
     };
-    // SAFETY: bounds checked by ptr_at.
-    let q = unsafe { *quoted };
     if q.icmp.kind != ICMP_DEST_UNREACH
         || q.icmp.code != ICMP_FRAG_NEEDED
         || q.ip.vihl != 0x45

@@ -64,26 +64,93 @@ pub fn is_first_fragment(ip: &Ipv4Hdr) -> bool {
     u16::from_be_bytes(ip.frags) & 0x1fff == 0
 }
 
+/// A header kept 8-byte aligned on the stack, so it moves to and from the
+/// packet in words (see [`copy_words`]).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct Words<T>(pub T);
+
+/// Copies `size_of::<T>()` bytes from `src` to `dst` as u64 words and a
+/// u32/u16/u8 tail.
+///
+/// Why words: the network headers are align-1 structs, and LLVM's BPF
+/// backend splits every copy it cannot prove aligned into single bytes (a
+/// load and a store per byte: 128 instructions for the 64-byte encap
+/// header). Packet pointers are never provably aligned, yet BPF allows
+/// misaligned packet access (the verifier enforces alignment only under
+/// `BPF_F_STRICT_ALIGNMENT`, and the JITs emit plain moves), so the packet
+/// side is accessed through word-typed pointers, as Cilium's C does; the
+/// stack side is a [`Words`], aligned for real.
+///
+/// # Safety
+/// `src` and `dst` must each be valid for `size_of::<T>()` bytes; one of
+/// them is a [`Words`], the other bounds-checked packet memory.
+#[inline(always)]
+unsafe fn copy_words<T>(src: *const u8, dst: *mut u8) {
+    let len = mem::size_of::<T>();
+    let mut at = 0;
+    // SAFETY (all below): within `len` bytes of both, as the caller
+    // guarantees; alignment as explained above.
+    unsafe {
+        while at + 8 <= len {
+            dst.add(at)
+                .cast::<u64>()
+                .write(src.add(at).cast::<u64>().read());
+            at += 8;
+        }
+        if at + 4 <= len {
+            dst.add(at)
+                .cast::<u32>()
+                .write(src.add(at).cast::<u32>().read());
+            at += 4;
+        }
+        if at + 2 <= len {
+            dst.add(at)
+                .cast::<u16>()
+                .write(src.add(at).cast::<u16>().read());
+            at += 2;
+        }
+        if at < len {
+            dst.add(at).write(src.add(at).read());
+        }
+    }
+}
+
+/// The `T` at `start + offset`, copied out of the packet in words, or
+/// `Err` when it would pass `end`.
+#[inline(always)]
+pub fn read_at<T: Copy>(start: usize, end: usize, offset: usize) -> Result<T, ()> {
+    let src: *const T = ptr_at(start, end, offset)?;
+    let mut out = mem::MaybeUninit::<Words<T>>::uninit();
+    // SAFETY: bounds checked by ptr_at; `out` is a Words of T, and T is
+    // plain bytes, so every bit pattern copied in is a valid T.
+    unsafe {
+        copy_words::<T>(src.cast(), out.as_mut_ptr().cast());
+        Ok(out.assume_init().0)
+    }
+}
+
 /// Ethernet header copied out of the packet.
 #[inline(always)]
 pub fn load_eth(start: usize, end: usize) -> Result<EthHdr, ()> {
-    let eth: *const EthHdr = ptr_at(start, end, 0)?;
-    // SAFETY: bounds checked by ptr_at.
-    Ok(unsafe { *eth })
+    read_at(start, end, 0)
 }
 
 /// Writes `hdr` over the first bytes of the packet: directly where they
 /// are in the linear part (always, after `adjust_room` pushed them there),
-/// else through `bpf_skb_store_bytes`. The direct write is what pays: the
-/// helper cost 40 ns for the 64-byte encap header under BPF_PROG_RUN. (A
-/// direct write makes the verifier give the program a prologue that
-/// unclones a shared skb first, so it never writes into another's data.)
+/// in words, else through `bpf_skb_store_bytes`. The direct write is what
+/// pays: the helper cost 40 ns for the 64-byte encap header under
+/// BPF_PROG_RUN. (A direct write makes the verifier give the program a
+/// prologue that unclones a shared skb first, so it never writes into
+/// another's data.)
 #[inline(always)]
-pub fn write_front<T>(ctx: &TcContext, hdr: &T) -> Result<(), DropReason> {
+pub fn write_front<T>(ctx: &TcContext, hdr: &Words<T>) -> Result<(), DropReason> {
     match ptr_at_mut::<T>(ctx.data(), ctx.data_end(), 0) {
-        // SAFETY: bounds checked by ptr_at_mut; T is plain bytes.
-        Ok(out) => unsafe { out.write_unaligned(core::ptr::read(hdr)) },
-        Err(()) => ctx.store(0, hdr, 0).map_err(|_| DropReason::HelperFailed)?,
+        // SAFETY: bounds checked by ptr_at_mut; hdr is a Words of T.
+        Ok(out) => unsafe { copy_words::<T>((&raw const hdr.0).cast(), out.cast()) },
+        Err(()) => ctx
+            .store(0, &hdr.0, 0)
+            .map_err(|_| DropReason::HelperFailed)?,
     }
     Ok(())
 }

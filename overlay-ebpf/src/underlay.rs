@@ -19,7 +19,7 @@ use overlay_common::{Counter, DropReason, VXLAN_ENCAP_LEN};
 use crate::{
     counters::{NetRef, finish},
     decap::{Underlay, classify},
-    parse::{ETH_P_IP, ptr_at_mut, write_front},
+    parse::{ETH_P_IP, Words, ptr_at_mut, write_front},
 };
 
 #[xdp]
@@ -99,7 +99,7 @@ fn try_underlay_tc(ctx: &TcContext, net: &mut NetRef) -> Result<(i32, Counter), 
         src_addr: delivery.inner_src,
         ether_type: ETH_P_IP,
     };
-    write_front(ctx, &eth)?;
+    write_front(ctx, &Words(eth))?;
     // SAFETY: plain helper call.
     let action = unsafe { bpf_redirect_peer(delivery.ifindex, 0) };
     Ok((action as i32, Counter::DecapTc))
