@@ -18,6 +18,7 @@ pub mod lab;
 pub mod netns;
 pub mod packet;
 pub mod prog_run;
+pub mod prometheus;
 pub mod traffic;
 
 pub use self::netns::{NetNs, unique_name};

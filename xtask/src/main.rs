@@ -41,6 +41,8 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     // A Unix-socket client that is not root, for the daemon's peer check.
     "socat",
+    // The metrics test scrapes the daemon with a real Prometheus server.
+    "prometheus",
     // The Docker plugin's tests run a real Docker Engine (and its client),
     // with an image built offline from a static busybox; nsenter (in
     // util-linux) starts dockerd in a simulated host's namespace.

@@ -114,6 +114,16 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name as it goes over the socket (`network-create`...).
+    pub fn name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("command")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
 /// What a command returns.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "kebab-case")]

@@ -370,6 +370,11 @@ pub struct DaemonArgs {
     /// of /etc/resolv.conf at start].
     #[arg(long)]
     pub dns_upstream: Vec<String>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (IP:PORT, e.g.
+    /// 127.0.0.1:9464); unauthenticated, so bind it to a trusted address
+    /// [default: not served].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl DaemonArgs {
@@ -389,6 +394,7 @@ impl DaemonArgs {
             host_name: self.host_name.clone(),
             plugin_socket: self.plugin_socket.clone(),
             dns_upstream: (!self.dns_upstream.is_empty()).then(|| self.dns_upstream.clone()),
+            metrics_address: self.metrics_address,
         }
     }
 }

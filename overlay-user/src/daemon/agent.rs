@@ -51,11 +51,13 @@ pub enum AgentError {
 /// Runs until `stop` is set, starting a new session whenever one ends.
 pub fn run(cfg: &AgentConfig, stop: &AtomicBool) {
     let mut backoff = Duration::from_millis(200);
+    super::metrics::telemetry().cluster_store(false);
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
         match session(cfg, stop) {
             Ok(()) => return,
             Err(e) => {
+                super::metrics::telemetry().cluster_store(false);
                 tracing::warn!(error = %error_chain(&e), "cluster store session ended; retrying")
             }
         }
@@ -206,5 +208,6 @@ fn apply(cfg: &AgentConfig, store: &mut ClusterStore, mirror: &Mirror) -> Result
                 "released the claim of an endpoint that is gone");
         }
     }
+    super::metrics::telemetry().cluster_store(true);
     Ok(())
 }

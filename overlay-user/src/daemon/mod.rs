@@ -3,7 +3,9 @@
 
 pub mod agent;
 pub mod dns;
+pub mod http;
 pub mod lock;
+pub mod metrics;
 pub mod plugin;
 pub mod server;
 pub mod settings;
@@ -19,7 +21,7 @@ use self::settings::Settings;
 use crate::{
     api::Target,
     cluster::{ClusterError, ClusterOptions},
-    engine::{CLUSTER_TIMEOUT, EngineError, Paths, transaction},
+    engine::{CLUSTER_TIMEOUT, EngineError, Paths, Repairs, transaction},
     host,
     model::HostInfo,
 };
@@ -61,6 +63,12 @@ pub enum DaemonError {
     Socket {
         op: &'static str,
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("serving metrics on {addr}")]
+    Metrics {
+        addr: std::net::SocketAddr,
         #[source]
         source: io::Error,
     },
@@ -157,6 +165,13 @@ pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonE
             let paths = paths.clone();
             std::thread::spawn(move || plugin::serve(&listener, &paths));
         }
+        if let Some(addr) = s.metrics_address {
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|source| DaemonError::Metrics { addr, source })?;
+            tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+            let paths = paths.clone();
+            std::thread::spawn(move || metrics::serve(&listener, &paths));
+        }
         let upstreams = match s.dns_upstreams()? {
             Some(list) => list,
             None => {
@@ -185,7 +200,9 @@ pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonE
     let interval = Duration::from_secs(s.interval.unwrap_or(settings::DEFAULT_INTERVAL).max(1));
     loop {
         // The store is held only for the pass, so CLI commands interleave.
-        match transaction(paths, |e| e.reconcile()) {
+        let pass = transaction(paths, |e| e.reconcile());
+        metrics::telemetry().reconciled(pass.as_ref().ok().map(Repairs::count));
+        match pass {
             Ok(r) if r.is_empty() => tracing::debug!("in sync"),
             Ok(r) => tracing::info!(repairs = ?r, "repaired drift"),
             Err(e) => {

@@ -87,9 +87,10 @@ fn handle(mut stream: UnixStream, target: &Target) -> io::Result<()> {
     } else {
         match serde_json::from_str::<Request>(&line) {
             Err(e) => ("?".into(), Err(format!("malformed request: {e}"))),
-            Ok(request) => (format!("{:?}", request.command), answer(request, target)),
+            Ok(request) => (request.command.name(), answer(request, target)),
         }
     };
+    super::metrics::telemetry().request("cli", &what, reply.is_ok());
     tracing::info!(command = %what, ok = reply.is_ok(), "served");
     let mut out = serde_json::to_string(&reply).expect("replies serialize");
     out.push('\n');

@@ -2,7 +2,7 @@
 //! long flag names.
 
 use std::{
-    net::{Ipv4Addr, SocketAddrV4},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::{Path, PathBuf},
 };
 
@@ -38,6 +38,8 @@ pub struct Settings {
     pub plugin_socket: Option<PathBuf>,
     /// Upstream resolvers of the container resolver, `IP[:PORT]`.
     pub dns_upstream: Option<Vec<String>>,
+    /// Where `/metrics` is served (`IP:PORT`); not at all when unset.
+    pub metrics_address: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -57,6 +59,7 @@ impl Settings {
             host_name: self.host_name.or(file.host_name),
             plugin_socket: self.plugin_socket.or(file.plugin_socket),
             dns_upstream: self.dns_upstream.or(file.dns_upstream),
+            metrics_address: self.metrics_address.or(file.metrics_address),
         }
     }
 
@@ -185,6 +188,16 @@ mod tests {
         ] {
             assert!(etcd_endpoints(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_metrics_address_is_read_from_the_file() {
+        let s: Settings = toml::from_str("metrics-address = \"127.0.0.1:9464\"").expect("valid");
+        assert_eq!(
+            s.metrics_address,
+            Some("127.0.0.1:9464".parse().expect("address"))
+        );
+        assert!(toml::from_str::<Settings>("metrics-address = \"localhost\"").is_err());
     }
 
     #[test]

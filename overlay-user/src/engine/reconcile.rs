@@ -53,6 +53,24 @@ impl Repairs {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
+
+    /// How many things the pass repaired.
+    pub fn count(&self) -> usize {
+        self.containers_gone.len()
+            + self.half_made.len()
+            + self.endpoints_recreated.len()
+            + self.endpoints_reprogrammed.len()
+            + self.stale_entries
+            + self.stale_veths.len()
+            + self.stale_networks
+            + self.stale_routes
+            + self.stale_peers
+            + self.stale_gateways.len()
+            + self.gateways_restored.len()
+            + self.default_routes.len()
+            + usize::from(self.underlay_reattached)
+            + usize::from(self.names_synced)
+    }
 }
 
 impl Engine {

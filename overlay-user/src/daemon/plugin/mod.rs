@@ -6,8 +6,6 @@
 //! does not implement answer 404, which Docker takes as "not supported";
 //! failures answer 500 with the protocol's `{"Err": "..."}`.
 
-pub mod http;
-
 use std::{
     collections::BTreeMap,
     io::{BufReader, BufWriter},
@@ -20,6 +18,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
+use super::{http, metrics};
 use crate::{
     api::error_chain,
     engine::{EngineError, Paths, PluginNetwork, transaction},
@@ -86,6 +85,14 @@ fn connection(stream: UnixStream, paths: &Paths) {
             (405, json!({ "Err": "POST only" }))
         };
         tracing::info!(call = %req.path, status, "plugin call");
+        // Unknown paths are counted together: a label value per path a
+        // client makes up would grow without bound.
+        let call = if status == 404 {
+            "unknown"
+        } else {
+            req.path.as_str()
+        };
+        metrics::telemetry().request("plugin", call, status < 400);
         let body = body.to_string();
         if http::write_response(
             &mut writer,

@@ -1,4 +1,4 @@
-//! Just enough HTTP/1.1 for Docker's plugin protocol: requests (a method,
+//! Just enough HTTP/1.1 for Docker's plugin protocol and `/metrics`: requests (a method,
 //! a path, a body by `Content-Length` or chunked) read one after another
 //! from a kept-alive connection, and responses with a length. Sizes are
 //! bounded: anything larger, or malformed, is an error the caller answers
