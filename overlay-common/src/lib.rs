@@ -9,9 +9,11 @@
 #![no_std]
 
 pub mod counters;
+pub mod events;
 pub mod maps;
 
 pub use counters::{COUNTER_SLOTS, Counter, CounterValue, DROP_BASE, DropReason, NetCounters};
+pub use events::{DropEvent, MonitorState};
 pub use maps::*;
 
 /// IANA VXLAN UDP port (RFC 7348 section 5).

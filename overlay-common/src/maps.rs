@@ -37,9 +37,17 @@ pub mod names {
     /// [`super::NameKey`] -> [`super::NameValue`]: container names the
     /// endpoint program answers DNS queries for.
     pub const NAMES: &str = "OVL_NAMES";
+    /// Ring buffer of [`crate::DropEvent`]s, read by `overlay monitor`.
+    pub const EVENTS: &str = "OVL_EVENTS";
+    /// index 0 -> per-CPU [`crate::MonitorState`]: the programs' reporting
+    /// budget and tallies.
+    pub const MONITOR: &str = "OVL_MONITOR";
+    /// index 0 -> PID (`u32`) of the `overlay monitor` reading the events;
+    /// 0: none, and the programs report nothing.
+    pub const MONITOR_ON: &str = "OVL_MONITOR_ON";
 
     /// Every map, for pin management and the name check.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 17] = [
         ENDPOINTS,
         ROUTES,
         PEERS,
@@ -54,6 +62,9 @@ pub mod names {
         PATH_MTUS,
         GUARDS,
         NAMES,
+        EVENTS,
+        MONITOR,
+        MONITOR_ON,
     ];
 }
 
@@ -374,4 +385,6 @@ mod pod {
     unsafe impl aya::Pod for super::NameValue {}
     unsafe impl aya::Pod for crate::CounterValue {}
     unsafe impl aya::Pod for crate::NetCounters {}
+    unsafe impl aya::Pod for crate::DropEvent {}
+    unsafe impl aya::Pod for crate::MonitorState {}
 }

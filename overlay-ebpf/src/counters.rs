@@ -1,10 +1,14 @@
 //! The single place packets are counted: each entry point calls `finish`
 //! once on its exit path with the outcome or drop reason, and the network
-//! the packet belonged to once it was known.
+//! the packet belonged to once it was known. Drops are also reported to
+//! `overlay monitor` from here ([`crate::events`]).
 
 use overlay_common::{Counter, DropReason};
 
-use crate::maps::{OVL_COUNTERS, OVL_NET_COUNTERS, OVL_NETWORKS};
+use crate::{
+    events::{self, Seen},
+    maps::{OVL_COUNTERS, OVL_NET_COUNTERS, OVL_NETWORKS},
+};
 
 /// The network a packet belongs to, as far as the program got: nothing,
 /// its VNI (read from a VXLAN header), or its counter slot (from the
@@ -55,14 +59,16 @@ fn add(index: u32, net: NetRef, bytes: u32) {
 }
 
 /// Exit path of every entry point: counts the outcome or the drop reason
-/// exactly once, for the host and for network `net`, and returns the
-/// program's action (`drop_action` on a drop).
+/// exactly once, for the host and for network `net`, reports a drop as
+/// `seen()` describes it, and returns the program's action (`drop_action`
+/// on a drop).
 #[inline(always)]
 pub fn finish<A>(
     bytes: u32,
     net: NetRef,
     result: Result<(A, Counter), DropReason>,
     drop_action: A,
+    seen: impl FnOnce() -> Seen,
 ) -> A {
     match result {
         Ok((action, outcome)) => {
@@ -71,6 +77,7 @@ pub fn finish<A>(
         }
         Err(reason) => {
             add(reason.index(), net, bytes);
+            events::report(&seen(), reason, net.vni, bytes);
             drop_action
         }
     }

@@ -13,12 +13,15 @@ use aya_ebpf::{
 use network_types::ip::Ipv4Hdr;
 use overlay_common::{
     Counter, DropReason, EndpointInfo, NETWORK_FLAG_INTERNAL, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey,
+    events::HOOK_ENDPOINT,
 };
 
 use crate::{
     arp,
     counters::{NetRef, finish},
-    dns, encap, guard,
+    dns, encap,
+    events::Seen,
+    guard,
     maps::{OVL_ENDPOINTS, OVL_NETWORKS, OVL_ROUTES, OVL_SUBNETS},
     parse::{
         ETH_P_ARP, ETH_P_IP, Words, addr, ipv4_header_len, is_fragment, load_eth, read_at,
@@ -42,7 +45,13 @@ pub fn endpoint_ingress(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let mut net = NetRef::default();
     let result = try_endpoint_ingress(&ctx, &mut net);
-    finish(len, net, result, TC_ACT_SHOT)
+    finish(len, net, result, TC_ACT_SHOT, || Seen {
+        hook: HOOK_ENDPOINT,
+        // SAFETY: ctx wraps the program's valid __sk_buff.
+        ifindex: unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex },
+        start: ctx.data(),
+        end: ctx.data_end(),
+    })
 }
 
 /// `net` is set to the sender's network as soon as it is known.

@@ -13,7 +13,7 @@
 //! Helpers by concern: [`parse`] (bounds-checked header access), [`arp`],
 //! [`encap`], [`decap`], [`icmp`] (path MTU: errors to containers, learning
 //! from the underlay), [`dns`] (answers for container names), [`guard`] (what containers may not reach), [`csum`],
-//! [`counters`]; every map is in [`maps`].
+//! [`counters`] and [`events`] (drop reports); every map is in [`maps`].
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -31,6 +31,8 @@ mod dns;
 mod encap;
 #[cfg(target_arch = "bpf")]
 mod endpoint;
+#[cfg(target_arch = "bpf")]
+mod events;
 #[cfg(target_arch = "bpf")]
 mod guard;
 #[cfg(target_arch = "bpf")]

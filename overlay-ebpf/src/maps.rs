@@ -4,12 +4,12 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use overlay_common::{
-    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, GuardKey, GuardValue, HostSlot, NameKey,
-    NameValue, NetCounters, NetworkInfo, NextHop, PathMtu, PeerKey, PeerValue, RouteKey,
-    RouteValue, capacity,
+    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, GuardKey, GuardValue, HostSlot,
+    MonitorState, NameKey, NameValue, NetCounters, NetworkInfo, NextHop, PathMtu, PeerKey,
+    PeerValue, RouteKey, RouteValue, capacity, events::EVENTS_RING_BYTES,
 };
 
 /// host-side veth ifindex -> local endpoint. Written by userspace on connect.
@@ -93,3 +93,20 @@ pub static OVL_GUARDS: HashMap<GuardKey, GuardValue> = HashMap::pinned(capacity:
 /// claims; names it cannot hold here are answered by the daemon.
 #[map]
 pub static OVL_NAMES: HashMap<NameKey, NameValue> = HashMap::pinned(capacity::NAMES, 0);
+
+/// Ring buffer of drop events ([`overlay_common::DropEvent`]). Written by
+/// the programs on their drop path (within `OVL_MONITOR`'s budget); read by
+/// `overlay monitor`.
+#[map]
+pub static OVL_EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
+
+/// 0 -> per-CPU reporting budget and tallies of the drop events. Written by
+/// the programs only; userspace reads the tallies.
+#[map]
+pub static OVL_MONITOR: PerCpuArray<MonitorState> = PerCpuArray::pinned(1, 0);
+
+/// 0 -> PID of the `overlay monitor` reading `OVL_EVENTS` (0: none: nothing
+/// is reported). Written by the monitor, and cleared by the daemon when
+/// that process is gone.
+#[map]
+pub static OVL_MONITOR_ON: Array<u32> = Array::pinned(1, 0);

@@ -5,8 +5,9 @@
 //!   metadata, so GRO-merged super-packets stay whole.
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{
-        BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT,
+        __sk_buff, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_FIXED_GSO, TC_ACT_OK, TC_ACT_SHOT,
         bpf_adj_room_mode, xdp_action,
     },
     helpers::{bpf_redirect, bpf_redirect_peer, bpf_xdp_adjust_head},
@@ -14,11 +15,15 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use network_types::eth::EthHdr;
-use overlay_common::{Counter, DropReason, VXLAN_ENCAP_LEN};
+use overlay_common::{
+    Counter, DropReason, VXLAN_ENCAP_LEN,
+    events::{HOOK_UNDERLAY_TC, HOOK_UNDERLAY_XDP},
+};
 
 use crate::{
     counters::{NetRef, finish},
     decap::{Underlay, classify},
+    events::Seen,
     parse::{ETH_P_IP, Words, ptr_at_mut, write_front},
 };
 
@@ -32,7 +37,13 @@ pub fn underlay_xdp(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u32;
     let mut net = NetRef::default();
     let result = try_underlay_xdp(&ctx, &mut net);
-    finish(len, net, result, xdp_action::XDP_DROP)
+    finish(len, net, result, xdp_action::XDP_DROP, || Seen {
+        hook: HOOK_UNDERLAY_XDP,
+        // SAFETY: ctx wraps the program's valid xdp_md.
+        ifindex: unsafe { (*ctx.ctx).ingress_ifindex },
+        start: ctx.data(),
+        end: ctx.data_end(),
+    })
 }
 
 /// `net` is set once the VXLAN header names a network.
@@ -68,7 +79,13 @@ pub fn underlay_tc(ctx: TcContext) -> i32 {
     let len = ctx.len();
     let mut net = NetRef::default();
     let result = try_underlay_tc(&ctx, &mut net);
-    finish(len, net, result, TC_ACT_SHOT)
+    finish(len, net, result, TC_ACT_SHOT, || Seen {
+        hook: HOOK_UNDERLAY_TC,
+        // SAFETY: ctx wraps the program's valid __sk_buff.
+        ifindex: unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex },
+        start: ctx.data(),
+        end: ctx.data_end(),
+    })
 }
 
 /// Outer headers plus inner Ethernet and IPv4: what classify reads.

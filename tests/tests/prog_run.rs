@@ -9,7 +9,12 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use overlay_common::{
-    Counter, DNS_ADDRS_MAX, DNS_NAME_MAX, DropReason, NameKey, NameValue, VXLAN_PORT,
+    Counter, DNS_ADDRS_MAX, DNS_NAME_MAX, DropEvent, DropReason, NameKey, NameValue,
+    VXLAN_ENCAP_LEN, VXLAN_PORT,
+    events::{
+        EVENT_FLAG_INNER, EVENTS_BURST, EVENTS_PER_SEC, HOOK_ENDPOINT, HOOK_UNDERLAY_TC,
+        HOOK_UNDERLAY_XDP,
+    },
 };
 use overlay_testkit::{
     PinDir, assert_no_failures,
@@ -21,7 +26,9 @@ use overlay_testkit::{
     require_root,
 };
 use overlay_user::{
-    dataplane::{Dataplane, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay},
+    dataplane::{
+        Dataplane, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay, events::DropEvents,
+    },
     model::MacAddr,
 };
 
@@ -1268,7 +1275,61 @@ fn net_expect(case: &Case) -> NetExpect {
     }
 }
 
-fn run_case(dp: &mut Dataplane, env: &Env, case: &Case) -> Result<(), String> {
+/// The drop event a case must report (and nothing else): its reason, where
+/// it was seen, and the addresses of the packet (the inner one for VXLAN).
+fn check_event(events: &mut DropEvents, env: &Env, case: &Case) -> Result<(), String> {
+    let got: Vec<DropEvent> = events.by_ref().collect();
+    let Expect::Drop(reason) = case.counter else {
+        return match got.as_slice() {
+            [] => Ok(()),
+            _ => Err(format!("drop events for a packet not dropped: {got:?}")),
+        };
+    };
+    let [event] = got.as_slice() else {
+        return Err(format!("{} drop events, want 1: {got:?}", got.len()));
+    };
+    let (hook, ifindex) = match case.prog {
+        Prog::Endpoint => (HOOK_ENDPOINT, env.ifindex(case.dev)),
+        // BPF_PROG_RUN's skb and xdp_buff sit on the loopback device.
+        Prog::Xdp => (HOOK_UNDERLAY_XDP, 1),
+        Prog::Tc => (HOOK_UNDERLAY_TC, 1),
+    };
+    if (event.reason, event.hook, event.ifindex) != (reason as u32, hook, ifindex) {
+        return Err(format!(
+            "event {event:?}, want reason {reason:?} hook {hook} ifindex {ifindex}"
+        ));
+    }
+    let input = &case.input;
+    let ipv4_at = |at: usize| {
+        (input.len() >= at + 20 && input[at - 2..at] == [0x08, 0x00] && input[at] >> 4 == 4)
+            .then(|| (&input[at + 12..at + 16], &input[at + 16..at + 20]))
+    };
+    let addrs = |e: &DropEvent| (e.src_ip.to_ne_bytes(), e.dst_ip.to_ne_bytes());
+    let (src, dst) = addrs(event);
+    let want = if event.flags & EVENT_FLAG_INNER != 0 {
+        if event.peer_ip.to_ne_bytes()[..] != input[26..30] {
+            return Err(format!("event {event:?}: peer is not the outer source"));
+        }
+        ipv4_at(VXLAN_ENCAP_LEN as usize + 14)
+    } else {
+        ipv4_at(14)
+    };
+    match want {
+        Some((s, d)) if (&src[..], &dst[..]) != (s, d) => {
+            Err(format!("event {event:?}: addresses are not the packet's"))
+        }
+        None if event.proto != 0 => Err(format!("event {event:?} for a packet that is not IPv4")),
+        _ => Ok(()),
+    }
+}
+
+fn run_case(
+    dp: &mut Dataplane,
+    env: &Env,
+    events: &mut DropEvents,
+    case: &Case,
+) -> Result<(), String> {
+    events.drain();
     let before = dp.counters().map_err(|e| e.to_string())?;
     let net_before = VNIS
         .iter()
@@ -1392,7 +1453,7 @@ fn run_case(dp: &mut Dataplane, env: &Env, case: &Case) -> Result<(), String> {
     if !ok {
         return Err(format!("per-network counters moved: {moved:?}"));
     }
-    Ok(())
+    check_event(events, env, case)
 }
 
 #[test]
@@ -1403,6 +1464,7 @@ fn verdict_table() {
     let env = Env::new();
     let pins = PinDir::new("pr");
     let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
+    let mut events = DropEvents::open(&pins.0).expect("drop events");
     program(&mut dp, &env);
     let mut cases = cases(&env);
     cases.extend(dns_cases());
@@ -1413,7 +1475,7 @@ fn verdict_table() {
             cases
                 .iter()
                 .filter_map(|c| {
-                    run_case(&mut dp, &env, c)
+                    run_case(&mut dp, &env, &mut events, c)
                         .err()
                         .map(|e| format!("{:?} {}: {e}", c.prog, c.what))
                 })
@@ -1568,6 +1630,79 @@ fn network_counters_start_from_zero_in_a_reused_slot() {
         dp.network_counters(100),
         Err(overlay_user::dataplane::DataplaneError::UnknownNetwork(100))
     ));
+}
+
+/// A drop flood reports at most a burst and then the per-CPU rate; the
+/// rest is counted as rate-limited, and what was reported is in the ring.
+#[test]
+fn drop_reports_are_rate_limited() {
+    if !require_root("drop_reports_are_rate_limited") {
+        return;
+    }
+    let env = Env::new();
+    let pins = PinDir::new("rl");
+    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
+    program(&mut dp, &env);
+    // From A's veth with a source address that is not A's.
+    let forged = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.99"), ip("10.0.1.4"), 5555);
+    let ctx = env.host.skb_ctx("ep1");
+    let flood = |dp: &mut Dataplane, n: u64| {
+        env.host
+            .ns
+            .run(|| {
+                // The budget is per CPU: one CPU spends it.
+                pin_to_current_cpu();
+                let started = std::time::Instant::now();
+                let mut out = vec![0u8; forged.len() + 64];
+                for _ in 0..n {
+                    let r = dp
+                        .tc_program(overlay_common::programs::ENDPOINT_INGRESS)
+                        .expect("program")
+                        .test_run(TestRunOptions {
+                            data_in: Some(&forged),
+                            data_out: Some(&mut out),
+                            ctx_in: Some(&ctx),
+                            ..TestRunOptions::default()
+                        })
+                        .expect("test_run");
+                    assert_eq!(r.return_value, TC_ACT_SHOT, "spoofed source dropped");
+                }
+                started.elapsed()
+            })
+            .expect("enter netns")
+    };
+    // No monitor: nothing reported, nothing tallied.
+    flood(&mut dp, 10);
+    assert_eq!(
+        dp.monitor_tallies().expect("tallies"),
+        overlay_common::MonitorState::default()
+    );
+    let mut events = DropEvents::open(&pins.0).expect("drop events");
+    const FLOOD: u64 = 3000;
+    let elapsed = flood(&mut dp, FLOOD);
+    let tallies = dp.monitor_tallies().expect("tallies");
+    let allowed = EVENTS_BURST + EVENTS_PER_SEC * elapsed.as_micros() as u64 / 1_000_000 + 1;
+    assert!(
+        (EVENTS_BURST..=allowed).contains(&tallies.sent),
+        "{tallies:?} after {FLOOD} drops in {elapsed:?}: reported at most {allowed}"
+    );
+    assert_eq!(tallies.sent + tallies.suppressed, FLOOD, "{tallies:?}");
+    assert_eq!(tallies.lost, 0, "{tallies:?}");
+    assert_eq!(
+        events.drain() as u64,
+        tallies.sent,
+        "what was reported is in the ring"
+    );
+    let total = dp
+        .counters()
+        .expect("counters")
+        .drop(DropReason::Spoofed)
+        .packets;
+    assert_eq!(total, FLOOD + 10, "every drop is counted all the same");
+    // The reader gone, reporting stops.
+    drop(events);
+    flood(&mut dp, 10);
+    assert_eq!(dp.monitor_tallies().expect("tallies"), tallies);
 }
 
 /// Encapsulates a frame from A to C (remote host 10.99.0.2) and returns the

@@ -113,6 +113,21 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
         },
         Command::Status => Response::Status(Box::new(status(engine)?)),
         Command::Stats { network } => Response::Stats(stats(engine, network.as_deref())?),
+        Command::MonitorContext => {
+            let state = engine.state();
+            let host = state
+                .advertise_ip()
+                .and_then(|ip| state.cluster_hosts.get(&ip).cloned())
+                .unwrap_or_else(crate::host::hostname);
+            Response::MonitorContext(super::MonitorContext {
+                host,
+                networks: state
+                    .networks
+                    .values()
+                    .map(|n| (n.vni, n.name.clone(), n.id.clone()))
+                    .collect(),
+            })
+        }
         Command::PeerAdd { remote, network } => {
             engine.add_peer(remote, &network)?;
             Response::Done

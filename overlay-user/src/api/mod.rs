@@ -112,6 +112,8 @@ pub enum Command {
         network: String,
         ip: Ipv4Addr,
     },
+    /// What `overlay monitor` names events with: networks by VNI, the host.
+    MonitorContext,
 }
 
 impl Command {
@@ -152,6 +154,15 @@ pub enum Response {
     Hosts(Vec<HostView>),
     /// Addresses released per host (`host rm`).
     Released(Vec<(Ipv4Addr, usize)>),
+    MonitorContext(MonitorContext),
+}
+
+/// Names for the drop events: this host's, and each network's by VNI.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorContext {
+    pub host: String,
+    /// (VNI, name, ID).
+    pub networks: Vec<(u32, String, String)>,
 }
 
 /// A command's outcome: the response, or the error as the user reads it

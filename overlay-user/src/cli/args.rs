@@ -104,6 +104,9 @@ pub enum Command {
         #[arg(long)]
         network: Option<String>,
     },
+    /// Live drop events from the dataplane: when, where, which network,
+    /// why, and the packet's addresses and ports (until interrupted).
+    Monitor(MonitorArgs),
     /// Static remote hosts allowed to send a network's VNI.
     #[command(subcommand)]
     Peer(PeerCmd),
@@ -119,6 +122,23 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Remove every pinned map and link (detaches the programs).
     Destroy,
+}
+
+#[derive(Args)]
+pub struct MonitorArgs {
+    /// Only drops of this network (name or ID).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Only drops for this reason (as `overlay stats` names them, with or
+    /// without `drop_`); repeatable.
+    #[arg(long)]
+    pub reason: Vec<String>,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -6,6 +6,7 @@
 
 pub mod args;
 mod container;
+mod monitor;
 mod output;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -70,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec { container, command } => {
             return container::exec(&paths, &container, &command);
         }
+        Command::Monitor(args) => return monitor::run(&paths, &socket, &args),
         Command::Daemon(args) => {
             let options = daemon::Options {
                 once: args.once,
@@ -82,19 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         other => request(other)?,
     };
-    let request = Request {
-        target: Target {
-            paths: paths.clone(),
-            netns: host::netns::current_id()?,
-        },
-        command: command.clone(),
-    };
-    let reply = match daemon_reply(&paths, &socket, &request)? {
-        Some(reply) => reply,
-        None => transaction(&paths, |engine| api::handler::execute(engine, command))
-            .map_err(|e| api::error_chain(&e)),
-    };
-    match reply {
+    match call(&paths, &socket, command)? {
         Ok(response) => {
             if let Some(warning) = output::warning(&response) {
                 eprintln!("overlay: warning: {warning}");
@@ -110,6 +100,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Runs `command` through the daemon when one manages this state, else
+/// here.
+fn call(
+    paths: &Paths,
+    socket: &std::path::Path,
+    command: api::Command,
+) -> anyhow::Result<api::Reply> {
+    let request = Request {
+        target: Target {
+            paths: paths.clone(),
+            netns: host::netns::current_id()?,
+        },
+        command: command.clone(),
+    };
+    Ok(match daemon_reply(paths, socket, &request)? {
+        Some(reply) => reply,
+        None => transaction(paths, |engine| api::handler::execute(engine, command))
+            .map_err(|e| api::error_chain(&e)),
+    })
 }
 
 /// How long a command waits for a starting daemon to answer.
@@ -211,7 +222,11 @@ fn request(command: Command) -> Result<(api::Command, Display), RuleError> {
         Command::Endpoint(EndpointCmd::Rm { network, ip }) => {
             (api::Command::EndpointRm { network, ip }, plain)
         }
-        Command::Run(_) | Command::Exec { .. } | Command::Daemon(_) | Command::Destroy => {
+        Command::Run(_)
+        | Command::Exec { .. }
+        | Command::Monitor(_)
+        | Command::Daemon(_)
+        | Command::Destroy => {
             unreachable!("handled before a request is built")
         }
     })

@@ -54,6 +54,7 @@ pub fn render(response: &Response, display: Display) -> serde_json::Result<Strin
         Response::Stats(rows) => stats(rows),
         Response::Peers(rows) => peers(rows),
         Response::Hosts(rows) => hosts(rows),
+        Response::MonitorContext(c) => serde_json::to_string(c)?,
         Response::Released(rows) => rows
             .iter()
             .map(|(ip, n)| format!("{ip}: released {n} addresses"))

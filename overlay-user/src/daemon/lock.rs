@@ -69,7 +69,7 @@ fn open(dir: &Path) -> Result<(File, PathBuf), LockError> {
 }
 
 /// `flock` without blocking; false when someone else holds it.
-fn try_flock(file: &File, op: libc::c_int) -> io::Result<bool> {
+pub(crate) fn try_flock(file: &File, op: libc::c_int) -> io::Result<bool> {
     // SAFETY: flock(2) on a descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) } == 0 {
         return Ok(true);

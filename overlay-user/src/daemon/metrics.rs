@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use overlay_common::{CounterValue, maps::capacity};
+use overlay_common::{CounterValue, MonitorState, maps::capacity};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _, prometheus_text},
@@ -142,6 +142,8 @@ pub struct Snapshot {
     /// Network name -> remote hosts allowed to send it VXLAN.
     pub peers: BTreeMap<String, u64>,
     pub maps: Vec<MapFill>,
+    /// Drop events reported, held back over the rate, lost to a full ring.
+    pub events: MonitorState,
     /// Lease held in the cluster store (0: none; no cluster: `None`).
     pub lease: Option<i64>,
     pub cluster_hosts: u64,
@@ -164,6 +166,7 @@ impl Snapshot {
         };
         let mut snap = Self {
             host: dp.counters()?,
+            events: dp.monitor_tallies()?,
             lease: state.cluster.as_ref().map(|c| c.lease),
             cluster_hosts: state.cluster_hosts.len() as u64,
             ..Self::default()
@@ -379,6 +382,18 @@ impl Collector for SnapshotCollector {
                 .iter()
                 .map(|m| (vec![("map", Cow::Borrowed(m.map))], m.capacity)),
         )?;
+        counters(
+            &mut encoder,
+            "drop_events",
+            "Drop events for `overlay monitor`: reported, held back over the per-CPU rate, lost to a full ring.",
+            [
+                ("reported", s.events.sent),
+                ("rate_limited", s.events.suppressed),
+                ("lost", s.events.lost),
+            ]
+            .into_iter()
+            .map(|(r, v)| (vec![("result", Cow::Borrowed(r))], v)),
+        )?;
         if let Some(lease) = s.lease {
             gauges(
                 &mut encoder,
@@ -490,6 +505,11 @@ mod tests {
                 entries: 9,
                 capacity: 100,
             }],
+            events: MonitorState {
+                sent: 4,
+                suppressed: 6,
+                ..MonitorState::default()
+            },
             lease: Some(42),
             cluster_hosts: 2,
         };
@@ -522,6 +542,7 @@ mod tests {
             (r#"overlay_map_capacity_entries{map="routes"}"#, "100"),
             ("overlay_cluster_lease_held", "1"),
             ("overlay_cluster_hosts", "2"),
+            (r#"overlay_drop_events_total{result="rate_limited"}"#, "6"),
         ] {
             assert_eq!(
                 value(&text, series).as_deref(),

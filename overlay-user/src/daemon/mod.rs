@@ -110,11 +110,6 @@ fn configure_cluster(paths: &Paths, store: &str, s: &Settings) -> Result<(), Dae
     })?)
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "unknown".into(), |h| h.trim().to_owned())
-}
-
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -186,7 +181,7 @@ pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonE
                 paths: paths.clone(),
                 host: HostInfo {
                     underlay_ip: advertise.ok_or(DaemonError::NoAdvertiseAddress)?,
-                    name: s.host_name.clone().unwrap_or_else(hostname),
+                    name: s.host_name.clone().unwrap_or_else(host::hostname),
                 },
                 ttl: rec.lease_ttl,
                 options: ClusterOptions::from_record(&rec, CLUSTER_TIMEOUT)?,

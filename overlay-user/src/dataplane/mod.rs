@@ -10,6 +10,7 @@ mod counters;
 mod dns_names;
 mod endpoints;
 mod error;
+pub mod events;
 pub mod features;
 mod guards;
 mod networks;
@@ -59,6 +60,8 @@ pub struct Dataplane {
     path_mtus: HashMap<MapData, u32, PathMtu>,
     guards: HashMap<MapData, GuardKey, GuardValue>,
     names: HashMap<MapData, overlay_common::NameKey, overlay_common::NameValue>,
+    monitor: PerCpuArray<MapData, overlay_common::MonitorState>,
+    monitor_on: Array<MapData, u32>,
 }
 
 /// Maps the programs fill on their own (caches): a pin whose layout is
@@ -187,6 +190,10 @@ impl Dataplane {
             HashMap::try_from(take_map(&mut ebpf, names::GUARDS)?).map_err(conv(names::GUARDS))?;
         let dns_names =
             HashMap::try_from(take_map(&mut ebpf, names::NAMES)?).map_err(conv(names::NAMES))?;
+        let monitor = PerCpuArray::try_from(take_map(&mut ebpf, names::MONITOR)?)
+            .map_err(conv(names::MONITOR))?;
+        let monitor_on = Array::try_from(take_map(&mut ebpf, names::MONITOR_ON)?)
+            .map_err(conv(names::MONITOR_ON))?;
         Ok(Self {
             ebpf,
             pin_dir,
@@ -204,6 +211,8 @@ impl Dataplane {
             path_mtus,
             guards,
             names: dns_names,
+            monitor,
+            monitor_on,
         })
     }
 

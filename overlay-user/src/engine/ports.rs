@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
 use ipnet::Ipv4Net;
-use overlay_common::{EndpointInfo, NameKey, NameValue, NextHop, PathMtu};
+use overlay_common::{EndpointInfo, MonitorState, NameKey, NameValue, NextHop, PathMtu};
 
 use crate::{
     dataplane::{
@@ -65,6 +65,11 @@ pub trait Datapath {
     fn network_counters(&self, vni: u32) -> Result<Counters, DataplaneError>;
     fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError>;
     fn path_mtus(&self) -> Result<Vec<(Ipv4Addr, PathMtu)>, DataplaneError>;
+    /// Drop events reported, held back over the rate, and lost.
+    fn monitor_tallies(&self) -> Result<MonitorState, DataplaneError>;
+    /// Turns drop reporting off if its monitor died; true when it did.
+    /// Housekeeping, like the next one.
+    fn release_stale_monitor(&mut self) -> Result<bool, DataplaneError>;
     /// Gives back the next-hop cache slots of remote hosts no route names
     /// any more; how many. Housekeeping: nothing to undo, and safe to
     /// retry on the next pass.
@@ -174,6 +179,12 @@ impl Datapath for Dataplane {
     }
     fn path_mtus(&self) -> Result<Vec<(Ipv4Addr, PathMtu)>, DataplaneError> {
         Dataplane::path_mtus(self)
+    }
+    fn monitor_tallies(&self) -> Result<MonitorState, DataplaneError> {
+        Dataplane::monitor_tallies(self)
+    }
+    fn release_stale_monitor(&mut self) -> Result<bool, DataplaneError> {
+        Dataplane::release_stale_monitor(self)
     }
     fn release_unused_hosts(&mut self) -> Result<usize, DataplaneError> {
         Dataplane::release_unused_hosts(self)

@@ -126,6 +126,11 @@ impl Engine {
         }
         self.host.sync_filter(&super::ruleset(&self.state))?;
         self.release_unused_hosts();
+        match self.dp.release_stale_monitor() {
+            Ok(true) => tracing::info!("drop events off: their monitor is gone"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "checking the drop events' monitor"),
+        }
         Ok(repairs)
     }
 

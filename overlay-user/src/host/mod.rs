@@ -77,3 +77,9 @@ pub fn jiffies() -> Result<u64, HostError> {
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| HostError::Decode(format!("no jiffies line in {PATH}")))
 }
+
+/// The kernel's host name (of this UTS namespace).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "unknown".into(), |h| h.trim().to_owned())
+}

@@ -23,6 +23,13 @@ pub fn now_rfc3339() -> String {
     rfc3339(secs)
 }
 
+/// `unix_ns` (ns since the epoch) in RFC 3339 with microseconds.
+pub fn rfc3339_micros(unix_ns: u64) -> String {
+    let secs = rfc3339(unix_ns / 1_000_000_000);
+    let micros = unix_ns % 1_000_000_000 / 1000;
+    format!("{}.{micros:06}Z", secs.trim_end_matches('Z'))
+}
+
 /// `secs` since the epoch in RFC 3339.
 fn rfc3339(secs: u64) -> String {
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -57,6 +64,14 @@ mod tests {
                 .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
         );
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn micros_follow_the_seconds() {
+        assert_eq!(
+            rfc3339_micros(951_782_400_000_123_456),
+            "2000-02-29T00:00:00.000123Z"
+        );
     }
 
     #[test]

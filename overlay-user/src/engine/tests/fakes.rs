@@ -445,6 +445,15 @@ impl Datapath for FakeDatapath {
         Ok(0)
     }
 
+    fn monitor_tallies(&self) -> Result<overlay_common::MonitorState, DataplaneError> {
+        // Nor runs programs that could report.
+        Ok(overlay_common::MonitorState::default())
+    }
+
+    fn release_stale_monitor(&mut self) -> Result<bool, DataplaneError> {
+        Ok(false)
+    }
+
     fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError> {
         Ok(Vec::new())
     }
