@@ -113,6 +113,12 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
         },
         Command::Status => Response::Status(Box::new(status(engine)?)),
         Command::Stats { network } => Response::Stats(stats(engine, network.as_deref())?),
+        Command::Trace {
+            from,
+            to,
+            proto,
+            port,
+        } => Response::Trace(engine.trace(&from, to, proto, port)?),
         Command::MonitorContext => {
             let state = engine.state();
             let host = state

@@ -15,7 +15,7 @@ pub use self::views::{
     ContainerSummary, CounterRow, HostView, NetworkInspect, NetworkSummary, PeerView, StatusView,
 };
 use crate::{
-    engine::{Attached, CreateNetwork, Paths},
+    engine::{Attached, CreateNetwork, Paths, TraceProto, TraceView},
     model::{DecapRequest, MacAddr},
 };
 
@@ -114,6 +114,13 @@ pub enum Command {
     },
     /// What `overlay monitor` names events with: networks by VNI, the host.
     MonitorContext,
+    /// A packet from a container to an address, through the programs.
+    Trace {
+        from: String,
+        to: Ipv4Addr,
+        proto: TraceProto,
+        port: u16,
+    },
 }
 
 impl Command {
@@ -155,6 +162,7 @@ pub enum Response {
     /// Addresses released per host (`host rm`).
     Released(Vec<(Ipv4Addr, usize)>),
     MonitorContext(MonitorContext),
+    Trace(TraceView),
 }
 
 /// Names for the drop events: this host's, and each network's by VNI.

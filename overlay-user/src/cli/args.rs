@@ -104,6 +104,24 @@ pub enum Command {
         #[arg(long)]
         network: Option<String>,
     },
+    /// Follow a packet from a container to an address through this host's
+    /// programs (BPF_PROG_RUN on the live maps): each step's verdict, and
+    /// why, in words. The packets count like real ones.
+    Trace {
+        /// The sending container (name or ID).
+        #[arg(long)]
+        from: String,
+        /// Destination address.
+        #[arg(long)]
+        to: Ipv4Addr,
+        #[arg(long, value_enum, default_value_t = TraceProtoArg::Icmp)]
+        proto: TraceProtoArg,
+        /// Destination port (tcp and udp) [default: 80 for tcp, 53 for udp].
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Live drop events from the dataplane: when, where, which network,
     /// why, and the packet's addresses and ports (until interrupted).
     Monitor(MonitorArgs),
@@ -122,6 +140,13 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Remove every pinned map and link (detaches the programs).
     Destroy,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceProtoArg {
+    Icmp,
+    Tcp,
+    Udp,
 }
 
 #[derive(Args)]

@@ -15,14 +15,14 @@ use anyhow::{Context as _, bail};
 use clap::Parser as _;
 
 use self::{
-    args::{Cli, Command, EndpointCmd, Format, HostCmd, NetworkCmd, PeerCmd},
+    args::{Cli, Command, EndpointCmd, Format, HostCmd, NetworkCmd, PeerCmd, TraceProtoArg},
     output::Display,
 };
 use crate::{
     api::{self, Request, Target},
     daemon,
     dataplane::Dataplane,
-    engine::{Paths, transaction},
+    engine::{Paths, TraceProto, transaction},
     host,
     model::{RuleError, rules},
 };
@@ -196,6 +196,34 @@ fn request(command: Command) -> Result<(api::Command, Display), RuleError> {
         Command::Detach => (api::Command::Detach, plain),
         Command::Status => (api::Command::Status, plain),
         Command::Stats { network } => (api::Command::Stats { network }, plain),
+        Command::Trace {
+            from,
+            to,
+            proto,
+            port,
+            format,
+        } => {
+            let (proto, default_port) = match proto {
+                TraceProtoArg::Icmp => (TraceProto::Icmp, 0),
+                TraceProtoArg::Tcp => (TraceProto::Tcp, 80),
+                TraceProtoArg::Udp => (TraceProto::Udp, 53),
+            };
+            if proto == TraceProto::Icmp && port.is_some() {
+                return Err(RuleError::PortWithoutTransport);
+            }
+            (
+                api::Command::Trace {
+                    from,
+                    to,
+                    proto,
+                    port: port.unwrap_or(default_port),
+                },
+                Display {
+                    json: format == Format::Json,
+                    ..plain
+                },
+            )
+        }
         Command::Peer(PeerCmd::Add { remote, network }) => {
             (api::Command::PeerAdd { remote, network }, plain)
         }

@@ -55,6 +55,8 @@ pub fn render(response: &Response, display: Display) -> serde_json::Result<Strin
         Response::Peers(rows) => peers(rows),
         Response::Hosts(rows) => hosts(rows),
         Response::MonitorContext(c) => serde_json::to_string(c)?,
+        Response::Trace(t) if display.json => serde_json::to_string_pretty(t)?,
+        Response::Trace(t) => trace(t),
         Response::Released(rows) => rows
             .iter()
             .map(|(ip, n)| format!("{ip}: released {n} addresses"))
@@ -219,6 +221,23 @@ fn status(s: &StatusView) -> String {
         "packets: {} forwarded/handled, {} dropped",
         s.handled, s.dropped
     ));
+    out
+}
+
+fn trace(t: &crate::engine::TraceView) -> String {
+    let mut out = format!(
+        "from {} ({}, network {}, program on {}) to {}",
+        t.container, t.src, t.network, t.interface, t.dst
+    );
+    for (i, s) in t.steps.iter().enumerate() {
+        out.push_str(&format!(
+            "\n{}. {}: {}: {}",
+            i + 1,
+            s.packet,
+            s.verdict,
+            s.detail
+        ));
+    }
     out
 }
 

@@ -14,6 +14,7 @@ pub mod events;
 pub mod features;
 mod guards;
 mod networks;
+mod trace;
 mod types;
 mod underlay;
 
@@ -36,6 +37,7 @@ use overlay_common::{
 pub use self::{
     error::DataplaneError,
     guards::Guard,
+    trace::ProgRun,
     types::{Counters, LocalEndpoint, Network, RemoteEndpoint, RouteTarget, State, Underlay},
 };
 

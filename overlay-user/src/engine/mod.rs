@@ -20,6 +20,7 @@ mod networks;
 mod plugin;
 pub mod ports;
 mod reconcile;
+mod trace;
 mod underlay;
 mod undo;
 
@@ -39,6 +40,7 @@ pub use self::{
     plugin::{JoinInfo, PluginNetwork},
     ports::{ContainerIface, Datapath, DefaultRoute, HostNet, Nic, System},
     reconcile::Repairs,
+    trace::{TraceProto, TraceStep, TraceView},
     underlay::Attached,
 };
 use crate::{
@@ -115,6 +117,10 @@ pub enum EngineError {
     BindSubnet(String, Ipv4Net, Ipv4Net),
     #[error("endpoint {0} not found")]
     NoSuchEndpoint(String),
+    #[error(
+        "container {0} has no route to {1}: none of its networks holds that address, and none is routable"
+    )]
+    NoPath(String, Ipv4Addr),
     #[error("endpoint {0} already exists")]
     EndpointExists(String),
     #[error("container {0} has no endpoint on a routable network to publish ports on")]

@@ -9,8 +9,8 @@ use overlay_common::{EndpointInfo, MonitorState, NameKey, NameValue, NextHop, Pa
 
 use crate::{
     dataplane::{
-        Counters, Dataplane, DataplaneError, Guard, LocalEndpoint, Network, RemoteEndpoint,
-        RouteTarget, Underlay,
+        Counters, Dataplane, DataplaneError, Guard, LocalEndpoint, Network, ProgRun,
+        RemoteEndpoint, RouteTarget, Underlay,
     },
     host::{self, HostError, filter::Ruleset, link::VethEnd, netlink::Netlink},
     model::{AttachedMode, DecapMode, MacAddr, ProcessRef},
@@ -67,6 +67,9 @@ pub trait Datapath {
     fn path_mtus(&self) -> Result<Vec<(Ipv4Addr, PathMtu)>, DataplaneError>;
     /// Drop events reported, held back over the rate, and lost.
     fn monitor_tallies(&self) -> Result<MonitorState, DataplaneError>;
+    /// Runs the endpoint program on `frame` as the endpoint on host-side
+    /// interface `ifindex` sending it (BPF_PROG_RUN, live maps).
+    fn run_endpoint(&mut self, ifindex: u32, frame: &[u8]) -> Result<ProgRun, DataplaneError>;
     /// Turns drop reporting off if its monitor died; true when it did.
     /// Housekeeping, like the next one.
     fn release_stale_monitor(&mut self) -> Result<bool, DataplaneError>;
@@ -185,6 +188,9 @@ impl Datapath for Dataplane {
     }
     fn release_stale_monitor(&mut self) -> Result<bool, DataplaneError> {
         Dataplane::release_stale_monitor(self)
+    }
+    fn run_endpoint(&mut self, ifindex: u32, frame: &[u8]) -> Result<ProgRun, DataplaneError> {
+        Dataplane::run_endpoint(self, ifindex, frame)
     }
     fn release_unused_hosts(&mut self) -> Result<usize, DataplaneError> {
         Dataplane::release_unused_hosts(self)

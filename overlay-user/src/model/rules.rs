@@ -45,6 +45,8 @@ pub enum RuleError {
     GatewayOutside(Ipv4Addr, Ipv4Net),
     #[error("ip range {0} is not inside subnet {1}")]
     RangeOutside(Ipv4Net, Ipv4Net),
+    #[error("--port applies to --proto tcp and udp only")]
+    PortWithoutTransport,
     #[error("invalid VNI {0}: must be between 1 and {VNI_MAX}")]
     InvalidVni(u32),
     #[error("VNI {0} is out of range for overlay networks (1-{max})", max = LOCAL_VNI_BASE - 1)]

@@ -454,6 +454,18 @@ impl Datapath for FakeDatapath {
         Ok(false)
     }
 
+    fn run_endpoint(
+        &mut self,
+        _ifindex: u32,
+        _frame: &[u8],
+    ) -> Result<crate::dataplane::ProgRun, DataplaneError> {
+        Err(DataplaneError::Unsupported {
+            feature: "BPF_PROG_RUN",
+            on: "the fake dataplane".into(),
+            hint: "it runs no programs",
+        })
+    }
+
     fn next_hops(&self) -> Result<Vec<(Ipv4Addr, NextHop)>, DataplaneError> {
         Ok(Vec::new())
     }
