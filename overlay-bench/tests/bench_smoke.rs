@@ -90,6 +90,33 @@ fn packet_rate_benchmark_delivers_on_every_path() {
         8,
         "ebpf-xdp, ebpf-tc, redirect tc, redirect xdp x 2 directions"
     );
+    // With and without a drop monitor: ordinary traffic is never reported;
+    // a forged-source flood is, up to the per-CPU burst, the rest counted
+    // as rate-limited.
+    let cases: Vec<(PathKind, &str)> = run.monitor.iter().map(|m| (m.path, m.traffic)).collect();
+    assert_eq!(
+        cases,
+        [
+            (PathKind::EbpfXdp, "forwarded"),
+            (PathKind::EbpfXdp, "dropped"),
+            (PathKind::EbpfTc, "forwarded"),
+            (PathKind::EbpfTc, "dropped"),
+        ]
+    );
+    for m in &run.monitor {
+        assert!(m.mpps.0 > 0.0 && m.mpps.1 > 0.0, "{m:?}");
+        if m.traffic == "forwarded" {
+            assert_eq!((m.reported, m.rate_limited), (0, 0), "{m:?}");
+        } else {
+            assert!(m.reported > 0, "{m:?}");
+            assert!(m.drops > 0, "{m:?}");
+            assert_eq!(
+                m.reported + m.rate_limited,
+                m.drops,
+                "every drop of the `on` runs reported or rate-limited: {m:?}"
+            );
+        }
+    }
     // The no-drop search ran on every path and direction (it needs a CPU
     // for the generator and one for the path) and found a rate.
     let two_cpus = std::thread::available_parallelism().map_or(1, usize::from) >= 2;

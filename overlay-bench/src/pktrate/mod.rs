@@ -28,12 +28,15 @@ use overlay_bench_ebpf::GEN_PORT_BASE;
 use serde::Serialize;
 
 use self::{
-    generator::Generator,
-    search::{injection, iteration_ns, measure, no_drop_rate, prepare, split_cpus, steer},
+    generator::{Generator, udp_frame},
+    search::{
+        Injection, flat_out, injection, iteration_ns, measure, no_drop_rate, prepare, sample,
+        split_cpus, steer,
+    },
 };
 use crate::{
     BenchError,
-    traffic::{PathKind, Topology, build_all, median},
+    traffic::{CLIENT_IP, PathKind, SERVER_IP, Topology, build_all, median},
 };
 
 /// Which half of the path the frames cross.
@@ -175,12 +178,133 @@ pub struct NoDropResult {
 /// frame that a real no-drop rate would not).
 pub const LOSS_LIMIT: f64 = 0.001;
 
+/// Packet rate with `overlay monitor` reading the drop events and without,
+/// side by side in each round (medians over rounds), 64 B frames from the
+/// client container, flat out.
+#[derive(Clone, Debug, Serialize)]
+pub struct MonitorResult {
+    pub path: PathKind,
+    pub name: &'static str,
+    /// `forwarded`: ordinary encap traffic, delivered (the monitor never
+    /// sees it); `dropped`: a forged source address, every frame dropped
+    /// (as spoofed) by the client host's endpoint program.
+    pub traffic: &'static str,
+    /// Frames handled, millions per second (delivered, or sent and
+    /// dropped): monitor off, on.
+    pub mpps: (f64, f64),
+    /// Busy CPU of the machine per frame, ns: monitor off, on.
+    pub cpu_ns_per_packet: (f64, f64),
+    /// Over the `on` runs: drops counted by the programs, and of those the
+    /// ones reported and rate-limited.
+    pub drops: u64,
+    pub reported: u64,
+    pub rate_limited: u64,
+}
+
 /// What a packet-rate run measured.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RateRun {
     pub rates: Vec<RateResult>,
     pub no_drop: Vec<NoDropResult>,
     pub profiles: Vec<Profile>,
+    pub monitor: Vec<MonitorResult>,
+}
+
+/// A source address no container has: every frame with it is dropped.
+const FORGED_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 10, 0, 250);
+
+/// One flat-out sample of `inj`: (Mpps handled, CPU ns per frame), counting
+/// delivered frames for traffic that arrives and sent frames for traffic
+/// that is dropped on the way.
+fn handled(
+    generator: &mut Generator,
+    inj: &Injection<'_>,
+    frames: u32,
+    dropped: bool,
+) -> Result<(f64, f64), BenchError> {
+    let s = sample(generator, inj, flat_out(frames), None)?;
+    let n = if dropped { s.sent } else { s.got }.max(1);
+    // USER_HZ is 100: a jiffy is 10 ms.
+    Ok((
+        n as f64 / s.seconds / 1e6,
+        s.cpu_jiffies as f64 * 1e7 / n as f64,
+    ))
+}
+
+/// [`MonitorResult`]s of the eBPF paths: each round measures every case
+/// with the monitor off, then on.
+fn monitor_cost(
+    tops: &[(PathKind, Topology)],
+    generator: &mut Generator,
+    opts: &RateOptions,
+) -> Result<Vec<MonitorResult>, BenchError> {
+    let mut out = Vec::new();
+    for (path, top) in tops {
+        let Some(lab) = top.lab() else { continue };
+        let Some(pin_dir) = lab.hosts[0].paths.as_ref().map(|p| p.pin_dir.clone()) else {
+            continue;
+        };
+        if !matches!(path, PathKind::EbpfXdp | PathKind::EbpfTc) {
+            continue;
+        }
+        let (client_mac, server_mac) = (top.client().mac("eth0")?, top.server().mac("eth0")?);
+        for (traffic, from) in [("forwarded", CLIENT_IP), ("dropped", FORGED_IP)] {
+            let inj = Injection {
+                ns: top.client(),
+                frame: udp_frame(64, server_mac.0, client_mac.0, from, SERVER_IP),
+            };
+            let dropped = traffic == "dropped";
+            let (mut off, mut on) = (Vec::new(), Vec::new());
+            let dp = lab.hosts[0]
+                .dataplane
+                .as_ref()
+                .ok_or_else(|| BenchError::Tool("the client host has no dataplane".into()))?;
+            let read = |what: &str, e: overlay_user::dataplane::DataplaneError| {
+                BenchError::Tool(format!("reading {what}: {e}"))
+            };
+            let drops = || -> Result<u64, BenchError> {
+                Ok(dp
+                    .counters()
+                    .map_err(|e| read("counters", e))?
+                    .drops
+                    .values()
+                    .map(|v| v.packets)
+                    .sum())
+            };
+            let before = dp
+                .monitor_tallies()
+                .map_err(|e| read("drop event tallies", e))?;
+            let mut counted = 0;
+            for _ in 0..opts.rounds.max(1) {
+                off.push(handled(generator, &inj, opts.frames, dropped)?);
+                let mut reader = overlay_user::dataplane::events::DropEvents::open(&pin_dir)
+                    .map_err(|e| BenchError::Tool(format!("opening the drop events: {e}")))?;
+                let d0 = drops()?;
+                on.push(handled(generator, &inj, opts.frames, dropped)?);
+                counted += drops()? - d0;
+                // The reader's own work (userspace, another CPU in
+                // practice) is left out: what is measured is the programs'.
+                reader.drain();
+            }
+            let after = dp
+                .monitor_tallies()
+                .map_err(|e| read("drop event tallies", e))?;
+            let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+                median(&mut v.iter().map(f).collect::<Vec<_>>())
+            };
+            out.push(MonitorResult {
+                path: *path,
+                name: path.name(),
+                traffic,
+                mpps: (med(&off, |x| x.0), med(&on, |x| x.0)),
+                cpu_ns_per_packet: (med(&off, |x| x.1), med(&on, |x| x.1)),
+                drops: counted,
+                reported: after.sent - before.sent,
+                rate_limited: after.suppressed - before.suppressed,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Builds every path, then measures them round by round: flat out at every
@@ -276,6 +400,8 @@ pub fn run(
     }
     progress("profile: time inside the programs");
     let profiles = profile(&tops, &mut generator, opts.frames)?;
+    progress("with and without a drop monitor");
+    let monitor = monitor_cost(&tops, &mut generator, opts)?;
     let no_drop = keys
         .iter()
         .zip(&no_drop_samples)
@@ -312,6 +438,7 @@ pub fn run(
         rates,
         no_drop,
         profiles,
+        monitor,
     })
 }
 

@@ -143,14 +143,14 @@ pub(super) fn settled(gen_: &Generator) -> Result<u64, BenchError> {
 
 /// What one generator run sent and what reached the sink.
 pub(super) struct Sample {
-    sent: u64,
-    got: u64,
+    pub(super) sent: u64,
+    pub(super) got: u64,
     /// How long the sending took: the wall time of a flat-out run; for a
     /// paced one, `sent` intervals by the generator's own timestamps (the
     /// iterations after its last frame only idle).
-    seconds: f64,
+    pub(super) seconds: f64,
     /// Busy jiffies of all CPUs meanwhile.
-    cpu_jiffies: u64,
+    pub(super) cpu_jiffies: u64,
 }
 
 /// Runs the generator with `pace` for `iterations` out of the injection

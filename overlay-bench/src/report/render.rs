@@ -194,6 +194,35 @@ pub(super) fn tables(r: &Results) -> String {
             );
         }
     }
+    if !r.packet_rate.monitor.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWith and without `overlay monitor` reading the drop events (64 B from the client \
+             container, flat out, off and on alternating in each round; medians): ordinary traffic, \
+             which the monitor never sees, and a flood of forged-source frames that the client's \
+             host drops, each drop a candidate report (at most {} per second per CPU, the rest \
+             rate-limited)\n\
+             | path | traffic | Mpps off | Mpps on | on / off | CPU ns/pkt off | CPU ns/pkt on | drops (on) | reported | rate-limited |\n\
+             |---|---|---|---|---|---|---|---|---|---|",
+            overlay_common::events::EVENTS_PER_SEC
+        );
+        for m in &r.packet_rate.monitor {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.3} | {:.3} | {} | {:.0} | {:.0} | {} | {} | {} |",
+                m.name,
+                m.traffic,
+                m.mpps.0,
+                m.mpps.1,
+                ratio(m.mpps.1, m.mpps.0),
+                m.cpu_ns_per_packet.0,
+                m.cpu_ns_per_packet.1,
+                m.drops,
+                m.reported,
+                m.rate_limited
+            );
+        }
+    }
     out.push_str(&targets(r));
     if let Some(d) = &r.docker {
         out.push_str(&docker_table(d));
