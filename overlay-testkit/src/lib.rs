@@ -91,3 +91,14 @@ pub fn assert_no_failures(failures: &[String], total: usize) {
         failures.join("\n")
     );
 }
+
+/// A child process killed (if still running) and reaped when dropped:
+/// however the test that started it ends.
+pub struct Reaped(pub std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

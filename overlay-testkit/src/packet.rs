@@ -14,17 +14,8 @@ pub fn eth(dst: [u8; 6], src: [u8; 6], ether_type: u16) -> Vec<u8> {
     v
 }
 
-/// RFC 1071 checksum.
-pub fn csum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+/// RFC 1071 checksum (the product's own, which the tracer uses too).
+pub use overlay_user::model::packet::checksum as csum;
 
 /// IPv4 header fields a case may want to vary.
 #[derive(Clone, Debug)]

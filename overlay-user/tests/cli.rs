@@ -6,7 +6,7 @@ mod common;
 use std::{os::unix::process::CommandExt as _, process::Command};
 
 use common::{Host, Switch, host, require_root};
-use overlay_testkit::{NetNs, traffic::tcp_transfer};
+use overlay_testkit::{NetNs, Reaped, traffic::tcp_transfer};
 
 #[test]
 fn docker_network_tutorial_walkthrough() {
@@ -1304,7 +1304,7 @@ fn a_process_is_adopted_by_its_pid() {
 
 /// A `sleep` started on a given PID (through `ns_last_pid`), killed and
 /// reaped however the test ends.
-struct OnPid(std::process::Child);
+struct OnPid(Reaped);
 
 impl OnPid {
     /// `None` if other processes kept taking the PID first.
@@ -1313,19 +1313,12 @@ impl OnPid {
             std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
                 .expect("writing ns_last_pid (root in the initial PID namespace)");
             let child = Command::new("sleep").arg("300").spawn().expect("sleep");
-            let got = Self(child);
-            if got.0.id() == pid {
+            let got = Self(Reaped(child));
+            if got.0.0.id() == pid {
                 return Some(got);
             }
         }
         None
-    }
-}
-
-impl Drop for OnPid {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -1359,7 +1352,7 @@ fn a_reused_pid_is_never_taken_for_the_container() {
     h.ok(&["rm", "-f", &c]);
     let mut stranger = stranger;
     assert!(
-        stranger.0.try_wait().expect("status").is_none(),
+        stranger.0.0.try_wait().expect("status").is_none(),
         "the process that reused the PID was left alone"
     );
 }

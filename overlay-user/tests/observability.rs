@@ -15,7 +15,7 @@ use std::{
 };
 
 use common::{eventually, host, require_root};
-use overlay_testkit::prometheus::Prometheus;
+use overlay_testkit::{Reaped, prometheus::Prometheus};
 
 /// Where the daemon serves metrics, inside the host's namespace.
 const METRICS: &str = "127.0.0.1:9464";
@@ -135,17 +135,6 @@ fn prometheus_sees_traffic_drops_endpoints_and_requests() {
     for (labels, _) in &series {
         let text = labels.to_string();
         assert!(!text.contains(&b_ip), "an address in labels: {text}");
-    }
-}
-
-/// A child process killed (if still running) and reaped when the test
-/// ends, also when it fails.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

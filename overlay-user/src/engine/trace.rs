@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{Engine, EngineError};
 use crate::{
     dataplane::ProgRun,
-    model::{ContainerRecord, EndpointRecord, MacAddr, NetworkRecord},
+    model::{ContainerRecord, EndpointRecord, MacAddr, NetworkRecord, packet::checksum},
 };
 
 /// The protocol of the traced packet.
@@ -52,18 +52,6 @@ pub struct TraceView {
 const TRACE_SPORT: u16 = 40_000;
 const ETH_P_IP: [u8; 2] = [0x08, 0x00];
 const ETH_P_ARP: [u8; 2] = [0x08, 0x06];
-
-/// The Internet checksum of `data`.
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
 
 /// An ARP request from `mac`/`ip` for `target`.
 fn arp_request(mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {

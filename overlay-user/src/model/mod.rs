@@ -6,6 +6,7 @@ pub mod ids;
 pub mod ipam;
 pub mod mac;
 pub mod names;
+pub mod packet;
 pub mod records;
 pub mod rules;
 pub mod state;
