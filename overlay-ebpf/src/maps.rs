@@ -7,14 +7,20 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use overlay_common::{
-    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, GuardKey, GuardValue, HostSlot,
-    MonitorState, NameKey, NameValue, NetCounters, NetworkInfo, NextHop, PathMtu, PeerKey,
-    PeerValue, RouteKey, RouteValue, capacity, events::EVENTS_RING_BYTES,
+    COUNTER_SLOTS, Config, CounterValue, EndpointInfo, EndpointSlot, GuardKey, GuardValue,
+    HostSlot, MonitorState, NameKey, NameValue, NetCounters, NetworkInfo, NextHop, PathMtu,
+    PeerKey, PeerValue, RouteKey, RouteValue, capacity, events::EVENTS_RING_BYTES,
 };
 
 /// host-side veth ifindex -> local endpoint. Written by userspace on connect.
 #[map]
 pub static OVL_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(capacity::ENDPOINTS, 0);
+
+/// ifindex's low bits -> the endpoint on that ifindex, if it holds the slot:
+/// the endpoint program's first, inlined lookup; `OVL_ENDPOINTS` for the
+/// rest. Written by userspace with `OVL_ENDPOINTS`.
+#[map]
+pub static OVL_EP_SLOTS: Array<EndpointSlot> = Array::pinned(capacity::ENDPOINT_SLOTS, 0);
 
 /// (VNI, IPv4) -> local or remote endpoint. Written by userspace for every
 /// endpoint of every network this host serves.

@@ -1632,6 +1632,132 @@ fn network_counters_start_from_zero_in_a_reused_slot() {
     ));
 }
 
+/// What the endpoint program made of `frame` sent from interface
+/// `ifindex`: the one counter that moved.
+fn endpoint_verdict(dp: &mut Dataplane, ifindex: u32, frame: &[u8]) -> &'static str {
+    let before = dp.counters().expect("counters");
+    let mut ctx = [0u8; 44];
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut out = vec![0u8; frame.len() + 128];
+    dp.tc_program(overlay_common::programs::ENDPOINT_INGRESS)
+        .expect("program")
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .expect("test_run");
+    let delta = dp.counters().expect("counters").since(&before);
+    let moved: Vec<&'static str> = delta
+        .outcomes
+        .iter()
+        .chain(delta.drops.iter())
+        .filter(|(_, v)| v.packets != 0)
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(moved.len(), 1, "one counter per packet: {moved:?}");
+    moved[0]
+}
+
+/// Two endpoints whose interfaces share the direct-mapped slot (ifindex
+/// low bits) are each known as themselves, the slot passes on when its
+/// holder goes, and a removed endpoint's interface is unknown at once.
+#[test]
+fn endpoints_sharing_a_slot_stay_apart() {
+    if !require_root("endpoints_sharing_a_slot_stay_apart") {
+        return;
+    }
+    let env = Env::new();
+    let pins = PinDir::new("sl");
+    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
+    program(&mut dp, &env);
+    let a_if = env.ifindex("ep1");
+    let z_if = a_if + overlay_common::capacity::ENDPOINT_SLOTS;
+    env.host
+        .ns
+        .sh(&format!(
+            "ip link add epz index {z_if} type veth peer name epzp"
+        ))
+        .expect("a veth at a colliding ifindex");
+    env.host.ns.sh("ip link set epz up").expect("up");
+    let mac_z = [0x02, 0x42, 10, 0, 2, 5];
+    let z = LocalEndpoint {
+        vni: 200,
+        ip: ip("10.0.2.5"),
+        mac: MacAddr(mac_z),
+        host_ifindex: z_if,
+        host_mac: MacAddr(HOST_MAC),
+    };
+    dp.add_local_endpoint(&z).expect("Z");
+    // Z is on 200: C (100) is across the isolation boundary; A's own
+    // traffic encapsulates to C.
+    let z_to_c = ipv4_udp_frame(MAC_C, mac_z, ip("10.0.2.5"), ip("10.0.1.4"), 5555);
+    let a_to_c = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.2"), ip("10.0.1.4"), 5555);
+    let a_from_z = a_to_c.clone();
+    let check = |dp: &mut Dataplane, when: &str| {
+        env.host
+            .ns
+            .run(|| {
+                assert_eq!(
+                    endpoint_verdict(dp, z_if, &z_to_c),
+                    "drop_isolation",
+                    "{when}: Z"
+                );
+                assert_eq!(
+                    endpoint_verdict(dp, z_if, &a_from_z),
+                    "drop_spoofed",
+                    "{when}: A's addresses from Z"
+                );
+            })
+            .expect("enter netns");
+    };
+    let a_encaps = |dp: &mut Dataplane, when: &str| {
+        env.host
+            .ns
+            .run(|| assert_eq!(endpoint_verdict(dp, a_if, &a_to_c), "encap", "{when}: A"))
+            .expect("enter netns");
+    };
+    check(&mut dp, "A holds the slot");
+    a_encaps(&mut dp, "A holds the slot");
+    // A goes: Z takes the slot; A's interface is unknown at once.
+    dp.remove_local_endpoint(a_if).expect("remove A");
+    check(&mut dp, "Z holds the slot");
+    env.host
+        .ns
+        .run(|| {
+            assert_eq!(
+                endpoint_verdict(&mut dp, a_if, &a_to_c),
+                "drop_unknown_endpoint",
+                "a removed endpoint"
+            );
+        })
+        .expect("enter netns");
+    // A comes back and is found by hash, Z keeps the slot.
+    dp.add_local_endpoint(&LocalEndpoint {
+        vni: 100,
+        ip: ip("10.0.1.2"),
+        mac: MacAddr(MAC_A),
+        host_ifindex: a_if,
+        host_mac: MacAddr(HOST_MAC),
+    })
+    .expect("A again");
+    check(&mut dp, "A back");
+    a_encaps(&mut dp, "A back, by hash");
+    dp.remove_local_endpoint(z_if).expect("remove Z");
+    env.host
+        .ns
+        .run(|| {
+            assert_eq!(
+                endpoint_verdict(&mut dp, z_if, &z_to_c),
+                "drop_unknown_endpoint",
+                "a removed endpoint"
+            );
+        })
+        .expect("enter netns");
+    a_encaps(&mut dp, "Z gone, A takes the slot");
+}
+
 /// A drop flood reports at most a burst and then the per-CPU rate; the
 /// rest is counted as rate-limited, and what was reported is in the ring.
 #[test]

@@ -49,6 +49,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
+    ep_slots: Array<MapData, overlay_common::EndpointSlot>,
     routes: HashMap<MapData, RouteKey, RouteValue>,
     peers: HashMap<MapData, PeerKey, PeerValue>,
     networks: HashMap<MapData, u32, NetworkInfo>,
@@ -166,6 +167,8 @@ impl Dataplane {
         };
         let endpoints = HashMap::try_from(take_map(&mut ebpf, names::ENDPOINTS)?)
             .map_err(conv(names::ENDPOINTS))?;
+        let ep_slots = Array::try_from(take_map(&mut ebpf, names::ENDPOINT_SLOTS)?)
+            .map_err(conv(names::ENDPOINT_SLOTS))?;
         let routes =
             HashMap::try_from(take_map(&mut ebpf, names::ROUTES)?).map_err(conv(names::ROUTES))?;
         let peers =
@@ -200,6 +203,7 @@ impl Dataplane {
             ebpf,
             pin_dir,
             endpoints,
+            ep_slots,
             routes,
             peers,
             networks,
