@@ -7,8 +7,8 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader},
-    net::SocketAddr,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
     process::Stdio,
     sync::mpsc,
     time::Duration,
@@ -49,6 +49,27 @@ fn prometheus_sees_traffic_drops_endpoints_and_requests() {
     let b_ip = h.ip_of("front", &b);
 
     let target: SocketAddr = METRICS.parse().expect("address");
+    // A client that connects and says nothing holds up no scrape.
+    let (silent, scraped) =
+        h.ns.run(|| {
+            let silent = TcpStream::connect(target).expect("connect");
+            let mut scrape = TcpStream::connect(target).expect("connect");
+            scrape
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .expect("timeout");
+            scrape
+                .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+                .expect("request");
+            let mut reply = String::new();
+            let _ = scrape.read_to_string(&mut reply);
+            (silent, reply)
+        })
+        .expect("enter the host");
+    assert!(
+        scraped.starts_with("HTTP/1.1 200") && scraped.contains("overlay_dataplane_up 1"),
+        "a scrape beside a silent client: {scraped}"
+    );
+    drop(silent);
     let prom = Prometheus::start(&h.ns, target).expect("a Prometheus server");
     wait_for(&prom, r#"up{job="overlay"}"#, |v| v == 1.0);
     wait_for(&prom, "overlay_dataplane_up", |v| v == 1.0);

@@ -427,15 +427,20 @@ pub fn render(snapshot: Option<Snapshot>) -> String {
     out
 }
 
-/// Serves `GET /metrics` until the listener fails, one connection at a
-/// time (a scrape is one short transaction).
+/// Serves `GET /metrics` until the listener fails: a thread per
+/// connection, so a client that connects and says nothing (each waits at
+/// most `READ_TIMEOUT`) holds up no scrape; the store's lock orders the
+/// transactions.
 pub fn serve(listener: &TcpListener, paths: &Paths) {
     for stream in listener.incoming().flatten() {
-        let served =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scrape(stream, paths)));
-        if served.is_err() {
-            tracing::error!("a metrics scrape panicked; serving on");
-        }
+        let paths = paths.clone();
+        std::thread::spawn(move || {
+            let served =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scrape(stream, &paths)));
+            if served.is_err() {
+                tracing::error!("a metrics scrape panicked; serving on");
+            }
+        });
     }
 }
 
