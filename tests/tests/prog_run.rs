@@ -123,6 +123,17 @@ impl Env {
     }
 }
 
+/// A namespace, a pin directory and a dataplane loaded there with the
+/// table's networks and endpoints (dropped in reverse: dataplane, pins,
+/// namespace).
+fn programmed(tag: &str) -> (Env, PinDir, Dataplane) {
+    let env = Env::new();
+    let pins = PinDir::new(tag);
+    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
+    program(&mut dp, &env);
+    (env, pins, dp)
+}
+
 fn program(dp: &mut Dataplane, env: &Env) {
     let net = |vni, subnet: &str, gw: &str, internal| Network {
         vni,
@@ -1461,11 +1472,8 @@ fn verdict_table() {
     if !require_root("verdict_table") {
         return;
     }
-    let env = Env::new();
-    let pins = PinDir::new("pr");
-    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
+    let (env, pins, mut dp) = programmed("pr");
     let mut events = DropEvents::open(&pins.0).expect("drop events");
-    program(&mut dp, &env);
     let mut cases = cases(&env);
     cases.extend(dns_cases());
     let failures: Vec<String> = env
@@ -1490,10 +1498,7 @@ fn encap_source_port_follows_the_flow() {
     if !require_root("encap_source_port_follows_the_flow") {
         return;
     }
-    let env = Env::new();
-    let pins = PinDir::new("sp");
-    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
-    program(&mut dp, &env);
+    let (env, _pins, mut dp) = programmed("sp");
     // A UDP frame from A to C with source port `sport`, `ihl` header words
     // and the flags/offset field `frags`.
     let frame = |sport: u16, ihl: u8, frags: u16| {
@@ -1577,10 +1582,7 @@ fn network_counters_start_from_zero_in_a_reused_slot() {
     if !require_root("network_counters_start_from_zero_in_a_reused_slot") {
         return;
     }
-    let env = Env::new();
-    let pins = PinDir::new("ns");
-    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
-    program(&mut dp, &env);
+    let (env, _pins, mut dp) = programmed("ns");
     let frame = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.2"), ip("10.0.1.4"), 5555);
     env.host
         .ns
@@ -1668,10 +1670,7 @@ fn endpoints_sharing_a_slot_stay_apart() {
     if !require_root("endpoints_sharing_a_slot_stay_apart") {
         return;
     }
-    let env = Env::new();
-    let pins = PinDir::new("sl");
-    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
-    program(&mut dp, &env);
+    let (env, _pins, mut dp) = programmed("sl");
     let a_if = env.ifindex("ep1");
     let z_if = a_if + overlay_common::capacity::ENDPOINT_SLOTS;
     env.host
@@ -1765,10 +1764,7 @@ fn drop_reports_are_rate_limited() {
     if !require_root("drop_reports_are_rate_limited") {
         return;
     }
-    let env = Env::new();
-    let pins = PinDir::new("rl");
-    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
-    program(&mut dp, &env);
+    let (env, pins, mut dp) = programmed("rl");
     // From A's veth with a source address that is not A's.
     let forged = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.99"), ip("10.0.1.4"), 5555);
     let ctx = env.host.skb_ctx("ep1");
@@ -1849,10 +1845,7 @@ fn next_hop_cache_follows_neighbour_changes() {
     if !require_root("next_hop_cache_follows_neighbour_changes") {
         return;
     }
-    let env = Env::new();
-    let pins = PinDir::new("nh");
-    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
-    program(&mut dp, &env);
+    let (env, _pins, mut dp) = programmed("nh");
     let ns = &env.host.ns;
     let jiffies = || overlay_user::host::jiffies().expect("jiffies");
     let new_mac: [u8; 6] = [0x02, 0, 0, 0, 0x99, 0x77];
@@ -1984,10 +1977,7 @@ fn a_path_mtu_learned_from_icmp_applies_to_its_host() {
     if !require_root("a_path_mtu_learned_from_icmp_applies_to_its_host") {
         return;
     }
-    let env = Env::new();
-    let pins = PinDir::new("pm");
-    let mut dp = Dataplane::load(&pins.0).expect("load dataplane");
-    program(&mut dp, &env);
+    let (env, _pins, mut dp) = programmed("pm");
     let c = ip("10.0.1.4");
     let host_c = ProgRunHost::NEIGH_IP;
     let to_c = |len| sized_from_a(MAC_C, c, len, 5, 0x4000);

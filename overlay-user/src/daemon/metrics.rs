@@ -432,16 +432,10 @@ pub fn render(snapshot: Option<Snapshot>) -> String {
 /// most `READ_TIMEOUT`) holds up no scrape; the store's lock orders the
 /// transactions.
 pub fn serve(listener: &TcpListener, paths: &Paths) {
-    for stream in listener.incoming().flatten() {
-        let paths = paths.clone();
-        std::thread::spawn(move || {
-            let served =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scrape(stream, &paths)));
-            if served.is_err() {
-                tracing::error!("a metrics scrape panicked; serving on");
-            }
-        });
-    }
+    let paths = paths.clone();
+    super::serve_each(listener.incoming(), "metrics scrape", move |stream| {
+        scrape(stream, &paths);
+    });
 }
 
 fn scrape(stream: TcpStream, paths: &Paths) {

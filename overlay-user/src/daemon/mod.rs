@@ -95,6 +95,25 @@ pub struct Options {
     pub flags: Settings,
 }
 
+/// Serves each connection of `incoming` on a thread of its own with
+/// `handle`, until the listener fails; a connection whose handler panics is
+/// logged (as a `what`) and dropped, and the server goes on.
+pub(crate) fn serve_each<S: Send + 'static>(
+    incoming: impl Iterator<Item = io::Result<S>>,
+    what: &'static str,
+    handle: impl Fn(S) + Clone + Send + 'static,
+) {
+    for stream in incoming.flatten() {
+        let handle = handle.clone();
+        std::thread::spawn(move || {
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(stream)));
+            if served.is_err() {
+                tracing::error!("a {what} panicked; serving on");
+            }
+        });
+    }
+}
+
 /// Records the cluster settings in the host's state (joining, re-joining
 /// with new settings, or leaving).
 fn configure_cluster(paths: &Paths, store: &str, s: &Settings) -> Result<(), DaemonError> {

@@ -49,17 +49,10 @@ fn fail<T>(msg: impl Into<String>) -> Result<T, Failure> {
 /// since Docker keeps connections open and may call on several at once
 /// (the store's lock orders the transactions).
 pub fn serve(listener: &UnixListener, paths: &Paths) {
-    for stream in listener.incoming().flatten() {
-        let paths = paths.clone();
-        std::thread::spawn(move || {
-            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                connection(stream, &paths);
-            }));
-            if served.is_err() {
-                tracing::error!("a plugin call panicked; serving on");
-            }
-        });
-    }
+    let paths = paths.clone();
+    super::serve_each(listener.incoming(), "plugin call", move |stream| {
+        connection(stream, &paths);
+    });
 }
 
 fn connection(stream: UnixStream, paths: &Paths) {
