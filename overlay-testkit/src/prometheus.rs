@@ -23,7 +23,8 @@ pub struct Prometheus {
 }
 
 /// `GET path` on `addr` (HTTP/1.0, so the server closes): status and body.
-fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+/// Also for reading a `/metrics` page directly.
+pub fn get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     let mut conn = TcpStream::connect(addr)?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;

@@ -12,6 +12,9 @@ use overlay_testkit::docker::Dockerd;
 /// A simulated host running `overlay daemon` (serving the plugin under a
 /// name of its own, so tests in parallel do not share one) and a dockerd.
 /// Fields drop in order: Docker's containers and networks first.
+/// Where the first test's daemon serves metrics, in its host's namespace.
+const METRICS: &str = "127.0.0.1:9466";
+
 struct DockerHost {
     docker: Dockerd,
     host: Host,
@@ -76,11 +79,33 @@ fn docker_containers_on_plugin_networks() {
     if !require_root("docker_containers_on_plugin_networks") {
         return;
     }
-    let d = DockerHost::new();
+    let d = DockerHost::on(host(), &["--metrics-address", METRICS]);
     let docker = &d.docker;
     let id = d.network("front", &[]);
     docker.container("web", "front", &[]);
     docker.container("db", "front", &[]);
+    // Docker's calls, as the metrics count them.
+    let (status, page) = d
+        .host
+        .ns
+        .run(|| overlay_testkit::prometheus::get(METRICS, "/metrics"))
+        .expect("enter the host")
+        .expect("a scrape");
+    assert_eq!(status, 200, "{page}");
+    for (call, at_least) in [
+        ("/NetworkDriver.CreateNetwork", 1),
+        ("/IpamDriver.RequestAddress", 2),
+        ("/NetworkDriver.Join", 2),
+    ] {
+        let series = format!(
+            "overlay_requests_total{{interface=\"plugin\",command=\"{call}\",result=\"ok\"}} "
+        );
+        let count: u64 = page
+            .lines()
+            .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(count >= at_least, "{call}: {count} in\n{page}");
+    }
     let web_ip = docker.ip_of("web", "front");
     let forwarded = d.counter("forward_local");
     assert!(docker.pings("db", &web_ip), "db reaches web by address");
