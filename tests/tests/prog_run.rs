@@ -1558,21 +1558,11 @@ fn encap_source_port_follows_the_flow() {
 /// Runs the endpoint program on `frame` sent by A (`ep1`), checks that it
 /// was encapsulated and redirected, and returns the output frame.
 fn encap_from_a(dp: &mut Dataplane, env: &Env, frame: &[u8]) -> Vec<u8> {
-    let mut out = vec![0u8; frame.len() + 64];
-    let ctx = env.host.skb_ctx("ep1");
-    let r = dp
-        .tc_program(overlay_common::programs::ENDPOINT_INGRESS)
-        .expect("program")
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
+    let run = dp
+        .run_endpoint(env.ifindex("ep1"), frame)
         .expect("test_run");
-    assert_eq!(r.return_value, TC_ACT_REDIRECT, "encap");
-    out.truncate(r.data_size_out as usize);
-    out
+    assert_eq!(run.action, TC_ACT_REDIRECT, "encap");
+    run.out
 }
 
 /// A network's counters start from zero, also in the counter slot of a
@@ -1637,29 +1627,14 @@ fn network_counters_start_from_zero_in_a_reused_slot() {
 /// What the endpoint program made of `frame` sent from interface
 /// `ifindex`: the one counter that moved.
 fn endpoint_verdict(dp: &mut Dataplane, ifindex: u32, frame: &[u8]) -> &'static str {
-    let before = dp.counters().expect("counters");
-    let mut ctx = [0u8; 44];
-    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
-    let mut out = vec![0u8; frame.len() + 128];
-    dp.tc_program(overlay_common::programs::ENDPOINT_INGRESS)
-        .expect("program")
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .expect("test_run");
-    let delta = dp.counters().expect("counters").since(&before);
-    let moved: Vec<&'static str> = delta
-        .outcomes
-        .iter()
-        .chain(delta.drops.iter())
-        .filter(|(_, v)| v.packets != 0)
-        .map(|(k, _)| *k)
-        .collect();
-    assert_eq!(moved.len(), 1, "one counter per packet: {moved:?}");
-    moved[0]
+    let run = dp.run_endpoint(ifindex, frame).expect("test_run");
+    assert_eq!(
+        run.moved.len(),
+        1,
+        "one counter per packet: {:?}",
+        run.moved
+    );
+    run.moved[0]
 }
 
 /// Two endpoints whose interfaces share the direct-mapped slot (ifindex
