@@ -7,8 +7,9 @@ use network_types::{arp::ArpHdr, eth::EthHdr};
 use overlay_common::{DropReason, EndpointInfo, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey};
 
 use crate::{
-    maps::{OVL_NETWORKS, OVL_ROUTES},
+    maps::OVL_NETWORKS,
     parse::{ETH_P_ARP, addr, read_at},
+    slots,
 };
 
 const ARP_HTYPE_ETHER: [u8; 2] = 1u16.to_be_bytes();
@@ -87,13 +88,12 @@ fn resolve(ep: &EndpointInfo, target: u32) -> Result<[u8; 6], DropReason> {
         vni: ep.vni,
         ip: target,
     };
-    // SAFETY: the value is copied out before the map can change it.
-    if let Some(route) = unsafe { OVL_ROUTES.get(&key) }
+    if let Some(route) = slots::route(&key)
         && (route.kind == ROUTE_LOCAL || route.kind == ROUTE_REMOTE)
     {
         return Ok(route.mac);
     }
-    // SAFETY: as above.
+    // SAFETY: the value is copied out before the map can change it.
     if let Some(net) = unsafe { OVL_NETWORKS.get(&ep.vni) }
         && net.gateway != 0
         && net.gateway == target

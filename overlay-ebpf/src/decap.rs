@@ -10,11 +10,12 @@ use overlay_common::{
 use crate::{
     counters::NetRef,
     icmp::learn_path_mtu,
-    maps::{OVL_CONFIG, OVL_NETWORKS, OVL_PEERS, OVL_ROUTES},
+    maps::{OVL_CONFIG, OVL_NETWORKS},
     parse::{
         ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP, addr, ipv4_header_len, is_first_fragment, is_fragment,
         ptr_at, read_at,
     },
+    slots,
 };
 
 /// Offsets of a VXLAN packet whose outer IPv4 header has no options.
@@ -119,9 +120,13 @@ pub fn classify(start: usize, end: usize, net: &mut NetRef) -> Result<Underlay, 
         ip: addr(ip.src_addr),
         vni,
     };
+    // VNI 0 is no network's; it is also the key of a free slot.
+    if vni == 0 {
+        return Err(DropReason::UnknownVni);
+    }
     // Peers exist only for networks this host serves, so one lookup admits
     // the packet; the networks map is asked only to name the drop reason.
-    if OVL_PEERS.get_ptr(&peer).is_none() {
+    if !slots::peer_allowed(&peer) {
         if OVL_NETWORKS.get_ptr(&vni).is_none() {
             return Err(DropReason::UnknownVni);
         }
@@ -142,7 +147,7 @@ pub fn classify(start: usize, end: usize, net: &mut NetRef) -> Result<Underlay, 
         vni,
         ip: addr(inner_ip.dst_addr),
     };
-    match unsafe { OVL_ROUTES.get(&key) } {
+    match slots::route(&key) {
         Some(route) if route.kind == ROUTE_LOCAL => {
             net.counter_slot = route.counter_slot;
             Ok(Underlay::Decap(Delivery {

@@ -367,7 +367,7 @@ pub fn encapsulate(
             ether_type: inner_eth.ether_type,
         },
     });
-    hdr.0.ip.check = csum::ipv4_header(&hdr.0.ip);
+    hdr.0.ip.check = csum::vxlan_outer_ipv4(ip_len, OUTER_TTL, cfg.underlay_ip, remote_ip);
     write_front(ctx, &hdr)?;
 
     // SAFETY: plain helper calls; the redirect happens after we return.

@@ -22,11 +22,12 @@ use crate::{
     dns, encap,
     events::Seen,
     guard,
-    maps::{OVL_ENDPOINTS, OVL_EP_SLOTS, OVL_NETWORKS, OVL_ROUTES, OVL_SUBNETS},
+    maps::{OVL_ENDPOINTS, OVL_EP_SLOTS, OVL_NETWORKS, OVL_SUBNETS},
     parse::{
         ETH_P_ARP, ETH_P_IP, Words, addr, ipv4_header_len, is_fragment, load_eth, read_at,
         write_front,
     },
+    slots,
 };
 
 /// Ethernet + minimal IPv4, and Ethernet + ARP: what must be linear.
@@ -106,8 +107,7 @@ fn try_endpoint_ingress(ctx: &TcContext, net: &mut NetRef) -> Result<(i32, Count
         vni: ep.vni,
         ip: dst,
     };
-    // SAFETY: copied out at once.
-    if let Some(route) = unsafe { OVL_ROUTES.get(&key) }.copied() {
+    if let Some(route) = slots::route(&key) {
         if route.kind == ROUTE_LOCAL {
             // Same host, same network: straight into the destination's
             // namespace, skipping the host stack and the veth backlog.

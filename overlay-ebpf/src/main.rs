@@ -13,7 +13,8 @@
 //! Helpers by concern: [`parse`] (bounds-checked header access), [`arp`],
 //! [`encap`], [`decap`], [`icmp`] (path MTU: errors to containers, learning
 //! from the underlay), [`dns`] (answers for container names), [`guard`] (what containers may not reach), [`csum`],
-//! [`counters`] and [`events`] (drop reports); every map is in [`maps`].
+//! [`counters`] and [`events`] (drop reports), [`slots`] (route and peer
+//! lookups); every map is in [`maps`].
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -41,6 +42,8 @@ mod icmp;
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod slots;
 #[cfg(target_arch = "bpf")]
 mod underlay;
 

@@ -9,7 +9,8 @@ use aya_ebpf::{
 use overlay_common::{
     COUNTER_SLOTS, Config, CounterValue, EndpointInfo, EndpointSlot, GuardKey, GuardValue,
     HostSlot, MonitorState, NameKey, NameValue, NetCounters, NetworkInfo, NextHop, PathMtu,
-    PeerKey, PeerValue, RouteKey, RouteValue, capacity, events::EVENTS_RING_BYTES,
+    PeerKey, PeerSlot, PeerValue, RouteKey, RouteSlot, RouteValue, capacity,
+    events::EVENTS_RING_BYTES,
 };
 
 /// host-side veth ifindex -> local endpoint. Written by userspace on connect.
@@ -26,6 +27,18 @@ pub static OVL_EP_SLOTS: Array<EndpointSlot> = Array::pinned(capacity::ENDPOINT_
 /// endpoint of every network this host serves.
 #[map]
 pub static OVL_ROUTES: HashMap<RouteKey, RouteValue> = HashMap::pinned(capacity::ROUTES, 0);
+
+/// `route_slot(key)` -> the route of `key`, if it holds the slot: the hot
+/// paths' first, inlined lookup; `OVL_ROUTES` for the rest (see
+/// [`crate::slots`]). Written by userspace with `OVL_ROUTES`.
+#[map]
+pub static OVL_ROUTE_SLOTS: Array<RouteSlot> = Array::pinned(capacity::ROUTE_SLOTS, 0);
+
+/// `peer_slot(key)` -> peer `key`, if it holds the slot: the decap path's
+/// first, inlined lookup; `OVL_PEERS` for the rest. Written by userspace
+/// with `OVL_PEERS`.
+#[map]
+pub static OVL_PEER_SLOTS: Array<PeerSlot> = Array::pinned(capacity::PEER_SLOTS, 0);
 
 /// (remote underlay IPv4, VNI) -> allowed. Written by userspace per peer host.
 #[map]

@@ -9,12 +9,14 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use overlay_common::{
-    Counter, DNS_ADDRS_MAX, DNS_NAME_MAX, DropEvent, DropReason, NameKey, NameValue,
-    VXLAN_ENCAP_LEN, VXLAN_PORT,
+    Counter, DNS_ADDRS_MAX, DNS_NAME_MAX, DropEvent, DropReason, NameKey, NameValue, PeerKey,
+    PeerSlot, RouteKey, RouteSlot, RouteValue, VXLAN_ENCAP_LEN, VXLAN_PORT,
     events::{
         EVENT_FLAG_INNER, EVENTS_BURST, EVENTS_PER_SEC, HOOK_ENDPOINT, HOOK_UNDERLAY_TC,
         HOOK_UNDERLAY_XDP,
     },
+    maps::names,
+    peer_slot, route_slot,
 };
 use overlay_testkit::{
     PinDir, assert_no_failures,
@@ -1730,6 +1732,255 @@ fn endpoints_sharing_a_slot_stay_apart() {
         })
         .expect("enter netns");
     a_encaps(&mut dp, "Z gone, A takes the slot");
+}
+
+/// The pinned direct-mapped slot arrays, as the programs read them.
+fn slot_maps(
+    pins: &PinDir,
+) -> (
+    aya::maps::Array<aya::maps::MapData, RouteSlot>,
+    aya::maps::Array<aya::maps::MapData, PeerSlot>,
+) {
+    let open = |name: &str| {
+        aya::maps::Map::Array(
+            aya::maps::MapData::from_pin(pins.0.join("maps").join(name)).expect("pinned slots"),
+        )
+    };
+    (
+        aya::maps::Array::try_from(open(names::ROUTE_SLOTS)).expect("route slots"),
+        aya::maps::Array::try_from(open(names::PEER_SLOTS)).expect("peer slots"),
+    )
+}
+
+/// Routes and peers behind their direct-mapped slots: a route whose slot
+/// another network's route holds is found by hash (its own host and MAC,
+/// never the holder's); a slot is taken only while its sequence is even
+/// and only for its own key; a freed slot goes to the next route written
+/// there; a peer is admitted from its slot or by hash, and a revoked one at
+/// once; slot maps made next to older pins are filled on load.
+#[test]
+fn routes_and_peers_sharing_slots_stay_apart() {
+    if !require_root("routes_and_peers_sharing_slots_stay_apart") {
+        return;
+    }
+    let (env, pins, mut dp) = programmed("rs");
+    let (mut route_slots, mut peer_slots) = slot_maps(&pins);
+    dp.add_network(&Network {
+        vni: 700,
+        subnet: "10.70.0.0/16".parse().expect("subnet"),
+        gateway: Some(ip("10.70.0.1")),
+        internal: false,
+    })
+    .expect("net 700");
+    // K (network 700) and Y (A's network 100) share a slot.
+    let key = |vni, a: Ipv4Addr| RouteKey {
+        vni,
+        ip: u32::from(a).to_be(),
+    };
+    let (k, y) = (10..250u8)
+        .flat_map(|last| {
+            let y = Ipv4Addr::new(10, 0, 1, last);
+            let want = route_slot(&key(100, y));
+            (2..=u16::MAX - 1)
+                .map(|n| Ipv4Addr::new(10, 70, (n >> 8) as u8, n as u8))
+                .find(|k| route_slot(&key(700, *k)) == want)
+                .map(|k| (k, y))
+        })
+        .next()
+        .expect("a colliding pair");
+    let slot = route_slot(&key(100, y));
+    let (mac_k, mac_y) = ([0x02, 0x42, 0x70, 0, 0, 1], [0x02, 0x42, 0x0a, 0, 1, 0x77]);
+    let remote = |vni, addr, mac, host: &str| RemoteEndpoint {
+        vni,
+        ip: addr,
+        mac: MacAddr(mac),
+        host: ip(host),
+    };
+    dp.add_remote_endpoint(&remote(700, k, mac_k, "10.98.1.1"))
+        .expect("K");
+    dp.add_remote_endpoint(&remote(100, y, mac_y, "10.99.0.2"))
+        .expect("Y");
+    let held = |slots: &aya::maps::Array<aya::maps::MapData, RouteSlot>| {
+        let s = slots.get(&slot, 0).expect("slot");
+        assert_eq!(s.seq % 2, 0, "a stable slot");
+        (s.key.vni != 0).then(|| (s.key.vni, Ipv4Addr::from(u32::from_be(s.key.ip))))
+    };
+    assert_eq!(
+        held(&route_slots),
+        Some((700, k)),
+        "the first route written holds the slot"
+    );
+    let to_y = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.2"), y, 5555);
+    let y_goes_to = |dp: &mut Dataplane, when: &str| -> ([u8; 6], Ipv4Addr) {
+        let out = env
+            .host
+            .ns
+            .run(|| encap_from_a(dp, &env, &to_y))
+            .expect("enter netns");
+        let inner_dst: [u8; 6] = out[50..56].try_into().expect("mac");
+        let outer_dst = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+        assert_eq!(
+            u32::from_be_bytes([0, out[46], out[47], out[48]]),
+            100,
+            "{when}: the sender's VNI"
+        );
+        (inner_dst, outer_dst)
+    };
+    assert_eq!(
+        y_goes_to(&mut dp, "K holds the slot"),
+        (mac_y, ip("10.99.0.2"))
+    );
+
+    // K goes: its slot is freed, Y still found by hash, K no longer routed.
+    dp.remove_remote_endpoint(700, k).expect("remove K");
+    assert_eq!(held(&route_slots), None, "freed with its route");
+    assert_eq!(y_goes_to(&mut dp, "slot free"), (mac_y, ip("10.99.0.2")));
+    // Y moves (new MAC): written again, it takes the free slot.
+    let mac_y2 = [0x02, 0x42, 0x0a, 0, 1, 0x78];
+    dp.add_remote_endpoint(&remote(100, y, mac_y2, "10.99.0.2"))
+        .expect("Y moves");
+    assert_eq!(held(&route_slots), Some((100, y)), "Y takes the free slot");
+    assert_eq!(
+        y_goes_to(&mut dp, "Y holds the slot"),
+        (mac_y2, ip("10.99.0.2"))
+    );
+
+    // The programs read the slot under its sequence: a slot being written
+    // (odd) is left for the hash map, a stable one is taken as it is.
+    let stable = route_slots.get(&slot, 0).expect("slot");
+    let poisoned = RouteSlot {
+        route: RouteValue {
+            mac: [0x02, 0xba, 0xd0, 0, 0, 1],
+            ..stable.route
+        },
+        ..stable
+    };
+    route_slots
+        .set(
+            slot,
+            &RouteSlot {
+                seq: stable.seq + 1,
+                ..poisoned
+            },
+            0,
+        )
+        .expect("odd");
+    assert_eq!(
+        y_goes_to(&mut dp, "slot being written"),
+        (mac_y2, ip("10.99.0.2")),
+        "an odd slot is not read"
+    );
+    route_slots
+        .set(
+            slot,
+            &RouteSlot {
+                seq: stable.seq + 2,
+                ..poisoned
+            },
+            0,
+        )
+        .expect("even");
+    assert_eq!(
+        y_goes_to(&mut dp, "stable slot").0,
+        poisoned.route.mac,
+        "the programs do read the slot"
+    );
+    // Writing the route again repairs the slot.
+    dp.add_remote_endpoint(&remote(100, y, mac_y2, "10.99.0.2"))
+        .expect("Y again");
+    assert_eq!(y_goes_to(&mut dp, "rewritten"), (mac_y2, ip("10.99.0.2")));
+
+    // Peers: C's host (10.99.0.2) holds its slot; decap to A.
+    let from = |host: &str| {
+        let inner = ipv4_udp_frame(MAC_A, MAC_C, ip("10.0.1.4"), ip("10.0.1.2"), 7777);
+        vxlan_frame(ip(host), ip("10.99.0.1"), VXLAN_PORT, 0x08, 100, &inner)
+    };
+    let decap = |dp: &mut Dataplane, frame: &[u8]| -> u32 {
+        let mut out = vec![0u8; frame.len()];
+        env.host
+            .ns
+            .run(|| {
+                dp.xdp_program()
+                    .expect("xdp")
+                    .test_run(TestRunOptions {
+                        data_in: Some(frame),
+                        data_out: Some(&mut out),
+                        ..TestRunOptions::default()
+                    })
+                    .expect("test_run")
+                    .return_value
+            })
+            .expect("enter netns")
+    };
+    let peer = |host: &str| PeerKey {
+        ip: u32::from(ip(host)).to_be(),
+        vni: 100,
+    };
+    let c_slot = peer_slot(&peer("10.99.0.2"));
+    assert_eq!(
+        peer_slots.get(&c_slot, 0).expect("slot").key,
+        peer("10.99.0.2")
+    );
+    assert_eq!(decap(&mut dp, &from("10.99.0.2")), XDP_REDIRECT, "a peer");
+    assert_eq!(decap(&mut dp, &from("10.99.0.9")), XDP_DROP, "not a peer");
+    // A stable slot is taken for its own key only; an odd one not at all.
+    let stray = peer_slot(&peer("10.99.0.9"));
+    peer_slots
+        .set(
+            stray,
+            &PeerSlot {
+                seq: 1,
+                ..PeerSlot::holding(peer("10.99.0.9"))
+            },
+            0,
+        )
+        .expect("odd");
+    assert_eq!(decap(&mut dp, &from("10.99.0.9")), XDP_DROP, "odd slot");
+    peer_slots
+        .set(
+            stray,
+            &PeerSlot {
+                seq: 2,
+                ..PeerSlot::holding(peer("10.99.0.9"))
+            },
+            0,
+        )
+        .expect("even");
+    assert_eq!(
+        decap(&mut dp, &from("10.99.0.9")),
+        XDP_REDIRECT,
+        "read from the slot"
+    );
+    peer_slots.set(stray, &PeerSlot::FREE, 0).expect("free");
+    // C's slot taken from it: still a peer, by hash.
+    peer_slots.set(c_slot, &PeerSlot::FREE, 0).expect("free");
+    assert_eq!(
+        decap(&mut dp, &from("10.99.0.2")),
+        XDP_REDIRECT,
+        "found by hash"
+    );
+    // A load that makes the slot maps anew fills them from the hash maps.
+    drop((route_slots, peer_slots));
+    drop(dp);
+    for name in [names::ROUTE_SLOTS, names::PEER_SLOTS] {
+        std::fs::remove_file(pins.0.join("maps").join(name)).expect("unpin");
+    }
+    let mut dp = Dataplane::load(&pins.0).expect("reload");
+    let (route_slots, peer_slots) = slot_maps(&pins);
+    assert_eq!(held(&route_slots), Some((100, y)), "refilled");
+    assert_eq!(
+        peer_slots.get(&c_slot, 0).expect("slot").key,
+        peer("10.99.0.2")
+    );
+    assert_eq!(y_goes_to(&mut dp, "reloaded"), (mac_y2, ip("10.99.0.2")));
+    // Revoked: at once, slot and hash.
+    dp.remove_peer(ip("10.99.0.2"), 100).expect("revoke");
+    assert_eq!(
+        peer_slots.get(&c_slot, 0).expect("slot").key.vni,
+        0,
+        "slot freed"
+    );
+    assert_eq!(decap(&mut dp, &from("10.99.0.2")), XDP_DROP, "revoked");
 }
 
 /// A drop flood reports at most a burst and then the per-CPU rate; the

@@ -5,8 +5,7 @@
 use std::net::Ipv4Addr;
 
 use overlay_common::{
-    EndpointInfo, EndpointSlot, PeerKey, PeerValue, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey,
-    RouteValue, capacity,
+    EndpointInfo, EndpointSlot, PeerKey, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey, RouteValue, capacity,
 };
 
 use super::{
@@ -188,7 +187,7 @@ impl Dataplane {
             let _ = self.endpoints.remove(&ep.host_ifindex);
             return Err(e);
         }
-        if let Err(e) = self.routes.insert(&key, &route, 0) {
+        if let Err(e) = self.put_route(&key, &route) {
             let _ = self.release_endpoint_slot(ep.host_ifindex);
             let _ = self.endpoints.remove(&ep.host_ifindex);
             return Err(DataplaneError::map(format!("adding route for {}", ep.ip))(
@@ -217,7 +216,7 @@ impl Dataplane {
             vni: info.vni,
             ip: info.ip,
         };
-        match self.routes.remove(&key) {
+        match self.delete_route(&key) {
             Ok(()) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(DataplaneError::map("removing an endpoint route")(e)),
@@ -247,27 +246,24 @@ impl Dataplane {
             counter_slot: 0,
             host_slot,
         };
-        self.routes
-            .insert(
-                &RouteKey {
-                    vni: ep.vni,
-                    ip: be(ep.ip),
-                },
-                &route,
-                0,
-            )
-            .map_err(DataplaneError::map(format!(
-                "adding remote endpoint {}",
-                ep.ip
-            )))
+        self.put_route(
+            &RouteKey {
+                vni: ep.vni,
+                ip: be(ep.ip),
+            },
+            &route,
+        )
+        .map_err(DataplaneError::map(format!(
+            "adding remote endpoint {}",
+            ep.ip
+        )))
     }
 
     /// Removes a remote endpoint.
     pub fn remove_remote_endpoint(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
         match self.route(vni, ip)? {
             Some(r) if r.kind == ROUTE_REMOTE => self
-                .routes
-                .remove(&RouteKey { vni, ip: be(ip) })
+                .delete_route(&RouteKey { vni, ip: be(ip) })
                 .map_err(DataplaneError::map(format!(
                     "removing remote endpoint {ip}"
                 ))),
@@ -278,7 +274,7 @@ impl Dataplane {
     /// Removes whatever route `(vni, ip)` has (local or remote); absent is
     /// fine. For repairs, where an entry may have outlived its owner.
     pub fn remove_route(&mut self, vni: u32, ip: Ipv4Addr) -> Result<(), DataplaneError> {
-        match self.routes.remove(&RouteKey { vni, ip: be(ip) }) {
+        match self.delete_route(&RouteKey { vni, ip: be(ip) }) {
             Ok(()) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(DataplaneError::map(format!("removing route {ip}"))(e)),
@@ -289,15 +285,13 @@ impl Dataplane {
     pub fn add_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError> {
         rules::check_host_address(host)?;
         self.network(vni)?;
-        self.peers
-            .insert(&PeerKey { ip: be(host), vni }, &PeerValue::default(), 0)
+        self.put_peer(&PeerKey { ip: be(host), vni })
             .map_err(DataplaneError::map(format!("adding peer {host}")))
     }
 
     /// Revokes `host`'s permission to send `vni`.
     pub fn remove_peer(&mut self, host: Ipv4Addr, vni: u32) -> Result<(), DataplaneError> {
-        self.peers
-            .remove(&PeerKey { ip: be(host), vni })
+        self.delete_peer(&PeerKey { ip: be(host), vni })
             .map_err(DataplaneError::map(format!("removing peer {host}")))
     }
 }

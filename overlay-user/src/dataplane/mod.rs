@@ -14,6 +14,7 @@ pub mod events;
 pub mod features;
 mod guards;
 mod networks;
+mod slots;
 mod trace;
 mod types;
 mod underlay;
@@ -50,6 +51,9 @@ pub struct Dataplane {
     pin_dir: PathBuf,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     ep_slots: Array<MapData, overlay_common::EndpointSlot>,
+    /// Kept with `routes` and `peers` by [`slots`].
+    route_slots: Array<MapData, overlay_common::RouteSlot>,
+    peer_slots: Array<MapData, overlay_common::PeerSlot>,
     routes: HashMap<MapData, RouteKey, RouteValue>,
     peers: HashMap<MapData, PeerKey, PeerValue>,
     networks: HashMap<MapData, u32, NetworkInfo>,
@@ -132,6 +136,10 @@ impl Dataplane {
             source,
         })?;
         drop_stale_caches(&map_dir)?;
+        // Slot maps made by this load next to routes pinned before them
+        // (an upgrade) are filled from the hash maps once.
+        let new_slots =
+            !map_dir.join(names::ROUTE_SLOTS).exists() || !map_dir.join(names::PEER_SLOTS).exists();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&map_dir)
             .load(EBPF_OBJECT)
@@ -173,6 +181,10 @@ impl Dataplane {
             HashMap::try_from(take_map(&mut ebpf, names::ROUTES)?).map_err(conv(names::ROUTES))?;
         let peers =
             HashMap::try_from(take_map(&mut ebpf, names::PEERS)?).map_err(conv(names::PEERS))?;
+        let route_slots = Array::try_from(take_map(&mut ebpf, names::ROUTE_SLOTS)?)
+            .map_err(conv(names::ROUTE_SLOTS))?;
+        let peer_slots = Array::try_from(take_map(&mut ebpf, names::PEER_SLOTS)?)
+            .map_err(conv(names::PEER_SLOTS))?;
         let networks = HashMap::try_from(take_map(&mut ebpf, names::NETWORKS)?)
             .map_err(conv(names::NETWORKS))?;
         let subnets = LpmTrie::try_from(take_map(&mut ebpf, names::SUBNETS)?)
@@ -199,13 +211,15 @@ impl Dataplane {
             .map_err(conv(names::MONITOR))?;
         let monitor_on = Array::try_from(take_map(&mut ebpf, names::MONITOR_ON)?)
             .map_err(conv(names::MONITOR_ON))?;
-        Ok(Self {
+        let mut dp = Self {
             ebpf,
             pin_dir,
             endpoints,
             ep_slots,
             routes,
             peers,
+            route_slots,
+            peer_slots,
             networks,
             subnets,
             config,
@@ -219,7 +233,12 @@ impl Dataplane {
             names: dns_names,
             monitor,
             monitor_on,
-        })
+        };
+        if new_slots {
+            dp.fill_slots()
+                .map_err(DataplaneError::map("filling the route and peer slots"))?;
+        }
+        Ok(dp)
     }
 
     /// Where maps (`maps/`) and links (`links/`) are pinned.

@@ -120,8 +120,7 @@ impl Dataplane {
             return Err(DataplaneError::NetworkInUse(vni));
         }
         for (key, _) in routes {
-            self.routes
-                .remove(&key)
+            self.delete_route(&key)
                 .map_err(DataplaneError::map("removing a route"))?;
         }
         let peers: Vec<PeerKey> = self
@@ -131,8 +130,7 @@ impl Dataplane {
             .filter(|k| k.vni == vni)
             .collect();
         for key in peers {
-            self.peers
-                .remove(&key)
+            self.delete_peer(&key)
                 .map_err(DataplaneError::map("removing a peer"))?;
         }
         self.networks

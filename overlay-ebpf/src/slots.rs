@@ -1,0 +1,56 @@
+//! Route and peer lookups: the direct-mapped slot arrays first (an array
+//! lookup the JIT inlines), the hash maps, which hold every entry, when the
+//! slot is another key's or is being rewritten.
+
+use core::ptr;
+
+use overlay_common::{PeerKey, RouteKey, RouteValue, SLOT_SEQ_WRITING, peer_slot, route_slot};
+
+use crate::maps::{OVL_PEER_SLOTS, OVL_PEERS, OVL_ROUTE_SLOTS, OVL_ROUTES};
+
+/// The reader's half of the slots' sequence lock (see
+/// [`overlay_common::RouteSlot`]): `seq`, then the copy, then `seq` again,
+/// as volatile reads so the compiler keeps them in this order (x86 keeps
+/// loads in order; the writer's updates are separate syscalls). The copy
+/// counts only when both reads saw the same even value.
+///
+/// # Safety
+/// `slot` points to a map value of type `S` whose first byte is its `seq`.
+#[inline(always)]
+unsafe fn read_stable<S: Copy>(slot: *const S) -> Option<S> {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        let seq = slot.cast::<u8>();
+        let before = ptr::read_volatile(seq);
+        let copy = ptr::read_volatile(slot);
+        let after = ptr::read_volatile(seq);
+        (before & SLOT_SEQ_WRITING == 0 && before == after).then_some(copy)
+    }
+}
+
+/// The route of `key`, if it has one.
+#[inline(always)]
+pub fn route(key: &RouteKey) -> Option<RouteValue> {
+    if let Some(slot) = OVL_ROUTE_SLOTS.get_ptr(route_slot(key))
+        // SAFETY: a RouteSlot value of the map, `seq` first.
+        && let Some(copy) = unsafe { read_stable(slot) }
+        && copy.key == *key
+    {
+        return Some(copy.route);
+    }
+    // SAFETY: copied out at once.
+    unsafe { OVL_ROUTES.get(key) }.copied()
+}
+
+/// Whether remote host and VNI `key` may send us VXLAN.
+#[inline(always)]
+pub fn peer_allowed(key: &PeerKey) -> bool {
+    if let Some(slot) = OVL_PEER_SLOTS.get_ptr(peer_slot(key))
+        // SAFETY: a PeerSlot value of the map, `seq` first.
+        && let Some(copy) = unsafe { read_stable(slot) }
+        && copy.key == *key
+    {
+        return true;
+    }
+    OVL_PEERS.get_ptr(key).is_some()
+}
