@@ -23,12 +23,7 @@ use overlay_user::{
     api::error_chain,
     dataplane::{Dataplane, Network},
     engine::{CreateNetwork, Engine, EngineError, Paths, transaction},
-    host::{
-        ethtool,
-        link::VethEnd,
-        netlink::Netlink,
-        sysfs::{online_cpus_mask, set_rps_cpus},
-    },
+    host::{ethtool, link::VethEnd, netlink::Netlink},
     model::{AttachedMode, DecapRequest, Driver, MacAddr, rules},
 };
 
@@ -414,11 +409,6 @@ impl Lab {
             h.ns.sh(&format!("ip link set {host_ifname} up"))?;
             if h.kind == HostKind::Kernel {
                 h.ns.sh(&format!("ip link set {host_ifname} master br{vni}"))?;
-            }
-            if h.kind == HostKind::Bare {
-                // The veths of limit (a) are the dataplane's: with the RPS
-                // mask its agent gives every endpoint veth.
-                h.ns.run(|| set_rps_cpus(&host_ifname, &online_cpus_mask()?))??;
             }
             let mac = MacAddr::from_ipv4(*ip);
             ns.sh(&format!("ip link set {ifname} address {mac}"))?;

@@ -920,32 +920,6 @@ fn two_hosts_over_the_cli_with_static_peers() {
     }
     let (a, a_ip, b, b_ip) = static_pair(&h1, &h2, "10.100.0.1");
     assert_ne!(a_ip, b_ip, "distinct addresses");
-    // Each endpoint veth keeps a flow on one CPU (RPS over the online
-    // CPUs), so a TCP flow is not reordered between two CPUs' backlogs.
-    let online = overlay_user::host::sysfs::online_cpus_mask().expect("online CPUs");
-    for h in [&h1, &h2] {
-        let links = h.ns.exec(&["ip", "-o", "link", "show"]).expect("links");
-        let links = String::from_utf8_lossy(&links.stdout).into_owned();
-        let veth = links
-            .lines()
-            .filter_map(|l| l.split(": ").nth(1))
-            .map(|n| n.split('@').next().unwrap_or(n))
-            .find(|n| n.starts_with("ovl"))
-            .unwrap_or_else(|| panic!("an endpoint veth: {links}"))
-            .to_owned();
-        let rps =
-            h.ns.exec(&[
-                "cat",
-                &format!("/sys/class/net/{veth}/queues/rx-0/rps_cpus"),
-            ])
-            .expect("rps_cpus");
-        let rps = String::from_utf8_lossy(&rps.stdout).trim().to_owned();
-        let bits = |mask: &str| mask.replace(',', "").trim_start_matches('0').to_owned();
-        assert!(
-            !rps.is_empty() && bits(&rps) == bits(&online),
-            "{veth}: RPS {rps}, online {online}"
-        );
-    }
     learn(&h1, "10.100.0.2", &b_ip);
     assert!(
         !h1.pings(&a, &b_ip),

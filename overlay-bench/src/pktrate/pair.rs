@@ -9,9 +9,7 @@ use overlay_testkit::NetNs;
 use super::{
     RateOptions,
     generator::{Generator, udp_frame},
-    search::{
-        Injection, iteration_ns, measure, no_drop_rate, restore_devices, split_cpus, steer_devices,
-    },
+    search::{Injection, iteration_ns, measure, no_drop_rate, split_cpus, steer_devices},
 };
 use crate::{BenchError, traffic::Ends};
 
@@ -97,9 +95,9 @@ impl PairMeter {
                 .insert(iteration_ns(&mut self.generator, &inj)?),
         };
         let sink = self.generator.attach_sink(pair.ends.server)?;
-        let masks = steer_devices(&pair.receivers())?;
+        steer_devices(&pair.receivers(), true)?;
         let found = no_drop_rate(&mut self.generator, &inj, opts, per_iteration);
-        restore_devices(&pair.receivers(), &masks)?;
+        steer_devices(&pair.receivers(), false)?;
         self.generator.detach_sink(sink)?;
         found.map(Some)
     }

@@ -128,11 +128,6 @@ impl Engine {
         host_ifname: &str,
     ) -> Result<(), EngineError> {
         let (host_ifindex, host_mac) = self.host.link_up(host_ifname)?;
-        // A tuning, not a function: a host whose sysfs cannot take it
-        // still forwards (with TCP reordering on veths), so it only warns.
-        if let Err(e) = self.host.steer_flows(host_ifname) {
-            tracing::warn!(error = %e, iface = host_ifname, "keeping flows on one CPU (RPS)");
-        }
         // The program goes on before the maps make the endpoint reachable:
         // the container answers the first packet that reaches it (an ARP
         // request, a reply), and meeting no program there would leave its

@@ -290,10 +290,6 @@ pub trait HostNet {
     ) -> Result<(), HostError>;
     /// Brings a host-side interface up; its ifindex and MAC.
     fn link_up(&mut self, name: &str) -> Result<(u32, MacAddr), HostError>;
-    /// Keeps each flow that enters host-side interface `name` on one CPU
-    /// (RPS over the online CPUs; see [`host::sysfs::set_rps_cpus`]).
-    /// Nothing to undo: it goes with the interface.
-    fn steer_flows(&mut self, name: &str) -> Result<(), HostError>;
     /// Adds a gateway address (a /32 on `lo`); false when present.
     fn add_gateway_address(&mut self, ip: Ipv4Addr) -> Result<bool, HostError>;
     /// The gateway addresses this program added (labelled `lo:overlay`).
@@ -537,10 +533,6 @@ impl HostNet for System {
         let link = self.nl.require_link(name)?;
         self.nl.set_up(link.index)?;
         Ok((link.index, link.mac.unwrap_or_default()))
-    }
-
-    fn steer_flows(&mut self, name: &str) -> Result<(), HostError> {
-        host::sysfs::set_rps_cpus(name, &host::sysfs::online_cpus_mask()?)
     }
 
     fn add_gateway_address(&mut self, ip: Ipv4Addr) -> Result<bool, HostError> {

@@ -18,7 +18,6 @@ pub mod netns;
 pub mod process;
 pub mod route;
 pub mod sysctl;
-pub mod sysfs;
 
 use std::io;
 

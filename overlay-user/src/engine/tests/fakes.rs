@@ -674,15 +674,6 @@ impl HostNet for FakeHost {
             .ok_or_else(|| HostError::NoSuchLink(name.to_owned()))
     }
 
-    fn steer_flows(&mut self, name: &str) -> Result<(), HostError> {
-        // A tuning that goes with the interface: nothing to undo, and a
-        // failure only warns, so it is not one of the counted changes.
-        self.0
-            .borrow_mut()
-            .read(format!("host.steer_flows({name})"));
-        Ok(())
-    }
-
     fn add_gateway_address(&mut self, ip: Ipv4Addr) -> Result<bool, HostError> {
         let mut w = self.0.borrow_mut();
         w.change(format!("host.add_gateway_address({ip})"))
