@@ -30,8 +30,8 @@ use serde::Serialize;
 use self::{
     generator::{Generator, udp_frame},
     search::{
-        Injection, flat_out, injection, iteration_ns, measure, no_drop_rate, prepare, sample,
-        split_cpus, steer,
+        Injection, flat_out, injection, iteration_ns, measure, no_drop_rate, prepare, restore,
+        sample, split_cpus, steer,
     },
 };
 use crate::{
@@ -372,7 +372,7 @@ pub fn run(
                 opts.rounds,
                 path.name()
             ));
-            steer(top, true)?;
+            let masks = steer(top)?;
             let searched = (|| {
                 for (i, (p, dir, size)) in keys.iter().enumerate() {
                     if p != path || *size != search_size {
@@ -394,7 +394,7 @@ pub fn run(
                 }
                 Ok::<_, BenchError>(())
             })();
-            steer(top, false)?;
+            restore(top, &masks)?;
             searched?;
         }
     }

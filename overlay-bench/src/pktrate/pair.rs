@@ -9,7 +9,9 @@ use overlay_testkit::NetNs;
 use super::{
     RateOptions,
     generator::{Generator, udp_frame},
-    search::{Injection, iteration_ns, measure, no_drop_rate, split_cpus, steer_devices},
+    search::{
+        Injection, iteration_ns, measure, no_drop_rate, restore_devices, split_cpus, steer_devices,
+    },
 };
 use crate::{BenchError, traffic::Ends};
 
@@ -95,9 +97,9 @@ impl PairMeter {
                 .insert(iteration_ns(&mut self.generator, &inj)?),
         };
         let sink = self.generator.attach_sink(pair.ends.server)?;
-        steer_devices(&pair.receivers(), true)?;
+        let masks = steer_devices(&pair.receivers())?;
         let found = no_drop_rate(&mut self.generator, &inj, opts, per_iteration);
-        steer_devices(&pair.receivers(), false)?;
+        restore_devices(&pair.receivers(), &masks)?;
         self.generator.detach_sink(sink)?;
         found.map(Some)
     }

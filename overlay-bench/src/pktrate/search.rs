@@ -92,24 +92,48 @@ pub(super) fn split_cpus() -> bool {
     std::thread::available_parallelism().map_or(1, usize::from) > FORWARDING_CPU
 }
 
-/// With `on`, steers what the generator's first receiving devices get to
+/// Steers what the generator's first receiving devices get to
 /// `FORWARDING_CPU` (RPS), so the generator and the path under test run on
-/// CPUs of their own; off, each stage runs where its frame arrived again.
-pub(super) fn steer(top: &Topology, on: bool) -> Result<(), BenchError> {
-    steer_devices(&first_receivers(top), on)
+/// CPUs of their own. Returns the masks they had, for [`restore`].
+pub(super) fn steer(top: &Topology) -> Result<Vec<String>, BenchError> {
+    steer_devices(&first_receivers(top))
+}
+
+/// Puts back the RPS masks [`steer`] replaced.
+pub(super) fn restore(top: &Topology, masks: &[String]) -> Result<(), BenchError> {
+    restore_devices(&first_receivers(top), masks)
+}
+
+fn rps_file(ifname: &str) -> String {
+    format!("/sys/class/net/{ifname}/queues/rx-0/rps_cpus")
 }
 
 /// [`steer`] for the devices given.
-pub(super) fn steer_devices(devices: &[(&NetNs, &str)], on: bool) -> Result<(), BenchError> {
-    let mask = if on {
-        format!("{:x}", 1u64 << FORWARDING_CPU)
-    } else {
-        "0".to_owned()
-    };
+pub(super) fn steer_devices(devices: &[(&NetNs, &str)]) -> Result<Vec<String>, BenchError> {
+    let mask = format!("{:x}", 1u64 << FORWARDING_CPU);
+    let mut before = Vec::new();
     for (ns, ifname) in devices {
-        let file = format!("/sys/class/net/{ifname}/queues/rx-0/rps_cpus");
         // `ip netns exec` mounts the namespace's own /sys.
-        ns.exec(&["sh", "-c", &format!("echo {mask} > {file}")])
+        let out = ns
+            .exec(&["cat", &rps_file(ifname)])
+            .map_err(|e| BenchError::Tool(format!("reading RPS of {ifname}: {e}")))?;
+        before.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+    }
+    set_masks(devices, &vec![mask; devices.len()])?;
+    Ok(before)
+}
+
+/// Puts back the masks [`steer_devices`] returned.
+pub(super) fn restore_devices(
+    devices: &[(&NetNs, &str)],
+    masks: &[String],
+) -> Result<(), BenchError> {
+    set_masks(devices, masks)
+}
+
+fn set_masks(devices: &[(&NetNs, &str)], masks: &[String]) -> Result<(), BenchError> {
+    for ((ns, ifname), mask) in devices.iter().zip(masks) {
+        ns.exec(&["sh", "-c", &format!("echo {mask} > {}", rps_file(ifname))])
             .map_err(|e| BenchError::Tool(format!("setting RPS on {ifname}: {e}")))?;
     }
     Ok(())
