@@ -95,22 +95,123 @@ pub struct Options {
     pub flags: Settings,
 }
 
+/// Connections one server serves at once (each on a thread; a client that
+/// connects and says nothing holds one until its read timeout).
+pub(crate) const MAX_CONNECTIONS: usize = 64;
+
 /// Serves each connection of `incoming` on a thread of its own with
 /// `handle`, until the listener fails; a connection whose handler panics is
-/// logged (as a `what`) and dropped, and the server goes on.
+/// logged (as a `what`) and dropped, and the server goes on. Beyond
+/// [`MAX_CONNECTIONS`] at once a new connection is closed unserved, so
+/// clients that open connections and hold them cannot make the daemon
+/// spawn threads without end.
 pub(crate) fn serve_each<S: Send + 'static>(
     incoming: impl Iterator<Item = io::Result<S>>,
     what: &'static str,
     handle: impl Fn(S) + Clone + Send + 'static,
 ) {
+    serve_each_limited(incoming, what, MAX_CONNECTIONS, handle);
+}
+
+fn serve_each_limited<S: Send + 'static>(
+    incoming: impl Iterator<Item = io::Result<S>>,
+    what: &'static str,
+    limit: usize,
+    handle: impl Fn(S) + Clone + Send + 'static,
+) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    /// Gives a connection's place back however its thread ends.
+    struct Place(Arc<AtomicUsize>);
+    impl Drop for Place {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut refused: u64 = 0;
     for stream in incoming.flatten() {
+        if open.fetch_add(1, Ordering::AcqRel) >= limit {
+            open.fetch_sub(1, Ordering::AcqRel);
+            refused += 1;
+            // Once per thousand, so a flood does not flood the log.
+            if refused % 1000 == 1 {
+                tracing::warn!(
+                    limit,
+                    refused,
+                    "{what}: too many connections; closing new ones"
+                );
+            }
+            drop(stream);
+            continue;
+        }
+        let place = Place(Arc::clone(&open));
         let handle = handle.clone();
         std::thread::spawn(move || {
+            let _place = place;
             let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(stream)));
             if served.is_err() {
                 tracing::error!("a {what} panicked; serving on");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod serve_tests {
+    use std::{
+        io::Read,
+        net::{TcpListener, TcpStream},
+        sync::mpsc,
+        time::Duration,
+    };
+
+    /// Connections past the limit are closed at once; the ones being
+    /// served stay, and a place freed is taken again.
+    #[test]
+    fn connections_past_the_limit_are_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (release, held) = mpsc::channel::<()>();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(held));
+        std::thread::spawn(move || {
+            super::serve_each_limited(listener.incoming(), "test", 2, move |mut s: TcpStream| {
+                // Hold the connection until told, then close it.
+                let _ = held.lock().expect("lock").recv();
+                let _ = std::io::Write::write_all(&mut s, b"served");
+            });
+        });
+        let connect = || {
+            let s = TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            s
+        };
+        let (mut a, mut b) = (connect(), connect());
+        // Let the server take both before the third arrives.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut c = connect();
+        let mut buf = Vec::new();
+        assert_eq!(
+            c.read_to_end(&mut buf).expect("closed"),
+            0,
+            "third closed unserved"
+        );
+        release.send(()).expect("release");
+        release.send(()).expect("release");
+        for s in [&mut a, &mut b] {
+            buf.clear();
+            s.read_to_end(&mut buf).expect("served");
+            assert_eq!(buf, b"served");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut d = connect();
+        release.send(()).expect("release");
+        buf.clear();
+        d.read_to_end(&mut buf).expect("served");
+        assert_eq!(buf, b"served", "a freed place is taken again");
     }
 }
 
