@@ -159,62 +159,6 @@ fn serve_each_limited<S: Send + 'static>(
     }
 }
 
-#[cfg(test)]
-mod serve_tests {
-    use std::{
-        io::Read,
-        net::{TcpListener, TcpStream},
-        sync::mpsc,
-        time::Duration,
-    };
-
-    /// Connections past the limit are closed at once; the ones being
-    /// served stay, and a place freed is taken again.
-    #[test]
-    fn connections_past_the_limit_are_closed() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (release, held) = mpsc::channel::<()>();
-        let held = std::sync::Arc::new(std::sync::Mutex::new(held));
-        std::thread::spawn(move || {
-            super::serve_each_limited(listener.incoming(), "test", 2, move |mut s: TcpStream| {
-                // Hold the connection until told, then close it.
-                let _ = held.lock().expect("lock").recv();
-                let _ = std::io::Write::write_all(&mut s, b"served");
-            });
-        });
-        let connect = || {
-            let s = TcpStream::connect(addr).expect("connect");
-            s.set_read_timeout(Some(Duration::from_secs(5)))
-                .expect("timeout");
-            s
-        };
-        let (mut a, mut b) = (connect(), connect());
-        // Let the server take both before the third arrives.
-        std::thread::sleep(Duration::from_millis(100));
-        let mut c = connect();
-        let mut buf = Vec::new();
-        assert_eq!(
-            c.read_to_end(&mut buf).expect("closed"),
-            0,
-            "third closed unserved"
-        );
-        release.send(()).expect("release");
-        release.send(()).expect("release");
-        for s in [&mut a, &mut b] {
-            buf.clear();
-            s.read_to_end(&mut buf).expect("served");
-            assert_eq!(buf, b"served");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let mut d = connect();
-        release.send(()).expect("release");
-        buf.clear();
-        d.read_to_end(&mut buf).expect("served");
-        assert_eq!(buf, b"served", "a freed place is taken again");
-    }
-}
-
 /// Records the cluster settings in the host's state (joining, re-joining
 /// with new settings, or leaving).
 fn configure_cluster(paths: &Paths, store: &str, s: &Settings) -> Result<(), DaemonError> {
@@ -328,5 +272,61 @@ pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonE
             return Ok(());
         }
         std::thread::sleep(interval);
+    }
+}
+
+#[cfg(test)]
+mod serve_tests {
+    use std::{
+        io::Read,
+        net::{TcpListener, TcpStream},
+        sync::mpsc,
+        time::Duration,
+    };
+
+    /// Connections past the limit are closed at once; the ones being
+    /// served stay, and a place freed is taken again.
+    #[test]
+    fn connections_past_the_limit_are_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (release, held) = mpsc::channel::<()>();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(held));
+        std::thread::spawn(move || {
+            super::serve_each_limited(listener.incoming(), "test", 2, move |mut s: TcpStream| {
+                // Hold the connection until told, then close it.
+                let _ = held.lock().expect("lock").recv();
+                let _ = std::io::Write::write_all(&mut s, b"served");
+            });
+        });
+        let connect = || {
+            let s = TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            s
+        };
+        let (mut a, mut b) = (connect(), connect());
+        // Let the server take both before the third arrives.
+        std::thread::sleep(Duration::from_millis(100));
+        let mut c = connect();
+        let mut buf = Vec::new();
+        assert_eq!(
+            c.read_to_end(&mut buf).expect("closed"),
+            0,
+            "third closed unserved"
+        );
+        release.send(()).expect("release");
+        release.send(()).expect("release");
+        for s in [&mut a, &mut b] {
+            buf.clear();
+            s.read_to_end(&mut buf).expect("served");
+            assert_eq!(buf, b"served");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let mut d = connect();
+        release.send(()).expect("release");
+        buf.clear();
+        d.read_to_end(&mut buf).expect("served");
+        assert_eq!(buf, b"served", "a freed place is taken again");
     }
 }
