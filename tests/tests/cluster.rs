@@ -3,7 +3,7 @@
 
 use std::{
     collections::BTreeSet,
-    net::{Ipv4Addr, TcpListener},
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
@@ -13,11 +13,43 @@ use overlay_user::{
     model::{Claim, ClusterRecord, Driver, HostInfo, MacAddr, NetworkRecord, ids, ipam},
 };
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A loopback TCP port held by a socket that is bound but never listens:
+/// a connection there is refused, and while it is held no other process
+/// (another test's etcd picking a free port) can take it. Closed on drop.
+struct RefusingPort {
+    fd: libc::c_int,
+    port: u16,
+}
+
+impl RefusingPort {
+    fn new() -> Self {
+        // SAFETY: plain socket(2)/bind(2)/getsockname(2) on a sockaddr_in
+        // we own; the fd is closed on drop.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let mut addr: libc::sockaddr_in = std::mem::zeroed();
+            addr.sin_family = libc::AF_INET as libc::sa_family_t;
+            addr.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let rc = libc::bind(fd, (&raw const addr).cast(), len);
+            assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut got = len;
+            let rc = libc::getsockname(fd, (&raw mut addr).cast(), &raw mut got);
+            assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+            Self {
+                fd,
+                port: u16::from_be(addr.sin_port),
+            }
+        }
+    }
+}
+
+impl Drop for RefusingPort {
+    fn drop(&mut self) {
+        // SAFETY: our own fd, closed once.
+        unsafe { libc::close(self.fd) };
+    }
 }
 
 fn etcd() -> Etcd {
@@ -277,7 +309,8 @@ fn a_down_hosts_claims_stay_until_released() {
 
 #[test]
 fn an_unreachable_store_is_a_clear_error() {
-    let port = free_port(); // nothing listens there
+    let held = RefusingPort::new(); // nothing listens there
+    let port = held.port;
     let err = ClusterStore::connect(&ClusterOptions {
         endpoints: vec![format!("127.0.0.1:{port}")],
         user: None,
