@@ -2,7 +2,7 @@
 //! lookup the JIT inlines), the hash maps, which hold every entry, when the
 //! slot is another key's or is being rewritten.
 
-use core::ptr;
+use core::{mem, ptr};
 
 use overlay_common::{PeerKey, RouteKey, RouteValue, SLOT_SEQ_WRITING, peer_slot, route_slot};
 
@@ -14,17 +14,31 @@ use crate::maps::{OVL_PEER_SLOTS, OVL_PEERS, OVL_ROUTE_SLOTS, OVL_ROUTES};
 /// loads in order; the writer's updates are separate syscalls). The copy
 /// counts only when both reads saw the same even value.
 ///
+/// The copy is read in u64 words: a volatile read of the struct itself is
+/// lowered field by field, its MAC a byte at a time (30 loads and as many
+/// stack spills for a route slot).
+///
 /// # Safety
 /// `slot` points to a map value of type `S` whose first byte is its `seq`.
 #[inline(always)]
 unsafe fn read_stable<S: Copy>(slot: *const S) -> Option<S> {
-    // SAFETY: as the caller guarantees.
+    const {
+        assert!(mem::align_of::<S>() == 8 && mem::size_of::<S>().is_multiple_of(8));
+    }
+    let mut copy = mem::MaybeUninit::<S>::uninit();
+    // SAFETY: as the caller guarantees; S is 8-aligned and a whole number
+    // of words, and plain data, so any bits copied in are a valid S.
     unsafe {
         let seq = slot.cast::<u8>();
         let before = ptr::read_volatile(seq);
-        let copy = ptr::read_volatile(slot);
+        let mut at = 0;
+        while at < mem::size_of::<S>() / 8 {
+            let word = ptr::read_volatile(slot.cast::<u64>().add(at));
+            copy.as_mut_ptr().cast::<u64>().add(at).write(word);
+            at += 1;
+        }
         let after = ptr::read_volatile(seq);
-        (before & SLOT_SEQ_WRITING == 0 && before == after).then_some(copy)
+        (before & SLOT_SEQ_WRITING == 0 && before == after).then(|| copy.assume_init())
     }
 }
 

@@ -19,27 +19,56 @@ use overlay_common::{
 
 use super::Dataplane;
 
-/// A slot value with its sequence byte.
+/// A slot value: its sequence byte and the key it holds.
 trait Slot: Pod {
+    type Key: PartialEq + Copy;
+    const FREE: Self;
     fn seq(&self) -> u8;
     fn with_seq(self, seq: u8) -> Self;
+    fn key(&self) -> Self::Key;
+    /// Whether it holds no key (VNI 0, which no network has).
+    fn is_free(&self) -> bool;
+    /// The slot index of `key`.
+    fn index(key: &Self::Key) -> u32;
 }
 
 impl Slot for RouteSlot {
+    type Key = RouteKey;
+    const FREE: Self = RouteSlot::FREE;
     fn seq(&self) -> u8 {
         self.seq
     }
     fn with_seq(self, seq: u8) -> Self {
         Self { seq, ..self }
+    }
+    fn key(&self) -> RouteKey {
+        self.key
+    }
+    fn is_free(&self) -> bool {
+        self.key.vni == 0
+    }
+    fn index(key: &RouteKey) -> u32 {
+        route_slot(key)
     }
 }
 
 impl Slot for PeerSlot {
+    type Key = PeerKey;
+    const FREE: Self = PeerSlot::FREE;
     fn seq(&self) -> u8 {
         self.seq
     }
     fn with_seq(self, seq: u8) -> Self {
         Self { seq, ..self }
+    }
+    fn key(&self) -> PeerKey {
+        self.key
+    }
+    fn is_free(&self) -> bool {
+        self.key.vni == 0
+    }
+    fn index(key: &PeerKey) -> u32 {
+        peer_slot(key)
     }
 }
 
@@ -70,6 +99,27 @@ fn rewrite<S: Slot>(
     slots.set(index, &new.with_seq(writing.wrapping_add(1)), 0)
 }
 
+/// Puts `new` in its key's slot if that slot is free; whether it did.
+fn claim_if_free<S: Slot>(slots: &mut Array<MapData, S>, new: S) -> Result<bool, MapError> {
+    let index = S::index(&new.key());
+    let cur = slots.get(&index, 0)?;
+    if !cur.is_free() {
+        return Ok(false);
+    }
+    rewrite(slots, index, cur, new)?;
+    Ok(true)
+}
+
+/// Frees `key`'s slot if `key` holds it.
+fn release<S: Slot>(slots: &mut Array<MapData, S>, key: &S::Key) -> Result<(), MapError> {
+    let index = S::index(key);
+    let cur = slots.get(&index, 0)?;
+    if cur.key() == *key {
+        rewrite(slots, index, cur, S::FREE)?;
+    }
+    Ok(())
+}
+
 impl Dataplane {
     /// Adds or replaces the route of `key`: the hash map, then the slot if
     /// it is free or already the key's (which readers leave alone while the
@@ -85,7 +135,7 @@ impl Dataplane {
             cur = mark_writing(&mut self.route_slots, index, cur)?;
         }
         self.routes.insert(key, route, 0)?;
-        if holds || cur.key.vni == 0 {
+        if holds || cur.is_free() {
             rewrite(
                 &mut self.route_slots,
                 index,
@@ -99,65 +149,38 @@ impl Dataplane {
     /// Removes the route of `key`: its slot first, then the hash entry
     /// (whose error, not-found included, is returned).
     pub(super) fn delete_route(&mut self, key: &RouteKey) -> Result<(), MapError> {
-        let index = route_slot(key);
-        let cur = self.route_slots.get(&index, 0)?;
-        if cur.key == *key {
-            rewrite(&mut self.route_slots, index, cur, RouteSlot::FREE)?;
-        }
+        release(&mut self.route_slots, key)?;
         self.routes.remove(key)
     }
 
     /// Allows peer `key`: the hash map, then the slot if it is free.
     pub(super) fn put_peer(&mut self, key: &PeerKey) -> Result<(), MapError> {
         self.peers.insert(key, &PeerValue::default(), 0)?;
-        let index = peer_slot(key);
-        let cur = self.peer_slots.get(&index, 0)?;
-        if cur.key.vni == 0 {
-            rewrite(&mut self.peer_slots, index, cur, PeerSlot::holding(*key))?;
-        }
-        Ok(())
+        claim_if_free(&mut self.peer_slots, PeerSlot::holding(*key)).map(drop)
     }
 
     /// Revokes peer `key`: its slot first, then the hash entry (whose
     /// error, not-found included, is returned).
     pub(super) fn delete_peer(&mut self, key: &PeerKey) -> Result<(), MapError> {
-        let index = peer_slot(key);
-        let cur = self.peer_slots.get(&index, 0)?;
-        if cur.key == *key {
-            rewrite(&mut self.peer_slots, index, cur, PeerSlot::FREE)?;
-        }
+        release(&mut self.peer_slots, key)?;
         self.peers.remove(key)
     }
-}
 
-impl Dataplane {
     /// Gives every route and peer a free slot of its own: for slot maps
     /// made anew beside existing hash maps (a dataplane pinned by a build
     /// without them). Returns how many went into slots.
     pub(super) fn fill_slots(&mut self) -> Result<usize, MapError> {
         let routes: Vec<(RouteKey, RouteValue)> = self.routes.iter().collect::<Result<_, _>>()?;
+        let peers: Vec<PeerKey> = self.peers.keys().collect::<Result<_, _>>()?;
         let mut filled = 0;
         for (key, route) in routes {
-            let index = route_slot(&key);
-            let cur = self.route_slots.get(&index, 0)?;
-            if cur.key.vni == 0 {
-                rewrite(
-                    &mut self.route_slots,
-                    index,
-                    cur,
-                    RouteSlot::holding(key, route),
-                )?;
-                filled += 1;
-            }
+            filled += usize::from(claim_if_free(
+                &mut self.route_slots,
+                RouteSlot::holding(key, route),
+            )?);
         }
-        let peers: Vec<PeerKey> = self.peers.keys().collect::<Result<_, _>>()?;
         for key in peers {
-            let index = peer_slot(&key);
-            let cur = self.peer_slots.get(&index, 0)?;
-            if cur.key.vni == 0 {
-                rewrite(&mut self.peer_slots, index, cur, PeerSlot::holding(key))?;
-                filled += 1;
-            }
+            filled += usize::from(claim_if_free(&mut self.peer_slots, PeerSlot::holding(key))?);
         }
         Ok(filled)
     }
