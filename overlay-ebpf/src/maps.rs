@@ -3,6 +3,7 @@
 //! Names, layouts and capacities come from `overlay_common`.
 
 use aya_ebpf::{
+    bindings::BPF_F_MMAPABLE,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -30,15 +31,16 @@ pub static OVL_ROUTES: HashMap<RouteKey, RouteValue> = HashMap::pinned(capacity:
 
 /// `route_slot(key)` -> the route of `key`, if it holds the slot: the hot
 /// paths' first, inlined lookup; `OVL_ROUTES` for the rest (see
-/// [`crate::slots`]). Written by userspace with `OVL_ROUTES`.
+/// [`crate::slots`]). Written by userspace with `OVL_ROUTES`, through a
+/// mapping of the array (mmapable: no syscall per slot).
 #[map]
-pub static OVL_ROUTE_SLOTS: Array<RouteSlot> = Array::pinned(capacity::ROUTE_SLOTS, 0);
+pub static OVL_ROUTE_SLOTS: Array<RouteSlot> = Array::pinned(capacity::ROUTE_SLOTS, BPF_F_MMAPABLE);
 
 /// `peer_slot(key)` -> peer `key`, if it holds the slot: the decap path's
 /// first, inlined lookup; `OVL_PEERS` for the rest. Written by userspace
-/// with `OVL_PEERS`.
+/// with `OVL_PEERS`, through a mapping like `OVL_ROUTE_SLOTS`.
 #[map]
-pub static OVL_PEER_SLOTS: Array<PeerSlot> = Array::pinned(capacity::PEER_SLOTS, 0);
+pub static OVL_PEER_SLOTS: Array<PeerSlot> = Array::pinned(capacity::PEER_SLOTS, BPF_F_MMAPABLE);
 
 /// (remote underlay IPv4, VNI) -> allowed. Written by userspace per peer host.
 #[map]

@@ -52,8 +52,8 @@ pub struct Dataplane {
     endpoints: HashMap<MapData, u32, EndpointInfo>,
     ep_slots: Array<MapData, overlay_common::EndpointSlot>,
     /// Kept with `routes` and `peers` by [`slots`].
-    route_slots: Array<MapData, overlay_common::RouteSlot>,
-    peer_slots: Array<MapData, overlay_common::PeerSlot>,
+    route_slots: slots::SlotTable<overlay_common::RouteSlot>,
+    peer_slots: slots::SlotTable<overlay_common::PeerSlot>,
     routes: HashMap<MapData, RouteKey, RouteValue>,
     peers: HashMap<MapData, PeerKey, PeerValue>,
     networks: HashMap<MapData, u32, NetworkInfo>,
@@ -110,6 +110,23 @@ fn not_found(e: &aya::maps::MapError) -> bool {
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DataplaneError> {
     ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
+}
+
+/// Slot array `name` (of `len` slots), mapped into this process.
+fn slot_table<S: slots::Slot>(
+    ebpf: &mut Ebpf,
+    map_dir: &Path,
+    name: &'static str,
+    len: u32,
+) -> Result<slots::SlotTable<S>, DataplaneError> {
+    let aya::maps::Map::Array(data) = take_map(ebpf, name)? else {
+        return Err(DataplaneError::MissingMap(name));
+    };
+    slots::SlotTable::new(data, len).map_err(|source| DataplaneError::Io {
+        op: "mapping",
+        path: map_dir.join(name),
+        source,
+    })
 }
 
 fn v4(ip: u32) -> Ipv4Addr {
@@ -181,10 +198,18 @@ impl Dataplane {
             HashMap::try_from(take_map(&mut ebpf, names::ROUTES)?).map_err(conv(names::ROUTES))?;
         let peers =
             HashMap::try_from(take_map(&mut ebpf, names::PEERS)?).map_err(conv(names::PEERS))?;
-        let route_slots = Array::try_from(take_map(&mut ebpf, names::ROUTE_SLOTS)?)
-            .map_err(conv(names::ROUTE_SLOTS))?;
-        let peer_slots = Array::try_from(take_map(&mut ebpf, names::PEER_SLOTS)?)
-            .map_err(conv(names::PEER_SLOTS))?;
+        let route_slots = slot_table(
+            &mut ebpf,
+            &map_dir,
+            names::ROUTE_SLOTS,
+            overlay_common::capacity::ROUTE_SLOTS,
+        )?;
+        let peer_slots = slot_table(
+            &mut ebpf,
+            &map_dir,
+            names::PEER_SLOTS,
+            overlay_common::capacity::PEER_SLOTS,
+        )?;
         let networks = HashMap::try_from(take_map(&mut ebpf, names::NETWORKS)?)
             .map_err(conv(names::NETWORKS))?;
         let subnets = LpmTrie::try_from(take_map(&mut ebpf, names::SUBNETS)?)

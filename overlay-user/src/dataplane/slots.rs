@@ -7,10 +7,21 @@
 //! A key whose slot another key holds lives in the hash map only (found
 //! there, one hash lookup slower); a slot freed by a removal goes to the
 //! next key written that maps to it.
+//!
+//! The slot arrays are `BPF_F_MMAPABLE` and mapped into this process
+//! ([`SlotTable`]): a slot is read and written with plain loads and stores,
+//! so keeping a route in its slot costs no syscall beyond the hash map's.
+
+use std::{
+    io,
+    os::fd::{AsFd, AsRawFd},
+    ptr::{self, NonNull},
+    sync::atomic::{Ordering, fence},
+};
 
 use aya::{
     Pod,
-    maps::{Array, MapData, MapError},
+    maps::{MapData, MapError},
 };
 use overlay_common::{
     PeerKey, PeerSlot, PeerValue, RouteKey, RouteSlot, RouteValue, SLOT_SEQ_WRITING, peer_slot,
@@ -20,7 +31,7 @@ use overlay_common::{
 use super::Dataplane;
 
 /// A slot value: its sequence byte and the key it holds.
-trait Slot: Pod {
+pub(super) trait Slot: Pod {
     type Key: PartialEq + Copy;
     const FREE: Self;
     fn seq(&self) -> u8;
@@ -72,76 +83,164 @@ impl Slot for PeerSlot {
     }
 }
 
-/// Makes slot `index` (now `cur`) odd, so readers leave it for the hash
-/// map; only the sequence byte changes. Returns the slot as it now is.
-fn mark_writing<S: Slot>(slots: &mut Array<MapData, S>, index: u32, cur: S) -> Result<S, MapError> {
-    let writing = cur.seq() | SLOT_SEQ_WRITING;
-    if cur.seq() == writing {
-        return Ok(cur);
-    }
-    let marked = cur.with_seq(writing);
-    slots.set(index, &marked, 0)?;
-    Ok(marked)
+/// A slot array mapped into this process. Written by one process at a
+/// time (the engine's state lock), read by the programs concurrently.
+pub(super) struct SlotTable<S> {
+    base: NonNull<S>,
+    len: u32,
+    bytes: usize,
+    /// The map the mapping shows (the mapping would outlive the fd; kept
+    /// so the table is plainly the map's).
+    _map: MapData,
 }
 
-/// Rewrites slot `index` from `cur` to `new`: odd (`seq` alone changes),
-/// the new contents (`seq` unchanged), even again (`seq` alone). A reader
-/// that copied the slot between the same even `seq` saw no torn value.
-/// Left odd on an error: readers then use the hash map, which is right.
-fn rewrite<S: Slot>(
-    slots: &mut Array<MapData, S>,
-    index: u32,
-    cur: S,
-    new: S,
-) -> Result<(), MapError> {
-    let writing = mark_writing(slots, index, cur)?.seq();
-    slots.set(index, &new.with_seq(writing), 0)?;
-    slots.set(index, &new.with_seq(writing.wrapping_add(1)), 0)
+// SAFETY: the mapping is process-wide memory, valid until Drop unmaps it;
+// the table is only ever used through &self/&mut self.
+unsafe impl<S: Send> Send for SlotTable<S> {}
+
+impl<S: Slot> SlotTable<S> {
+    /// Maps `map`, an mmapable array of `len` values of type `S`.
+    pub(super) fn new(map: MapData, len: u32) -> io::Result<Self> {
+        const {
+            assert!(std::mem::align_of::<S>() == 8 && std::mem::size_of::<S>().is_multiple_of(8));
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .map_err(|_| io::Error::other("page size"))?;
+        let bytes = (std::mem::size_of::<S>() * len as usize).div_ceil(page) * page;
+        // SAFETY: a shared read-write mapping of the map's value area (the
+        // kernel allows it for BPF_F_MMAPABLE arrays up to this length); the
+        // result is checked before use.
+        let addr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = NonNull::new(addr.cast::<S>()).ok_or_else(|| io::Error::other("mmap"))?;
+        Ok(Self {
+            base,
+            len,
+            bytes,
+            _map: map,
+        })
+    }
+
+    fn at(&self, index: u32) -> *mut S {
+        assert!(index < self.len, "slot {index} of {}", self.len);
+        // SAFETY: within the mapping, checked just above.
+        unsafe { self.base.as_ptr().add(index as usize) }
+    }
+
+    /// Slot `index` as it is now, copied in words (volatile: the programs'
+    /// stores are not the compiler's to assume away).
+    pub(super) fn get(&self, index: u32) -> S {
+        let p = self.at(index).cast::<u64>();
+        let mut out = std::mem::MaybeUninit::<S>::uninit();
+        for word in 0..std::mem::size_of::<S>() / 8 {
+            // SAFETY: within slot `index`; S is 8-aligned plain data.
+            unsafe {
+                out.as_mut_ptr()
+                    .cast::<u64>()
+                    .add(word)
+                    .write(ptr::read_volatile(p.add(word)));
+            }
+        }
+        // SAFETY: every byte written above; any bits are a valid Pod S.
+        unsafe { out.assume_init() }
+    }
+
+    /// Writes slot `index` in words, `seq` included.
+    fn put(&mut self, index: u32, value: &S) {
+        let p = self.at(index).cast::<u64>();
+        let words = ptr::from_ref(value).cast::<u64>();
+        for word in 0..std::mem::size_of::<S>() / 8 {
+            // SAFETY: within slot `index` and `value`; both 8-aligned.
+            unsafe { ptr::write_volatile(p.add(word), words.add(word).read()) };
+        }
+    }
+
+    /// Sets the sequence byte (the slot's first) alone.
+    fn put_seq(&mut self, index: u32, seq: u8) {
+        // SAFETY: the first byte of slot `index`.
+        unsafe { ptr::write_volatile(self.at(index).cast::<u8>(), seq) };
+    }
+
+    /// Rewrites slot `index` to `new` under the sequence lock: `seq` made
+    /// odd (unless it is), the contents with that odd `seq`, `seq` made
+    /// even (+1); release fences keep the stores in this order on every
+    /// CPU. A program that copied the slot between the same even `seq`
+    /// saw no torn value.
+    fn rewrite(&mut self, index: u32, new: S) {
+        let writing = self.mark_writing(index);
+        self.put(index, &new.with_seq(writing));
+        fence(Ordering::Release);
+        self.put_seq(index, writing.wrapping_add(1));
+    }
+
+    /// Makes slot `index` odd, so the programs leave it for the hash map;
+    /// its odd `seq`.
+    fn mark_writing(&mut self, index: u32) -> u8 {
+        let seq = self.get(index).seq();
+        let writing = seq | SLOT_SEQ_WRITING;
+        if seq != writing {
+            self.put_seq(index, writing);
+            fence(Ordering::Release);
+        }
+        writing
+    }
+
+    /// Puts `new` in its key's slot if that slot is free; whether it did.
+    fn claim_if_free(&mut self, new: S) -> bool {
+        let index = S::index(&new.key());
+        if !self.get(index).is_free() {
+            return false;
+        }
+        self.rewrite(index, new);
+        true
+    }
+
+    /// Frees `key`'s slot if `key` holds it.
+    fn release(&mut self, key: &S::Key) {
+        let index = S::index(key);
+        if self.get(index).key() == *key {
+            self.rewrite(index, S::FREE);
+        }
+    }
 }
 
-/// Puts `new` in its key's slot if that slot is free; whether it did.
-fn claim_if_free<S: Slot>(slots: &mut Array<MapData, S>, new: S) -> Result<bool, MapError> {
-    let index = S::index(&new.key());
-    let cur = slots.get(&index, 0)?;
-    if !cur.is_free() {
-        return Ok(false);
+impl<S> Drop for SlotTable<S> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.bytes) };
     }
-    rewrite(slots, index, cur, new)?;
-    Ok(true)
-}
-
-/// Frees `key`'s slot if `key` holds it.
-fn release<S: Slot>(slots: &mut Array<MapData, S>, key: &S::Key) -> Result<(), MapError> {
-    let index = S::index(key);
-    let cur = slots.get(&index, 0)?;
-    if cur.key() == *key {
-        rewrite(slots, index, cur, S::FREE)?;
-    }
-    Ok(())
 }
 
 impl Dataplane {
     /// Adds or replaces the route of `key`: the hash map, then the slot if
-    /// it is free or already the key's (which readers leave alone while the
-    /// hash entry changes).
+    /// it is free or already the key's (which the programs leave alone
+    /// while the hash entry changes).
     pub(super) fn put_route(&mut self, key: &RouteKey, route: &RouteValue) -> Result<(), MapError> {
         let index = route_slot(key);
-        let mut cur = self.route_slots.get(&index, 0)?;
+        let cur = self.route_slots.get(index);
         let holds = cur.key == *key;
         if holds && cur.seq & SLOT_SEQ_WRITING == 0 && cur.route == *route {
             return self.routes.insert(key, route, 0);
         }
         if holds {
-            cur = mark_writing(&mut self.route_slots, index, cur)?;
+            self.route_slots.mark_writing(index);
         }
         self.routes.insert(key, route, 0)?;
         if holds || cur.is_free() {
-            rewrite(
-                &mut self.route_slots,
-                index,
-                cur,
-                RouteSlot::holding(*key, *route),
-            )?;
+            self.route_slots
+                .rewrite(index, RouteSlot::holding(*key, *route));
         }
         Ok(())
     }
@@ -149,20 +248,21 @@ impl Dataplane {
     /// Removes the route of `key`: its slot first, then the hash entry
     /// (whose error, not-found included, is returned).
     pub(super) fn delete_route(&mut self, key: &RouteKey) -> Result<(), MapError> {
-        release(&mut self.route_slots, key)?;
+        self.route_slots.release(key);
         self.routes.remove(key)
     }
 
     /// Allows peer `key`: the hash map, then the slot if it is free.
     pub(super) fn put_peer(&mut self, key: &PeerKey) -> Result<(), MapError> {
         self.peers.insert(key, &PeerValue::default(), 0)?;
-        claim_if_free(&mut self.peer_slots, PeerSlot::holding(*key)).map(drop)
+        self.peer_slots.claim_if_free(PeerSlot::holding(*key));
+        Ok(())
     }
 
     /// Revokes peer `key`: its slot first, then the hash entry (whose
     /// error, not-found included, is returned).
     pub(super) fn delete_peer(&mut self, key: &PeerKey) -> Result<(), MapError> {
-        release(&mut self.peer_slots, key)?;
+        self.peer_slots.release(key);
         self.peers.remove(key)
     }
 
@@ -174,13 +274,13 @@ impl Dataplane {
         let peers: Vec<PeerKey> = self.peers.keys().collect::<Result<_, _>>()?;
         let mut filled = 0;
         for (key, route) in routes {
-            filled += usize::from(claim_if_free(
-                &mut self.route_slots,
-                RouteSlot::holding(key, route),
-            )?);
+            filled += usize::from(
+                self.route_slots
+                    .claim_if_free(RouteSlot::holding(key, route)),
+            );
         }
         for key in peers {
-            filled += usize::from(claim_if_free(&mut self.peer_slots, PeerSlot::holding(key))?);
+            filled += usize::from(self.peer_slots.claim_if_free(PeerSlot::holding(key)));
         }
         Ok(filled)
     }
