@@ -294,12 +294,13 @@ pub const SLOT_SEQ_WRITING: u8 = 1;
 /// in `OVL_ROUTES`, which holds every route. Userspace writes a slot after
 /// the hash entry and clears it before the hash entry goes.
 ///
-/// A map update copies the value with `memcpy`, which a reader on another
-/// CPU can see half done, so every rewrite is three updates that change
-/// either `seq` alone or everything but `seq`: `seq` made odd, the new
-/// key and route, `seq` made even again (+2 in all). A reader takes the
-/// slot only when it read the same even `seq` before and after copying it
-/// (a sequence lock; one byte, so `seq` itself is never seen torn).
+/// A reader on another CPU could see a rewrite half done, so every rewrite
+/// is three steps that change either `seq` alone or everything but `seq`:
+/// `seq` made odd, the new key and route, `seq` made even again (+2 in
+/// all); the agent stores them through a mapping of the array, with
+/// release fences between. A reader takes the slot only when it read the
+/// same even `seq` before and after copying it (a sequence lock; one byte,
+/// so `seq` itself is never seen torn).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RouteSlot {

@@ -10,7 +10,7 @@ use super::{
     RateOptions,
     generator::{Generator, udp_frame},
     search::{
-        Injection, iteration_ns, measure, no_drop_rate, restore_devices, split_cpus, steer_devices,
+        Injection, iteration_ns, measure, no_drop_rate, set_rps_masks, split_cpus, steer_devices,
     },
 };
 use crate::{BenchError, traffic::Ends};
@@ -99,7 +99,7 @@ impl PairMeter {
         let sink = self.generator.attach_sink(pair.ends.server)?;
         let masks = steer_devices(&pair.receivers())?;
         let found = no_drop_rate(&mut self.generator, &inj, opts, per_iteration);
-        restore_devices(&pair.receivers(), &masks)?;
+        set_rps_masks(&pair.receivers(), &masks)?;
         self.generator.detach_sink(sink)?;
         found.map(Some)
     }

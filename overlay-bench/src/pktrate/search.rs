@@ -101,7 +101,7 @@ pub(super) fn steer(top: &Topology) -> Result<Vec<String>, BenchError> {
 
 /// Puts back the RPS masks [`steer`] replaced.
 pub(super) fn restore(top: &Topology, masks: &[String]) -> Result<(), BenchError> {
-    restore_devices(&first_receivers(top), masks)
+    set_rps_masks(&first_receivers(top), masks)
 }
 
 fn rps_file(ifname: &str) -> String {
@@ -119,19 +119,16 @@ pub(super) fn steer_devices(devices: &[(&NetNs, &str)]) -> Result<Vec<String>, B
             .map_err(|e| BenchError::Tool(format!("reading RPS of {ifname}: {e}")))?;
         before.push(String::from_utf8_lossy(&out.stdout).trim().to_owned());
     }
-    set_masks(devices, &vec![mask; devices.len()])?;
+    set_rps_masks(devices, &vec![mask; devices.len()])?;
     Ok(before)
 }
 
-/// Puts back the masks [`steer_devices`] returned.
-pub(super) fn restore_devices(
+/// Sets each device's RPS mask (also to put back what [`steer_devices`]
+/// returned).
+pub(super) fn set_rps_masks(
     devices: &[(&NetNs, &str)],
     masks: &[String],
 ) -> Result<(), BenchError> {
-    set_masks(devices, masks)
-}
-
-fn set_masks(devices: &[(&NetNs, &str)], masks: &[String]) -> Result<(), BenchError> {
     for ((ns, ifname), mask) in devices.iter().zip(masks) {
         ns.exec(&["sh", "-c", &format!("echo {mask} > {}", rps_file(ifname))])
             .map_err(|e| BenchError::Tool(format!("setting RPS on {ifname}: {e}")))?;
