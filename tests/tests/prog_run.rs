@@ -1019,6 +1019,23 @@ fn cases(env: &Env) -> Vec<Case> {
             UnderlayVerdict::Drop(DropReason::UnknownVni),
         ),
         (
+            "vni 0 (no network's) from a peer dropped",
+            vx("10.99.0.2", VXLAN_PORT, 0x08, 0, &inner_to_a),
+            UnderlayVerdict::Drop(DropReason::UnknownVni),
+        ),
+        (
+            // The key of a free route and peer slot: (VNI 0, 0.0.0.0).
+            "vni 0 from 0.0.0.0 to 0.0.0.0 (a free slot's key) dropped",
+            vx(
+                "0.0.0.0",
+                VXLAN_PORT,
+                0x08,
+                0,
+                &ipv4_udp_frame(MAC_A, MAC_C, ip("0.0.0.0"), ip("0.0.0.0"), 7777),
+            ),
+            UnderlayVerdict::Drop(DropReason::UnknownVni),
+        ),
+        (
             "vni the peer may not send dropped",
             vx("10.99.0.2", VXLAN_PORT, 0x08, 200, &inner_to_a),
             UnderlayVerdict::Drop(DropReason::UnknownPeer),
