@@ -212,15 +212,55 @@ const _: () = assert!(core::mem::size_of::<EndpointInfo>() == 28);
 /// every packet a container sends; endpoints whose ifindex shares the low
 /// bits with one holding the slot are found in `OVL_ENDPOINTS`, which holds
 /// every endpoint. Userspace keeps the two the same: a slot is written after
-/// the hash entry and cleared before it is removed.
-#[repr(C)]
+/// the hash entry and cleared before it is removed, under the sequence lock
+/// of [`RouteSlot`] (a slot handed to another interface is never read half
+/// written).
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EndpointSlot {
+    /// Sequence: odd while being rewritten.
+    pub seq: u8,
+    pub _pad0: [u8; 3],
     /// Host-side ifindex of the endpoint in the slot; 0: free.
     pub ifindex: u32,
     pub info: EndpointInfo,
+    pub _pad1: u32,
 }
-const _: () = assert!(core::mem::size_of::<EndpointSlot>() == 32);
+const _: () = assert!(core::mem::size_of::<EndpointSlot>() == 40);
+
+impl EndpointSlot {
+    /// A slot that holds no endpoint.
+    pub const FREE: Self = Self::holding(
+        0,
+        EndpointInfo {
+            vni: 0,
+            ip: 0,
+            mac: [0; 6],
+            host_mac: [0; 6],
+            flags: 0,
+            counter_slot: 0,
+        },
+    );
+
+    /// A slot that holds the endpoint on `ifindex` (`seq` 0: set by the
+    /// writer).
+    pub const fn holding(ifindex: u32, info: EndpointInfo) -> Self {
+        Self {
+            seq: 0,
+            _pad0: [0; 3],
+            ifindex,
+            info,
+            _pad1: 0,
+        }
+    }
+}
+
+/// The slot of the endpoint on host-side interface `ifindex` in
+/// `OVL_EP_SLOTS` (the same on both sides).
+#[inline(always)]
+pub const fn endpoint_slot(ifindex: u32) -> u32 {
+    ifindex & (capacity::ENDPOINT_SLOTS - 1)
+}
 const _: () = assert!(capacity::ENDPOINT_SLOTS.is_power_of_two());
 
 /// Key of the routes map: a destination inside one network.

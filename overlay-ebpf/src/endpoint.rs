@@ -13,7 +13,7 @@ use aya_ebpf::{
 use network_types::ip::Ipv4Hdr;
 use overlay_common::{
     Counter, DropReason, EndpointInfo, NETWORK_FLAG_INTERNAL, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey,
-    capacity, events::HOOK_ENDPOINT,
+    events::HOOK_ENDPOINT,
 };
 
 use crate::{
@@ -22,7 +22,7 @@ use crate::{
     dns, encap,
     events::Seen,
     guard,
-    maps::{OVL_ENDPOINTS, OVL_EP_SLOTS, OVL_NETWORKS, OVL_SUBNETS},
+    maps::{OVL_NETWORKS, OVL_SUBNETS},
     parse::{
         ETH_P_ARP, ETH_P_IP, Words, addr, ipv4_header_len, is_fragment, load_eth, read_at,
         write_front,
@@ -59,14 +59,7 @@ pub fn endpoint_ingress(ctx: TcContext) -> i32 {
 fn try_endpoint_ingress(ctx: &TcContext, net: &mut NetRef) -> Result<(i32, Counter), DropReason> {
     // SAFETY: ctx wraps the program's valid __sk_buff.
     let ifindex = unsafe { (*ctx.as_ptr().cast::<__sk_buff>()).ifindex };
-    let ep = match OVL_EP_SLOTS.get(ifindex & (capacity::ENDPOINT_SLOTS - 1)) {
-        Some(slot) if slot.ifindex == ifindex => slot.info,
-        // SAFETY: copied out at once.
-        _ => match unsafe { OVL_ENDPOINTS.get(&ifindex) } {
-            Some(ep) => *ep,
-            None => return Err(DropReason::UnknownEndpoint),
-        },
-    };
+    let ep = slots::endpoint(ifindex).ok_or(DropReason::UnknownEndpoint)?;
     *net = NetRef {
         vni: ep.vni,
         counter_slot: ep.counter_slot,

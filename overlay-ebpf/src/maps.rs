@@ -18,11 +18,13 @@ use overlay_common::{
 #[map]
 pub static OVL_ENDPOINTS: HashMap<u32, EndpointInfo> = HashMap::pinned(capacity::ENDPOINTS, 0);
 
-/// ifindex's low bits -> the endpoint on that ifindex, if it holds the slot:
-/// the endpoint program's first, inlined lookup; `OVL_ENDPOINTS` for the
-/// rest. Written by userspace with `OVL_ENDPOINTS`.
+/// `endpoint_slot(ifindex)` -> the endpoint on that ifindex, if it holds
+/// the slot: the endpoint program's first, inlined lookup; `OVL_ENDPOINTS`
+/// for the rest (see [`crate::slots`]). Written by userspace with
+/// `OVL_ENDPOINTS`, through a mapping like `OVL_ROUTE_SLOTS`.
 #[map]
-pub static OVL_EP_SLOTS: Array<EndpointSlot> = Array::pinned(capacity::ENDPOINT_SLOTS, 0);
+pub static OVL_EP_SLOTS: Array<EndpointSlot> =
+    Array::pinned(capacity::ENDPOINT_SLOTS, BPF_F_MMAPABLE);
 
 /// (VNI, IPv4) -> local or remote endpoint. Written by userspace for every
 /// endpoint of every network this host serves.

@@ -1,12 +1,17 @@
-//! Route and peer lookups: the direct-mapped slot arrays first (an array
-//! lookup the JIT inlines), the hash maps, which hold every entry, when the
-//! slot is another key's or is being rewritten.
+//! Endpoint, route and peer lookups: the direct-mapped slot arrays first
+//! (an array lookup the JIT inlines), the hash maps, which hold every
+//! entry, when the slot is another key's or is being rewritten.
 
 use core::{mem, ptr};
 
-use overlay_common::{PeerKey, RouteKey, RouteValue, SLOT_SEQ_WRITING, peer_slot, route_slot};
+use overlay_common::{
+    EndpointInfo, PeerKey, RouteKey, RouteValue, SLOT_SEQ_WRITING, endpoint_slot, peer_slot,
+    route_slot,
+};
 
-use crate::maps::{OVL_PEER_SLOTS, OVL_PEERS, OVL_ROUTE_SLOTS, OVL_ROUTES};
+use crate::maps::{
+    OVL_ENDPOINTS, OVL_EP_SLOTS, OVL_PEER_SLOTS, OVL_PEERS, OVL_ROUTE_SLOTS, OVL_ROUTES,
+};
 
 /// The reader's half of the slots' sequence lock (see
 /// [`overlay_common::RouteSlot`]): `seq`, then the copy, then `seq` again,
@@ -40,6 +45,20 @@ unsafe fn read_stable<S: Copy>(slot: *const S) -> Option<S> {
         let after = ptr::read_volatile(seq);
         (before & SLOT_SEQ_WRITING == 0 && before == after).then(|| copy.assume_init())
     }
+}
+
+/// The endpoint on host-side interface `ifindex`, if it is one.
+#[inline(always)]
+pub fn endpoint(ifindex: u32) -> Option<EndpointInfo> {
+    if let Some(slot) = OVL_EP_SLOTS.get_ptr(endpoint_slot(ifindex))
+        // SAFETY: an EndpointSlot value of the map, `seq` first.
+        && let Some(copy) = unsafe { read_stable(slot) }
+        && copy.ifindex == ifindex
+    {
+        return Some(copy.info);
+    }
+    // SAFETY: copied out at once.
+    unsafe { OVL_ENDPOINTS.get(&ifindex) }.copied()
 }
 
 /// The route of `key`, if it has one.

@@ -9,8 +9,9 @@ use std::net::Ipv4Addr;
 
 use aya::programs::{TestRun, TestRunOptions};
 use overlay_common::{
-    Counter, DNS_ADDRS_MAX, DNS_NAME_MAX, DropEvent, DropReason, NameKey, NameValue, PeerKey,
-    PeerSlot, RouteKey, RouteSlot, RouteValue, VXLAN_ENCAP_LEN, VXLAN_PORT,
+    Counter, DNS_ADDRS_MAX, DNS_NAME_MAX, DropEvent, DropReason, EndpointInfo, EndpointSlot,
+    NameKey, NameValue, PeerKey, PeerSlot, RouteKey, RouteSlot, RouteValue, SLOT_SEQ_WRITING,
+    VXLAN_ENCAP_LEN, VXLAN_PORT, endpoint_slot,
     events::{
         EVENT_FLAG_INNER, EVENTS_BURST, EVENTS_PER_SEC, HOOK_ENDPOINT, HOOK_UNDERLAY_TC,
         HOOK_UNDERLAY_XDP,
@@ -31,7 +32,7 @@ use overlay_user::{
     dataplane::{
         Dataplane, Guard, LocalEndpoint, Network, RemoteEndpoint, Underlay, events::DropEvents,
     },
-    model::MacAddr,
+    model::{DecapMode, MacAddr},
 };
 
 const TC_ACT_OK: u32 = 0;
@@ -1664,7 +1665,7 @@ fn endpoints_sharing_a_slot_stay_apart() {
     if !require_root("endpoints_sharing_a_slot_stay_apart") {
         return;
     }
-    let (env, _pins, mut dp) = programmed("sl");
+    let (env, pins, mut dp) = programmed("sl");
     let a_if = env.ifindex("ep1");
     let z_if = a_if + overlay_common::capacity::ENDPOINT_SLOTS;
     env.host
@@ -1713,6 +1714,51 @@ fn endpoints_sharing_a_slot_stay_apart() {
     };
     check(&mut dp, "A holds the slot");
     a_encaps(&mut dp, "A holds the slot");
+    // The program reads A's slot under its sequence lock: a slot being
+    // rewritten (odd) is left for the hash map; a stable one is believed,
+    // so one poisoned with Z's network and addresses makes A a spoofer.
+    let mut ep_slots: aya::maps::Array<_, EndpointSlot> =
+        aya::maps::Array::try_from(aya::maps::Map::Array(
+            aya::maps::MapData::from_pin(pins.0.join("maps").join(names::ENDPOINT_SLOTS))
+                .expect("pinned endpoint slots"),
+        ))
+        .expect("endpoint slots");
+    let index = endpoint_slot(a_if);
+    let held = ep_slots.get(&index, 0).expect("A's slot");
+    assert_eq!(held.ifindex, a_if, "A holds its slot");
+    assert_eq!(held.seq & SLOT_SEQ_WRITING, 0, "A's slot is stable");
+    let poisoned = EndpointSlot {
+        info: EndpointInfo {
+            vni: 200,
+            ip: u32::from(ip("10.0.2.5")).to_be(),
+            mac: mac_z,
+            ..held.info
+        },
+        ..held
+    };
+    ep_slots
+        .set(
+            index,
+            &EndpointSlot {
+                seq: held.seq | SLOT_SEQ_WRITING,
+                ..poisoned
+            },
+            0,
+        )
+        .expect("an odd slot");
+    a_encaps(&mut dp, "A's slot odd: read by hash");
+    ep_slots.set(index, &poisoned, 0).expect("a poisoned slot");
+    env.host
+        .ns
+        .run(|| {
+            assert_eq!(
+                endpoint_verdict(&mut dp, a_if, &a_to_c),
+                "drop_spoofed",
+                "a stable slot is what the program reads"
+            );
+        })
+        .expect("enter netns");
+    ep_slots.set(index, &held, 0).expect("A's slot back");
     // A goes: Z takes the slot; A's interface is unknown at once.
     dp.remove_local_endpoint(a_if).expect("remove A");
     check(&mut dp, "Z holds the slot");
@@ -1749,6 +1795,150 @@ fn endpoints_sharing_a_slot_stay_apart() {
         })
         .expect("enter netns");
     a_encaps(&mut dp, "Z gone, A takes the slot");
+}
+
+/// The kernel id of map `name` pinned under `pins`.
+fn pinned_map_id(pins: &PinDir, name: &str) -> u32 {
+    aya::maps::MapData::from_pin(pins.0.join("maps").join(name))
+        .and_then(|m| m.info())
+        .map(|i| i.id())
+        .unwrap_or_else(|e| panic!("map {name}: {e}"))
+}
+
+/// The program pinned link `name` runs: its id and the maps it uses.
+fn linked_program(pins: &PinDir, name: &str) -> (u32, Vec<u32>) {
+    let link = aya::programs::links::FdLink::from(
+        aya::programs::links::PinnedLink::from_pin(pins.0.join("links").join(name))
+            .unwrap_or_else(|e| panic!("link {name}: {e}")),
+    );
+    let id = link.info().expect("link info").program_id();
+    let info = aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .unwrap_or_else(|| panic!("link {name}'s program {id} is loaded"));
+    (id, info.map_ids().expect("map ids").unwrap_or_default())
+}
+
+/// An upgrade that replaces slot arrays (a new layout) moves the programs
+/// already attached onto the new maps: a program keeps the maps it was
+/// loaded with, so otherwise an endpoint's veth would go on reading a slot
+/// array nobody writes. Pins of another layout are dropped and made anew,
+/// filled from their hash maps; each link keeps its identity (updated in
+/// place); a load of the same build moves nothing.
+#[test]
+fn attached_programs_move_onto_replaced_slot_arrays() {
+    if !require_root("attached_programs_move_onto_replaced_slot_arrays") {
+        return;
+    }
+    let (env, pins, mut dp) = programmed("up");
+    let (a_if, ul_if, xdp_if) = (env.ifindex("ep1"), env.ifindex("ul0"), env.ifindex("ep2"));
+    env.host
+        .ns
+        .run(|| {
+            dp.attach_endpoint(a_if).expect("endpoint program");
+            dp.attach_underlay(ul_if, DecapMode::Tc).expect("tc decap");
+            dp.attach_underlay(xdp_if, DecapMode::XdpGeneric)
+                .expect("xdp decap");
+        })
+        .expect("enter netns");
+    // Each link and the slot arrays its program reads.
+    let links = [
+        (
+            format!("endpoint-{a_if}"),
+            &[names::ENDPOINT_SLOTS, names::ROUTE_SLOTS][..],
+        ),
+        (format!("underlay-{ul_if}"), &[names::ROUTE_SLOTS][..]),
+        (format!("underlay-{xdp_if}"), &[names::ROUTE_SLOTS][..]),
+    ];
+    let replaced = [names::ENDPOINT_SLOTS, names::ROUTE_SLOTS];
+    let before: Vec<u32> = replaced.iter().map(|n| pinned_map_id(&pins, n)).collect();
+    for (name, uses) in &links {
+        let maps = linked_program(&pins, name).1;
+        for map in *uses {
+            assert!(
+                maps.contains(&pinned_map_id(&pins, map)),
+                "{name} uses the pinned {map}"
+            );
+        }
+    }
+    drop(dp);
+
+    // What an older build left: the slot arrays with another layout (here
+    // another map's: 4-byte values, not mmapable) under their names.
+    let other = pins.0.join("maps").join(names::HOST_GENERATIONS);
+    let other_id = pinned_map_id(&pins, names::HOST_GENERATIONS);
+    for name in replaced {
+        let pin = pins.0.join("maps").join(name);
+        std::fs::remove_file(&pin).expect("unpin a slot array");
+        aya::maps::MapData::from_pin(&other)
+            .expect("another map")
+            .pin(&pin)
+            .expect("pin it as the slot array");
+    }
+
+    let mut dp = Dataplane::load(&pins.0).expect("load over an older layout");
+    let after: Vec<u32> = replaced.iter().map(|n| pinned_map_id(&pins, n)).collect();
+    for ((name, old), new) in replaced.iter().zip(&before).zip(&after) {
+        assert!(
+            new != old && *new != other_id,
+            "{name} is made anew: {old} -> {new}"
+        );
+    }
+    let open = |name: &str| {
+        aya::maps::Map::Array(
+            aya::maps::MapData::from_pin(pins.0.join("maps").join(name)).expect("slot array"),
+        )
+    };
+    let ep_slots: aya::maps::Array<_, EndpointSlot> =
+        aya::maps::Array::try_from(open(names::ENDPOINT_SLOTS)).expect("endpoint slots");
+    let held = ep_slots.get(&endpoint_slot(a_if), 0).expect("A's slot");
+    assert_eq!(
+        (held.ifindex, held.seq & SLOT_SEQ_WRITING),
+        (a_if, 0),
+        "endpoint slots filled from the hash map"
+    );
+    let route_slots: aya::maps::Array<_, RouteSlot> =
+        aya::maps::Array::try_from(open(names::ROUTE_SLOTS)).expect("route slots");
+    let c = RouteKey {
+        vni: 100,
+        ip: u32::from(ip("10.0.1.4")).to_be(),
+    };
+    assert_eq!(
+        route_slots.get(&route_slot(&c), 0).expect("C's slot").key,
+        c,
+        "route slots filled from the hash map"
+    );
+    let mut moved = Vec::new();
+    for (name, uses) in &links {
+        let (id, maps) = linked_program(&pins, name);
+        for map in *uses {
+            assert!(
+                maps.contains(&pinned_map_id(&pins, map)),
+                "{name} moved onto the new {map}: {maps:?}"
+            );
+        }
+        assert!(
+            !before.iter().any(|old| maps.contains(old)),
+            "{name} left the replaced maps: {maps:?}"
+        );
+        assert!(dp.links().contains(name), "{name} still pinned");
+        moved.push(id);
+    }
+    env.host
+        .ns
+        .run(|| {
+            let a_to_c = ipv4_udp_frame(MAC_C, MAC_A, ip("10.0.1.2"), ip("10.0.1.4"), 5555);
+            assert_eq!(endpoint_verdict(&mut dp, a_if, &a_to_c), "encap", "A");
+        })
+        .expect("enter netns");
+    drop(dp);
+
+    // The same build again: every link keeps the program it runs.
+    let dp = Dataplane::load(&pins.0).expect("load again");
+    for ((name, _), id) in links.iter().zip(&moved) {
+        assert_eq!(linked_program(&pins, name).0, *id, "{name} left alone");
+    }
+    drop(dp);
 }
 
 /// The pinned direct-mapped slot arrays, as the programs read them.

@@ -1,13 +1,19 @@
 //! Attaching the programs: the decap program on the underlay NIC, the
 //! endpoint program on each host-side veth. Every link is pinned under
 //! `PIN_DIR/links`, so it outlives this process and is detached by
-//! removing its pin.
+//! removing its pin. A link whose program is another build's is moved onto
+//! this build's on load ([`Dataplane::upgrade_links`]).
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::{HashMap, HashSet},
+    path::{Path, PathBuf},
+};
 
 use aya::programs::{
-    SchedClassifier, TcAttachType, XdpMode,
-    links::{FdLink, PinnedLink},
+    ProgramError, ProgramInfo, SchedClassifier, TcAttachType, XdpMode,
+    links::{FdLink, LinkType, PinnedLink},
+    tc::SchedClassifierLink,
+    xdp::XdpLink,
 };
 use overlay_common::{Config, programs};
 
@@ -171,6 +177,138 @@ impl Dataplane {
             op: format!("{name} as bpf_link"),
             source,
         })
+    }
+}
+
+/// What a program is, as far as an upgrade goes: its code and its maps.
+#[derive(Debug, PartialEq, Eq)]
+struct Build {
+    /// The kernel's hash of the instructions (map references excluded, so
+    /// two loads of one object over the same maps have one tag).
+    tag: u64,
+    /// The maps it uses, sorted.
+    maps: Vec<u32>,
+}
+
+impl Build {
+    fn of(info: &ProgramInfo) -> Result<Self, ProgramError> {
+        let mut maps = info.map_ids()?.unwrap_or_default();
+        maps.sort_unstable();
+        Ok(Self {
+            tag: info.tag(),
+            maps,
+        })
+    }
+}
+
+/// Which of this build's programs the pinned link `name` (of kernel link
+/// type `kind`) should run.
+fn program_for(name: &str, kind: LinkType) -> Option<&'static str> {
+    if name.starts_with("endpoint-") {
+        Some(programs::ENDPOINT_INGRESS)
+    } else if name.starts_with("underlay-") {
+        match kind {
+            LinkType::Tcx => Some(programs::UNDERLAY_TC),
+            LinkType::Xdp => Some(programs::UNDERLAY_XDP),
+            _ => None,
+        }
+    } else {
+        None
+    }
+}
+
+impl Dataplane {
+    /// Moves every pinned link whose program is not this build's over the
+    /// maps pinned now onto this load's program. A program keeps the maps
+    /// it was loaded with, so after an upgrade that replaced a map (a slot
+    /// array of a new layout) an older program would go on reading the old
+    /// map, unwritten from then on. BPF_LINK_UPDATE swaps the program in
+    /// place: no packet passes the interface without one. Links already
+    /// running this build (same code, same maps) are left alone, so this
+    /// costs a few syscalls a link on every load. Returns the links moved.
+    pub(super) fn upgrade_links(&mut self) -> Result<Vec<String>, DataplaneError> {
+        let names = self.links();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let info_err = |name| {
+            move |source| DataplaneError::Program {
+                op: "reading",
+                name,
+                source,
+            }
+        };
+        let mut ours = HashMap::new();
+        for name in [
+            programs::ENDPOINT_INGRESS,
+            programs::UNDERLAY_TC,
+            programs::UNDERLAY_XDP,
+        ] {
+            let prog = self
+                .ebpf
+                .program(name)
+                .ok_or(DataplaneError::MissingProgram(name))?;
+            let build = prog
+                .info()
+                .and_then(|i| Build::of(&i))
+                .map_err(info_err(name))?;
+            ours.insert(name, build);
+        }
+        let mut links = Vec::new();
+        for name in names {
+            let path = self.link_pin(&name);
+            let link_err = |op: &str| {
+                let op = format!("{op} {}", path.display());
+                move |source| DataplaneError::Link { op, source }
+            };
+            let link = FdLink::from(PinnedLink::from_pin(&path).map_err(link_err("opening"))?);
+            let info = link.info().map_err(link_err("reading"))?;
+            let kind = info.link_type().map_err(link_err("typing"))?;
+            if let Some(prog) = program_for(&name, kind) {
+                links.push((name, link, prog, info.program_id()));
+            }
+        }
+        // The attached programs' builds, in one walk over the loaded
+        // programs (aya has no lookup by id). One that cannot be read is
+        // treated as another build's: running ours instead is always right.
+        let wanted: HashSet<u32> = links.iter().map(|(_, _, _, id)| *id).collect();
+        let attached: HashMap<u32, Build> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .filter(|info| wanted.contains(&info.id()))
+            .filter_map(|info| Some((info.id(), Build::of(&info).ok()?)))
+            .collect();
+        let mut moved = Vec::new();
+        for (name, link, prog, id) in links {
+            if attached.get(&id) == ours.get(prog) {
+                continue;
+            }
+            let update_err = |source| DataplaneError::Program {
+                op: "moving a link onto",
+                name: prog,
+                source,
+            };
+            if prog == programs::UNDERLAY_XDP {
+                let link = XdpLink::try_from(link).map_err(|source| DataplaneError::Link {
+                    op: format!("{name} as an XDP link"),
+                    source,
+                })?;
+                let xdp = self.xdp_program()?;
+                let id = xdp.attach_to_link(link).map_err(update_err)?;
+                // Closes this process's fd; the pin keeps the link.
+                drop(xdp.take_link(id).map_err(update_err)?);
+            } else {
+                let link =
+                    SchedClassifierLink::try_from(link).map_err(|source| DataplaneError::Link {
+                        op: format!("{name} as a tcx link"),
+                        source,
+                    })?;
+                let tc: &mut SchedClassifier = program(&mut self.ebpf, prog)?;
+                let id = tc.attach_to_link(link).map_err(update_err)?;
+                drop(tc.take_link(id).map_err(update_err)?);
+            }
+            moved.push(name);
+        }
+        Ok(moved)
     }
 }
 

@@ -4,9 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use overlay_common::{
-    EndpointInfo, EndpointSlot, PeerKey, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey, RouteValue, capacity,
-};
+use overlay_common::{EndpointInfo, PeerKey, ROUTE_LOCAL, ROUTE_REMOTE, RouteKey, RouteValue};
 
 use super::{
     Dataplane, DataplaneError, LocalEndpoint, Network, RemoteEndpoint, RouteTarget, be, not_found,
@@ -21,77 +19,7 @@ fn target(r: &RouteValue) -> RouteTarget {
     }
 }
 
-/// The direct-mapped slot of the endpoint on `ifindex`.
-fn slot_of(ifindex: u32) -> u32 {
-    ifindex & (capacity::ENDPOINT_SLOTS - 1)
-}
-
 impl Dataplane {
-    /// Puts the endpoint on `ifindex` in its direct-mapped slot unless
-    /// another endpoint holds it; whether it did.
-    fn claim_endpoint_slot(
-        &mut self,
-        ifindex: u32,
-        info: &EndpointInfo,
-    ) -> Result<bool, DataplaneError> {
-        let slot = slot_of(ifindex);
-        let held = self
-            .ep_slots
-            .get(&slot, 0)
-            .map_err(DataplaneError::map("reading an endpoint slot"))?;
-        if held.ifindex != 0 && held.ifindex != ifindex {
-            return Ok(false);
-        }
-        self.ep_slots
-            .set(
-                slot,
-                &EndpointSlot {
-                    ifindex,
-                    info: *info,
-                },
-                0,
-            )
-            .map_err(DataplaneError::map("writing an endpoint slot"))?;
-        Ok(true)
-    }
-
-    /// Frees the slot of the endpoint on `ifindex` if it holds it, and
-    /// gives it to another endpoint whose ifindex maps there.
-    fn release_endpoint_slot(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
-        let slot = slot_of(ifindex);
-        let held = self
-            .ep_slots
-            .get(&slot, 0)
-            .map_err(DataplaneError::map("reading an endpoint slot"))?;
-        if held.ifindex != ifindex {
-            return Ok(());
-        }
-        let free = EndpointSlot {
-            ifindex: 0,
-            info: EndpointInfo {
-                vni: 0,
-                ip: 0,
-                mac: [0; 6],
-                host_mac: [0; 6],
-                flags: 0,
-                counter_slot: 0,
-            },
-        };
-        self.ep_slots
-            .set(slot, &free, 0)
-            .map_err(DataplaneError::map("clearing an endpoint slot"))?;
-        let next = self
-            .endpoints
-            .iter()
-            .filter_map(Result::ok)
-            .find(|(i, _)| *i != ifindex && slot_of(*i) == slot);
-        if let Some((other, info)) = next {
-            // A cache fill: while it fails, `other` is found by hash.
-            let _ = self.claim_endpoint_slot(other, &info);
-        }
-        Ok(())
-    }
-
     fn check_endpoint_address(&self, vni: u32, ip: Ipv4Addr) -> Result<Network, DataplaneError> {
         rules::check_vni(vni)?;
         let net = self.network(vni)?;
@@ -180,16 +108,10 @@ impl Dataplane {
         };
         // The endpoint's own entry first: the route makes it reachable, and
         // whatever it sends back must find its entry.
-        self.endpoints
-            .insert(&ep.host_ifindex, &info, 0)
+        self.put_endpoint(ep.host_ifindex, &info)
             .map_err(DataplaneError::map(format!("adding endpoint {}", ep.ip)))?;
-        if let Err(e) = self.claim_endpoint_slot(ep.host_ifindex, &info) {
-            let _ = self.endpoints.remove(&ep.host_ifindex);
-            return Err(e);
-        }
         if let Err(e) = self.put_route(&key, &route) {
-            let _ = self.release_endpoint_slot(ep.host_ifindex);
-            let _ = self.endpoints.remove(&ep.host_ifindex);
+            let _ = self.delete_endpoint(ep.host_ifindex);
             return Err(DataplaneError::map(format!("adding route for {}", ep.ip))(
                 e,
             ));
@@ -206,11 +128,7 @@ impl Dataplane {
             }
             Err(e) => return Err(DataplaneError::map("reading an endpoint")(e)),
         };
-        // The slot first: it must never name an endpoint the hash no
-        // longer has (its ifindex may come back as another's).
-        self.release_endpoint_slot(host_ifindex)?;
-        self.endpoints
-            .remove(&host_ifindex)
+        self.delete_endpoint(host_ifindex)
             .map_err(DataplaneError::map("removing an endpoint"))?;
         let key = RouteKey {
             vni: info.vni,

@@ -50,7 +50,7 @@ pub struct Dataplane {
     ebpf: Ebpf,
     pin_dir: PathBuf,
     endpoints: HashMap<MapData, u32, EndpointInfo>,
-    ep_slots: Array<MapData, overlay_common::EndpointSlot>,
+    ep_slots: slots::SlotTable<overlay_common::EndpointSlot>,
     /// Kept with `routes` and `peers` by [`slots`].
     route_slots: slots::SlotTable<overlay_common::RouteSlot>,
     peer_slots: slots::SlotTable<overlay_common::PeerSlot>,
@@ -71,23 +71,43 @@ pub struct Dataplane {
     monitor_on: Array<MapData, u32>,
 }
 
-/// Maps the programs fill on their own (caches): a pin whose layout is
-/// from another version is dropped and made anew, rather than failing the
-/// load as a changed state map must.
-const CACHES: [(&str, usize); 2] = [
-    (names::NEXTHOPS, std::mem::size_of::<NextHop>()),
-    (names::PATH_MTUS, std::mem::size_of::<PathMtu>()),
+/// Maps made anew when a pin's layout (value size, flags) is from another
+/// build, rather than failing the load as a changed state map must: caches
+/// the programs fill on their own, and the slot arrays, which are filled
+/// again from their hash maps ([`Dataplane::fill_slots`]).
+const REBUILDABLE: [(&str, usize, u32); 5] = [
+    (names::NEXTHOPS, std::mem::size_of::<NextHop>(), 0),
+    (names::PATH_MTUS, std::mem::size_of::<PathMtu>(), 0),
+    (
+        names::ENDPOINT_SLOTS,
+        std::mem::size_of::<overlay_common::EndpointSlot>(),
+        BPF_F_MMAPABLE,
+    ),
+    (
+        names::ROUTE_SLOTS,
+        std::mem::size_of::<overlay_common::RouteSlot>(),
+        BPF_F_MMAPABLE,
+    ),
+    (
+        names::PEER_SLOTS,
+        std::mem::size_of::<overlay_common::PeerSlot>(),
+        BPF_F_MMAPABLE,
+    ),
 ];
 
-/// Unpins cache maps under `map_dir` whose value layout differs from this
+/// `BPF_F_MMAPABLE` (uapi/linux/bpf.h): the slot arrays are mapped into
+/// this process.
+const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Unpins rebuildable maps under `map_dir` whose layout differs from this
 /// build's.
-fn drop_stale_caches(map_dir: &Path) -> Result<(), DataplaneError> {
-    for (name, value_size) in CACHES {
+fn drop_stale_layouts(map_dir: &Path) -> Result<(), DataplaneError> {
+    for (name, value_size, flags) in REBUILDABLE {
         let path = map_dir.join(name);
         let Ok(info) = aya::maps::MapInfo::from_pin(&path) else {
             continue;
         };
-        if info.value_size() as usize != value_size {
+        if info.value_size() as usize != value_size || info.map_flags() != flags {
             fs::remove_file(&path).map_err(|source| DataplaneError::Io {
                 op: "remove",
                 path: path.clone(),
@@ -152,11 +172,12 @@ impl Dataplane {
             path: pin_dir.join("links"),
             source,
         })?;
-        drop_stale_caches(&map_dir)?;
-        // Slot maps made by this load next to routes pinned before them
+        drop_stale_layouts(&map_dir)?;
+        // Slot maps made by this load next to hash maps pinned before them
         // (an upgrade) are filled from the hash maps once.
-        let new_slots =
-            !map_dir.join(names::ROUTE_SLOTS).exists() || !map_dir.join(names::PEER_SLOTS).exists();
+        let new_slots = [names::ENDPOINT_SLOTS, names::ROUTE_SLOTS, names::PEER_SLOTS]
+            .iter()
+            .any(|name| !map_dir.join(name).exists());
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(&map_dir)
             .load(EBPF_OBJECT)
@@ -192,8 +213,12 @@ impl Dataplane {
         };
         let endpoints = HashMap::try_from(take_map(&mut ebpf, names::ENDPOINTS)?)
             .map_err(conv(names::ENDPOINTS))?;
-        let ep_slots = Array::try_from(take_map(&mut ebpf, names::ENDPOINT_SLOTS)?)
-            .map_err(conv(names::ENDPOINT_SLOTS))?;
+        let ep_slots = slot_table(
+            &mut ebpf,
+            &map_dir,
+            names::ENDPOINT_SLOTS,
+            overlay_common::capacity::ENDPOINT_SLOTS,
+        )?;
         let routes =
             HashMap::try_from(take_map(&mut ebpf, names::ROUTES)?).map_err(conv(names::ROUTES))?;
         let peers =
@@ -261,7 +286,11 @@ impl Dataplane {
         };
         if new_slots {
             dp.fill_slots()
-                .map_err(DataplaneError::map("filling the route and peer slots"))?;
+                .map_err(DataplaneError::map("filling the slot arrays"))?;
+        }
+        let moved = dp.upgrade_links()?;
+        if !moved.is_empty() {
+            tracing::info!(links = ?moved, "attached programs moved onto this build");
         }
         Ok(dp)
     }

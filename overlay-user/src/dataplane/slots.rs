@@ -1,6 +1,6 @@
-//! The direct-mapped slot arrays in front of `OVL_ROUTES` and `OVL_PEERS`
-//! (see [`RouteSlot`]). Every route and peer goes into and out of its hash
-//! map through here, so a slot never names an entry its hash map lacks and
+//! The direct-mapped slot arrays in front of `OVL_ENDPOINTS`, `OVL_ROUTES`
+//! and `OVL_PEERS` (see [`RouteSlot`]). Every endpoint, route and peer goes
+//! into and out of its hash map through here, so a slot never names an entry its hash map lacks and
 //! never holds a value the hash map has replaced, and every rewrite of a
 //! slot follows the sequence lock the programs read it under.
 //!
@@ -24,14 +24,14 @@ use aya::{
     maps::{MapData, MapError},
 };
 use overlay_common::{
-    PeerKey, PeerSlot, PeerValue, RouteKey, RouteSlot, RouteValue, SLOT_SEQ_WRITING, peer_slot,
-    route_slot,
+    EndpointInfo, EndpointSlot, PeerKey, PeerSlot, PeerValue, RouteKey, RouteSlot, RouteValue,
+    SLOT_SEQ_WRITING, endpoint_slot, peer_slot, route_slot,
 };
 
 use super::Dataplane;
 
 /// A slot value: its sequence byte and the key it holds.
-pub(super) trait Slot: Pod {
+pub(super) trait Slot: Pod + PartialEq {
     type Key: PartialEq + Copy;
     const FREE: Self;
     fn seq(&self) -> u8;
@@ -41,6 +41,27 @@ pub(super) trait Slot: Pod {
     fn is_free(&self) -> bool;
     /// The slot index of `key`.
     fn index(key: &Self::Key) -> u32;
+}
+
+impl Slot for EndpointSlot {
+    /// The host-side ifindex.
+    type Key = u32;
+    const FREE: Self = EndpointSlot::FREE;
+    fn seq(&self) -> u8 {
+        self.seq
+    }
+    fn with_seq(self, seq: u8) -> Self {
+        Self { seq, ..self }
+    }
+    fn key(&self) -> u32 {
+        self.ifindex
+    }
+    fn is_free(&self) -> bool {
+        self.ifindex == 0
+    }
+    fn index(ifindex: &u32) -> u32 {
+        endpoint_slot(*ifindex)
+    }
 }
 
 impl Slot for RouteSlot {
@@ -197,6 +218,28 @@ impl<S: Slot> SlotTable<S> {
         writing
     }
 
+    /// Adds or replaces `new`'s key in its hash map (`write`), then in its
+    /// slot if that is free or already the key's. A slot the key holds with
+    /// another value is made odd first, so the programs take the hash
+    /// entry, never the old value, while it changes; if `write` fails it
+    /// stays odd (read by hash) until the key is written or freed again.
+    fn put_with<E>(&mut self, new: S, write: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        let index = S::index(&new.key());
+        let cur = self.get(index);
+        let holds = cur.key() == new.key();
+        if holds && cur.seq() & SLOT_SEQ_WRITING == 0 && cur == new.with_seq(cur.seq()) {
+            return write();
+        }
+        if holds {
+            self.mark_writing(index);
+        }
+        write()?;
+        if holds || cur.is_free() {
+            self.rewrite(index, new);
+        }
+        Ok(())
+    }
+
     /// Puts `new` in its key's slot if that slot is free; whether it did.
     fn claim_if_free(&mut self, new: S) -> bool {
         let index = S::index(&new.key());
@@ -228,21 +271,11 @@ impl Dataplane {
     /// it is free or already the key's (which the programs leave alone
     /// while the hash entry changes).
     pub(super) fn put_route(&mut self, key: &RouteKey, route: &RouteValue) -> Result<(), MapError> {
-        let index = route_slot(key);
-        let cur = self.route_slots.get(index);
-        let holds = cur.key == *key;
-        if holds && cur.seq & SLOT_SEQ_WRITING == 0 && cur.route == *route {
-            return self.routes.insert(key, route, 0);
-        }
-        if holds {
-            self.route_slots.mark_writing(index);
-        }
-        self.routes.insert(key, route, 0)?;
-        if holds || cur.is_free() {
-            self.route_slots
-                .rewrite(index, RouteSlot::holding(*key, *route));
-        }
-        Ok(())
+        let routes = &mut self.routes;
+        self.route_slots
+            .put_with(RouteSlot::holding(*key, *route), || {
+                routes.insert(key, route, 0)
+            })
     }
 
     /// Removes the route of `key`: its slot first, then the hash entry
@@ -250,6 +283,43 @@ impl Dataplane {
     pub(super) fn delete_route(&mut self, key: &RouteKey) -> Result<(), MapError> {
         self.route_slots.release(key);
         self.routes.remove(key)
+    }
+
+    /// Adds the endpoint on host-side interface `ifindex`: the hash map,
+    /// then the slot if it is free or already the interface's.
+    pub(super) fn put_endpoint(
+        &mut self,
+        ifindex: u32,
+        info: &EndpointInfo,
+    ) -> Result<(), MapError> {
+        let endpoints = &mut self.endpoints;
+        self.ep_slots
+            .put_with(EndpointSlot::holding(ifindex, *info), || {
+                endpoints.insert(&ifindex, info, 0)
+            })
+    }
+
+    /// Removes the endpoint on `ifindex`: its slot first (the ifindex may
+    /// come back as another's), then the hash entry (whose error, not-found
+    /// included, is returned). A freed slot goes to another endpoint whose
+    /// ifindex maps there, if any.
+    pub(super) fn delete_endpoint(&mut self, ifindex: u32) -> Result<(), MapError> {
+        let index = endpoint_slot(ifindex);
+        let held = self.ep_slots.get(index).ifindex == ifindex;
+        self.ep_slots.release(&ifindex);
+        self.endpoints.remove(&ifindex)?;
+        if held {
+            let next = self
+                .endpoints
+                .iter()
+                .filter_map(Result::ok)
+                .find(|(i, _)| endpoint_slot(*i) == index);
+            if let Some((other, info)) = next {
+                self.ep_slots
+                    .claim_if_free(EndpointSlot::holding(other, info));
+            }
+        }
+        Ok(())
     }
 
     /// Allows peer `key`: the hash map, then the slot if it is free.
@@ -266,13 +336,22 @@ impl Dataplane {
         self.peers.remove(key)
     }
 
-    /// Gives every route and peer a free slot of its own: for slot maps
-    /// made anew beside existing hash maps (a dataplane pinned by a build
-    /// without them). Returns how many went into slots.
+    /// Gives every endpoint, route and peer a free slot of its own: for
+    /// slot maps made anew beside existing hash maps (a dataplane pinned by
+    /// a build without them, or with another slot layout). Returns how many
+    /// went into slots.
     pub(super) fn fill_slots(&mut self) -> Result<usize, MapError> {
+        let endpoints: Vec<(u32, EndpointInfo)> =
+            self.endpoints.iter().collect::<Result<_, _>>()?;
         let routes: Vec<(RouteKey, RouteValue)> = self.routes.iter().collect::<Result<_, _>>()?;
         let peers: Vec<PeerKey> = self.peers.keys().collect::<Result<_, _>>()?;
         let mut filled = 0;
+        for (ifindex, info) in endpoints {
+            filled += usize::from(
+                self.ep_slots
+                    .claim_if_free(EndpointSlot::holding(ifindex, info)),
+            );
+        }
         for (key, route) in routes {
             filled += usize::from(
                 self.route_slots
