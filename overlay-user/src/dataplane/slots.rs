@@ -37,72 +37,41 @@ pub(super) trait Slot: Pod + PartialEq {
     fn seq(&self) -> u8;
     fn with_seq(self, seq: u8) -> Self;
     fn key(&self) -> Self::Key;
-    /// Whether it holds no key (VNI 0, which no network has).
-    fn is_free(&self) -> bool;
+    /// Whether it holds no key.
+    fn is_free(&self) -> bool {
+        self.key() == Self::FREE.key()
+    }
     /// The slot index of `key`.
     fn index(key: &Self::Key) -> u32;
 }
 
-impl Slot for EndpointSlot {
-    /// The host-side ifindex.
-    type Key = u32;
-    const FREE: Self = EndpointSlot::FREE;
-    fn seq(&self) -> u8 {
-        self.seq
-    }
-    fn with_seq(self, seq: u8) -> Self {
-        Self { seq, ..self }
-    }
-    fn key(&self) -> u32 {
-        self.ifindex
-    }
-    fn is_free(&self) -> bool {
-        self.ifindex == 0
-    }
-    fn index(ifindex: &u32) -> u32 {
-        endpoint_slot(*ifindex)
-    }
+/// A [`Slot`] impl: every slot type has its `seq` byte and `FREE`; the key
+/// is the field `$key`, placed by `$index`.
+macro_rules! impl_slot {
+    ($slot:ident, $key:ident: $key_ty:ty, $index:expr) => {
+        impl Slot for $slot {
+            type Key = $key_ty;
+            const FREE: Self = $slot::FREE;
+            fn seq(&self) -> u8 {
+                self.seq
+            }
+            fn with_seq(self, seq: u8) -> Self {
+                Self { seq, ..self }
+            }
+            fn key(&self) -> $key_ty {
+                self.$key
+            }
+            fn index(key: &$key_ty) -> u32 {
+                $index(key)
+            }
+        }
+    };
 }
 
-impl Slot for RouteSlot {
-    type Key = RouteKey;
-    const FREE: Self = RouteSlot::FREE;
-    fn seq(&self) -> u8 {
-        self.seq
-    }
-    fn with_seq(self, seq: u8) -> Self {
-        Self { seq, ..self }
-    }
-    fn key(&self) -> RouteKey {
-        self.key
-    }
-    fn is_free(&self) -> bool {
-        self.key.vni == 0
-    }
-    fn index(key: &RouteKey) -> u32 {
-        route_slot(key)
-    }
-}
-
-impl Slot for PeerSlot {
-    type Key = PeerKey;
-    const FREE: Self = PeerSlot::FREE;
-    fn seq(&self) -> u8 {
-        self.seq
-    }
-    fn with_seq(self, seq: u8) -> Self {
-        Self { seq, ..self }
-    }
-    fn key(&self) -> PeerKey {
-        self.key
-    }
-    fn is_free(&self) -> bool {
-        self.key.vni == 0
-    }
-    fn index(key: &PeerKey) -> u32 {
-        peer_slot(key)
-    }
-}
+// Free slots hold ifindex 0 and VNI 0, which no endpoint or network has.
+impl_slot!(EndpointSlot, ifindex: u32, |ifindex: &u32| endpoint_slot(*ifindex));
+impl_slot!(RouteSlot, key: RouteKey, route_slot);
+impl_slot!(PeerSlot, key: PeerKey, peer_slot);
 
 /// A slot array mapped into this process. Written by one process at a
 /// time (the engine's state lock), read by the programs concurrently.
