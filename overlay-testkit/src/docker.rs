@@ -106,6 +106,11 @@ impl Dockerd {
         Ok(())
     }
 
+    /// Its API socket.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     /// `docker ARGS` against this daemon.
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(DOCKER)

@@ -312,6 +312,7 @@ mod tests {
                 labels: BTreeMap::from([("team".into(), "a".into())]),
                 created: "2026-01-01T00:00:00Z".into(),
                 docker: false,
+                docker_name: None,
             },
         );
         snap.peers

@@ -28,16 +28,25 @@ impl DockerHost {
         Self::on(host(), &[])
     }
 
-    /// `host`, its daemon started with `flags` too, and a dockerd.
+    /// `host`, a dockerd, and the host's daemon started with `flags` too
+    /// (after dockerd: it asks dockerd's API for network names).
     fn on(mut host: Host, flags: &[&str]) -> Self {
         let driver = format!("ebpf-overlay-{}", host.tag);
         let socket = PathBuf::from(format!("/run/docker/plugins/{driver}.sock"));
         let socket_arg = socket.display().to_string();
+        let docker = Dockerd::start(&host.ns).expect("dockerd");
+        let docker_socket = docker.socket().display().to_string();
         // Frequent repair passes: they must never race Docker.
-        let mut args = vec!["--interval", "1", "--plugin-socket", &socket_arg];
+        let mut args = vec![
+            "--interval",
+            "1",
+            "--plugin-socket",
+            &socket_arg,
+            "--docker-socket",
+            &docker_socket,
+        ];
         args.extend(flags);
         host.start_daemon(&args);
-        let docker = Dockerd::start(&host.ns).expect("dockerd");
         docker.build_busybox();
         Self {
             docker,
@@ -114,10 +123,24 @@ fn docker_containers_on_plugin_networks() {
         d.counter("forward_local") > forwarded,
         "through the endpoint program"
     );
-    // The same network, seen by overlay.
+    // The same network, seen by overlay: under Docker's name, learned from
+    // Docker's API (Docker's calls carry only its ID).
     let short = &id[..12];
     let ls = d.host.ok(&["network", "ls"]);
     assert!(ls.contains(short), "{ls}");
+    assert!(
+        eventually(10, || d
+            .host
+            .ok(&["network", "ls"])
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some("front")))
+        .is_some(),
+        "Docker's name: {}",
+        d.host.ok(&["network", "ls"])
+    );
+    assert_eq!(d.host.inspect("front")["Id"], id.as_str(), "found by it");
+    let stats = d.host.ok(&["stats", "--network", "front"]);
+    assert!(stats.contains("forward_local"), "{stats}");
     let err = d.host.fails(&["network", "rm", short]);
     assert!(err.contains("Docker's"), "{err}");
     let stats = d.host.ok(&["stats", "--network", short]);

@@ -84,6 +84,7 @@ fn network(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
         labels: Default::default(),
         created: "2026-11-28T00:00:00Z".into(),
         docker: false,
+        docker_name: None,
     }
 }
 

@@ -37,7 +37,7 @@ pub fn execute(engine: &mut Engine, command: Command) -> Result<Response, Engine
                 .filter(|n| matches(n, &filters))
                 .map(|n| NetworkSummary {
                     id: n.id.clone(),
-                    name: n.name.clone(),
+                    name: n.display_name().to_owned(),
                     driver: n.driver.name().into(),
                     scope: n.driver.scope().into(),
                 })
@@ -201,7 +201,7 @@ fn resolve_all(engine: &Engine, keys: &[String]) -> Result<Vec<ContainerRecord>,
 /// nothing, as in Docker).
 fn matches(n: &NetworkRecord, filters: &[(String, String)]) -> bool {
     filters.iter().all(|(k, v)| match k.as_str() {
-        "name" => n.name.contains(v.as_str()),
+        "name" => n.display_name().contains(v.as_str()),
         "id" => n.id.starts_with(v.as_str()),
         "driver" => n.driver.name() == v,
         "scope" => n.driver.scope() == v,
@@ -289,7 +289,7 @@ fn inspect(engine: &Engine, n: &NetworkRecord) -> NetworkInspect {
         });
     }
     NetworkInspect {
-        name: n.name.clone(),
+        name: n.display_name().to_owned(),
         id: n.id.clone(),
         created: n.created.clone(),
         scope: n.driver.scope().into(),

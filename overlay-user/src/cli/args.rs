@@ -137,7 +137,7 @@ pub enum Command {
     /// Keep the kernel in line with the stored state: repair on start and
     /// every --interval seconds (foreground; logs to stderr). Forwarding
     /// never depends on it: the programs and maps are pinned.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Remove every pinned map and link (detaches the programs).
     Destroy,
 }
@@ -410,6 +410,11 @@ pub struct DaemonArgs {
     /// --root].
     #[arg(long)]
     pub plugin_socket: Option<PathBuf>,
+    /// Docker Engine's API socket, where the plugin learns the names of
+    /// Docker's networks (Docker's calls carry only IDs) [default:
+    /// /var/run/docker.sock].
+    #[arg(long)]
+    pub docker_socket: Option<PathBuf>,
     /// Upstream resolver (IPv4[:PORT]) for names containers ask that are
     /// not containers'; repeatable, at most 3 [default: the nameservers
     /// of /etc/resolv.conf at start].
@@ -438,6 +443,7 @@ impl DaemonArgs {
             etcd_password_file: self.etcd_password_file.clone(),
             host_name: self.host_name.clone(),
             plugin_socket: self.plugin_socket.clone(),
+            docker_socket: self.docker_socket.clone(),
             dns_upstream: (!self.dns_upstream.is_empty()).then(|| self.dns_upstream.clone()),
             metrics_address: self.metrics_address,
         }

@@ -1,6 +1,7 @@
 //! Just enough HTTP/1.1 for Docker's plugin protocol and `/metrics`: requests (a method,
 //! a path, a body by `Content-Length` or chunked) read one after another
-//! from a kept-alive connection, and responses with a length. Sizes are
+//! from a kept-alive connection, and responses with a length; and, as a
+//! client of Docker's API, one response read to its end. Sizes are
 //! bounded: anything larger, or malformed, is an error the caller answers
 //! with 400 and a closed connection.
 
@@ -71,17 +72,41 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, ReadError> {
     else {
         return Err(ReadError::Malformed("request line"));
     };
-    let mut close = match version {
+    let close_by_default = match version {
         "HTTP/1.1" => false,
         "HTTP/1.0" => true,
         _ => return Err(ReadError::Malformed("HTTP version")),
     };
-    let mut length: Option<usize> = None;
-    let mut chunked = false;
+    let head = read_headers(r, &mut budget)?;
+    let close = head.close.unwrap_or(close_by_default);
+    let body = read_body(r, &head, false)?;
+    Ok(Request {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        body,
+        close,
+    })
+}
+
+/// What the headers say of the body and the connection.
+struct Head {
+    length: Option<usize>,
+    chunked: bool,
+    /// `Connection: close` (true) or `keep-alive` (false), if given.
+    close: Option<bool>,
+}
+
+/// Reads headers up to the empty line.
+fn read_headers(r: &mut impl BufRead, budget: &mut usize) -> Result<Head, ReadError> {
+    let mut head = Head {
+        length: None,
+        chunked: false,
+        close: None,
+    };
     loop {
-        let header = line(r, &mut budget)?.ok_or(ReadError::Malformed("headers cut short"))?;
+        let header = line(r, budget)?.ok_or(ReadError::Malformed("headers cut short"))?;
         if header.is_empty() {
-            break;
+            return Ok(head);
         }
         let (name, value) = header
             .split_once(':')
@@ -92,44 +117,69 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, ReadError> {
                 let n: usize = value
                     .parse()
                     .map_err(|_| ReadError::Malformed("Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
+                if head.length.is_some_and(|l| l != n) {
                     return Err(ReadError::Malformed("two Content-Lengths"));
                 }
-                length = Some(n);
+                head.length = Some(n);
             }
             "transfer-encoding" => {
                 if !value.eq_ignore_ascii_case("chunked") {
                     return Err(ReadError::Malformed("Transfer-Encoding"));
                 }
-                chunked = true;
+                head.chunked = true;
             }
             "connection" => {
                 if value.eq_ignore_ascii_case("close") {
-                    close = true;
+                    head.close = Some(true);
                 } else if value.eq_ignore_ascii_case("keep-alive") {
-                    close = false;
+                    head.close = Some(false);
                 }
             }
             _ => {}
         }
     }
-    let body = match (chunked, length) {
-        (true, Some(_)) => return Err(ReadError::Malformed("chunked with a length")),
-        (true, None) => read_chunked(r)?,
-        (false, Some(n)) if n > MAX_BODY => return Err(ReadError::TooLarge),
+}
+
+/// The body `head` announces; with neither a length nor chunks, none for
+/// a request and the rest of the connection for a response.
+fn read_body(r: &mut impl BufRead, head: &Head, response: bool) -> Result<Vec<u8>, ReadError> {
+    match (head.chunked, head.length) {
+        (true, Some(_)) => Err(ReadError::Malformed("chunked with a length")),
+        (true, None) => read_chunked(r),
+        (false, Some(n)) if n > MAX_BODY => Err(ReadError::TooLarge),
         (false, Some(n)) => {
             let mut body = vec![0; n];
             r.read_exact(&mut body)?;
-            body
+            Ok(body)
         }
-        (false, None) => Vec::new(),
+        (false, None) if response => {
+            let mut body = Vec::new();
+            r.take(MAX_BODY as u64 + 1).read_to_end(&mut body)?;
+            if body.len() > MAX_BODY {
+                return Err(ReadError::TooLarge);
+            }
+            Ok(body)
+        }
+        (false, None) => Ok(Vec::new()),
+    }
+}
+
+/// Reads a response: its status code and body.
+pub fn read_response(r: &mut impl BufRead) -> Result<(u16, Vec<u8>), ReadError> {
+    let mut budget = MAX_HEAD;
+    let first = line(r, &mut budget)?.ok_or(ReadError::Closed)?;
+    let mut parts = first.splitn(3, ' ');
+    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+        return Err(ReadError::Malformed("status line"));
     };
-    Ok(Request {
-        method: method.to_owned(),
-        path: path.to_owned(),
-        body,
-        close,
-    })
+    if !version.starts_with("HTTP/1.") {
+        return Err(ReadError::Malformed("HTTP version"));
+    }
+    let status: u16 = code
+        .parse()
+        .map_err(|_| ReadError::Malformed("status code"))?;
+    let head = read_headers(r, &mut budget)?;
+    Ok((status, read_body(r, &head, true)?))
 }
 
 fn read_chunked(r: &mut impl BufRead) -> Result<Vec<u8>, ReadError> {

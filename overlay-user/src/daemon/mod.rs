@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod dns;
+pub mod docker_api;
 pub mod http;
 pub mod lock;
 pub mod metrics;
@@ -221,8 +222,19 @@ pub fn run(paths: &Paths, socket: &Path, options: Options) -> Result<(), DaemonE
         if let Some(path) = plugin_socket {
             let listener = server::bind(&path)?;
             tracing::info!(socket = %path.display(), "serving Docker's plugin protocol");
-            let paths = paths.clone();
-            std::thread::spawn(move || plugin::serve(&listener, &paths));
+            let (created, on_create) = std::sync::mpsc::channel();
+            let plugin_paths = paths.clone();
+            std::thread::spawn(move || plugin::serve(&listener, &plugin_paths, &created));
+            let docker = s
+                .docker_socket
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(docker_api::DEFAULT_SOCKET));
+            let learner_paths = paths.clone();
+            let every =
+                Duration::from_secs(s.interval.unwrap_or(settings::DEFAULT_INTERVAL).max(1));
+            std::thread::spawn(move || {
+                docker_api::run_learner(&learner_paths, &docker, &on_create, every);
+            });
         }
         if let Some(addr) = s.metrics_address {
             let listener = std::net::TcpListener::bind(addr)

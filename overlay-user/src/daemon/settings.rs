@@ -36,6 +36,8 @@ pub struct Settings {
     pub etcd_password_file: Option<PathBuf>,
     pub host_name: Option<String>,
     pub plugin_socket: Option<PathBuf>,
+    /// Docker Engine's API socket, asked for the names of Docker's networks.
+    pub docker_socket: Option<PathBuf>,
     /// Upstream resolvers of the container resolver, `IP[:PORT]`.
     pub dns_upstream: Option<Vec<String>>,
     /// Where `/metrics` is served (`IP:PORT`); not at all when unset.
@@ -58,6 +60,7 @@ impl Settings {
             etcd_password_file: self.etcd_password_file.or(file.etcd_password_file),
             host_name: self.host_name.or(file.host_name),
             plugin_socket: self.plugin_socket.or(file.plugin_socket),
+            docker_socket: self.docker_socket.or(file.docker_socket),
             dns_upstream: self.dns_upstream.or(file.dns_upstream),
             metrics_address: self.metrics_address.or(file.metrics_address),
         }

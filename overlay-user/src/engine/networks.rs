@@ -160,6 +160,7 @@ impl Engine {
             labels: opts.labels.clone(),
             created: ids::now_rfc3339(),
             docker: opts.docker,
+            docker_name: None,
         };
         // Another host may take the same VNI at the same moment: pick again.
         if global {

@@ -9,7 +9,11 @@
 //! `CreateEndpoint`, `Join`; and back: `Leave`, `DeleteEndpoint`,
 //! `ReleaseAddress`; `DeleteNetwork`, `ReleaseAddress`, `ReleasePool`.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::Path,
+};
 
 use ipnet::Ipv4Net;
 
@@ -227,6 +231,23 @@ impl Engine {
             self.cluster()?.release_address(&net.id, ip, host)?;
         }
         Ok(())
+    }
+
+    /// Records the names Docker knows its networks by (Docker's ID ->
+    /// name); names that break the network name rules are skipped. How
+    /// many were recorded.
+    pub fn name_docker_networks(&mut self, names: &BTreeMap<String, String>) -> usize {
+        let mut named = 0;
+        for (id, name) in names {
+            if let Some(net) = self.state.networks.get_mut(id)
+                && net.docker
+                && rules::check_name(name).is_ok()
+            {
+                net.docker_name = Some(name.clone());
+                named += 1;
+            }
+        }
+        named
     }
 
     /// `NetworkDriver.CreateNetwork`: a host-local network under Docker's

@@ -313,6 +313,7 @@ pub(crate) mod fixture {
             labels: BTreeMap::new(),
             created: String::new(),
             docker: false,
+            docker_name: None,
         }
     }
 

@@ -54,6 +54,18 @@ pub struct NetworkRecord {
     /// removes it, not `network rm`.
     #[serde(default)]
     pub docker: bool,
+    /// The name Docker knows it by (learned from Docker's API after it
+    /// made the network: the plugin protocol does not carry it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_name: Option<String>,
+}
+
+impl NetworkRecord {
+    /// The name users know it by: Docker's for a Docker network whose name
+    /// is known, else its own.
+    pub fn display_name(&self) -> &str {
+        self.docker_name.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// A container's interface on one network.

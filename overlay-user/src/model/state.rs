@@ -85,11 +85,17 @@ impl Snapshot {
         self.cluster.is_some() && net.driver == Driver::Overlay
     }
 
-    /// A network by name, full ID or unique ID prefix.
+    /// A network by name (its own, then Docker's), full ID or unique ID
+    /// prefix.
     pub fn find_network(&self, key: &str) -> Option<&NetworkRecord> {
         self.networks
             .values()
             .find(|n| n.name == key)
+            .or_else(|| {
+                self.networks
+                    .values()
+                    .find(|n| n.docker_name.as_deref() == Some(key))
+            })
             .or_else(|| by_id_prefix(self.networks.values(), |n| &n.id, key))
     }
 
@@ -174,6 +180,7 @@ mod tests {
             labels: BTreeMap::new(),
             created: String::new(),
             docker: false,
+            docker_name: None,
         }
     }
 

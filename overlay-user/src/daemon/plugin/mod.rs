@@ -11,6 +11,7 @@ use std::{
     io::{BufReader, BufWriter},
     net::Ipv4Addr,
     os::unix::net::{UnixListener, UnixStream},
+    sync::mpsc::Sender,
     time::Duration,
 };
 
@@ -47,15 +48,17 @@ fn fail<T>(msg: impl Into<String>) -> Result<T, Failure> {
 
 /// Serves Docker until the listener fails: a thread per connection,
 /// since Docker keeps connections open and may call on several at once
-/// (the store's lock orders the transactions).
-pub fn serve(listener: &UnixListener, paths: &Paths) {
+/// (the store's lock orders the transactions). Each network Docker makes
+/// is announced on `created` (whose receiver then learns its name).
+pub fn serve(listener: &UnixListener, paths: &Paths, created: &Sender<()>) {
     let paths = paths.clone();
+    let created = created.clone();
     super::serve_each(listener.incoming(), "plugin call", move |stream| {
-        connection(stream, &paths);
+        connection(stream, &paths, &created);
     });
 }
 
-fn connection(stream: UnixStream, paths: &Paths) {
+fn connection(stream: UnixStream, paths: &Paths, created: &Sender<()>) {
     let _ = stream.set_read_timeout(Some(IDLE));
     let Ok(write_half) = stream.try_clone() else {
         return;
@@ -73,7 +76,7 @@ fn connection(stream: UnixStream, paths: &Paths) {
             }
         };
         let (status, body) = if req.method == "POST" {
-            dispatch(paths, &req.path, &req.body)
+            dispatch(paths, &req.path, &req.body, created)
         } else {
             (405, json!({ "Err": "POST only" }))
         };
@@ -113,13 +116,16 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
 }
 
 /// One call: status and JSON body.
-fn dispatch(paths: &Paths, path: &str, body: &[u8]) -> (u16, Value) {
+fn dispatch(paths: &Paths, path: &str, body: &[u8], created: &Sender<()>) -> (u16, Value) {
     let result = match path {
         "/Plugin.Activate" => Ok(json!({ "Implements": ["NetworkDriver", "IpamDriver"] })),
         "/NetworkDriver.GetCapabilities" => {
             Ok(json!({ "Scope": "local", "ConnectivityScope": "local" }))
         }
-        "/NetworkDriver.CreateNetwork" => create_network(paths, body),
+        "/NetworkDriver.CreateNetwork" => create_network(paths, body).inspect(|_| {
+            // The learner may be gone (it never fails by itself): no name then.
+            let _ = created.send(());
+        }),
         "/NetworkDriver.DeleteNetwork" => delete_network(paths, body),
         "/NetworkDriver.CreateEndpoint" => create_endpoint(paths, body),
         "/NetworkDriver.DeleteEndpoint" => delete_endpoint(paths, body),

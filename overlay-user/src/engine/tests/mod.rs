@@ -581,6 +581,7 @@ fn global(tag: &str, name: &str, subnet: &str, vni: u32) -> NetworkRecord {
         labels: Default::default(),
         created: String::new(),
         docker: false,
+        docker_name: None,
     }
 }
 
@@ -1323,6 +1324,38 @@ fn docker_calls_through_the_plugin() {
         !k.default_routes.contains_key(&c.netns),
         "Docker sets routes"
     );
+
+    // Docker's name, once learned, finds it and shows; names that break
+    // the rules and networks that are not Docker's are left alone.
+    let named = h
+        .run(|e| {
+            Ok(e.name_docker_networks(&BTreeMap::from([
+                (id("dn"), "front".to_owned()),
+                (id("zz"), "ghost".to_owned()),
+            ])))
+        })
+        .expect("named");
+    assert_eq!(named, 1);
+    let s = h.stored();
+    let net = s.find_network("front").expect("by Docker's name");
+    assert_eq!(
+        (net.id.as_str(), net.display_name()),
+        (id("dn").as_str(), "front")
+    );
+    assert!(net.name.starts_with("docker-"), "its own name stays");
+    let bridge_id = s.find_network("bridge").expect("bridge").id.clone();
+    let named = h
+        .run(|e| {
+            Ok(e.name_docker_networks(&BTreeMap::from([
+                (id("dn"), "no/slashes".to_owned()),
+                (bridge_id.clone(), "renamed".to_owned()),
+            ])))
+        })
+        .expect("named");
+    assert_eq!(named, 0, "a bad name, and a network of ours");
+    let s = h.stored();
+    assert_eq!(s.networks[&id("dn")].display_name(), "front");
+    assert_eq!(s.networks[&bridge_id].display_name(), "bridge");
 
     // Docker's objects are Docker's.
     let err = h
