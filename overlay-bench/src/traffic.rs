@@ -132,6 +132,8 @@ pub struct PathResult {
     /// Lowest and highest RR median of the passes (`RR_PASSES` a round):
     /// the spread a reader needs before comparing two paths' medians.
     pub rr_median_range_us: (f64, f64),
+    /// Each round's 1-stream Gbit/s and retransmits, in round order.
+    pub tcp1_rounds: Vec<(f64, f64)>,
 }
 
 pub(crate) const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 3);
@@ -465,6 +467,8 @@ pub fn run(
         .iter()
         .zip(samples.iter_mut())
         .map(|((path, _), s)| PathResult {
+            // Before the medians below sort the samples.
+            tcp1_rounds: s[0].iter().copied().zip(s[2].iter().copied()).collect(),
             path: *path,
             name: path.name(),
             tcp1_gbps: median(&mut s[0]),

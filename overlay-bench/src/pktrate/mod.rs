@@ -172,6 +172,9 @@ pub struct NoDropResult {
     /// The path carried everything the generator could send: the rate is
     /// the generator's, and the path's own is higher.
     pub generator_bound: bool,
+    /// Each round's rate, in round order (paths take turns within a round,
+    /// so equal indices are measured minutes apart at most).
+    pub rounds: Vec<f64>,
 }
 
 /// Loss a no-drop trial may show (veth queues on a busy VM drop the odd
@@ -414,6 +417,7 @@ pub fn run(
             mpps: median(&mut s.iter().map(|x| x.0).collect::<Vec<_>>()),
             loss: median(&mut s.iter().map(|x| x.1).collect::<Vec<_>>()),
             generator_bound: s.iter().all(|x| x.2),
+            rounds: s.iter().map(|x| x.0).collect(),
         })
         .collect();
     let rates = keys
