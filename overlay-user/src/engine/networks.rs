@@ -107,7 +107,11 @@ impl Engine {
                 }
             }
         }
-        if known.iter().any(|n| n.name == opts.name) {
+        // Docker's names count: `--network NAME` must name one network.
+        if known
+            .iter()
+            .any(|n| n.name == opts.name || n.docker_name.as_deref() == Some(&opts.name))
+        {
             return Err(EngineError::DuplicateNetwork(opts.name.clone()));
         }
         let subnet = match opts.subnets.as_slice() {

@@ -234,12 +234,18 @@ impl Engine {
     }
 
     /// Records the names Docker knows its networks by (Docker's ID ->
-    /// name); names that break the network name rules are skipped. How
-    /// many were recorded.
+    /// name). Skipped: names that break the network name rules, and names
+    /// another network already goes by (its own or Docker's), so a name
+    /// always means one network. How many were recorded.
     pub fn name_docker_networks(&mut self, names: &BTreeMap<String, String>) -> usize {
         let mut named = 0;
         for (id, name) in names {
-            if let Some(net) = self.state.networks.get_mut(id)
+            let taken =
+                self.state.networks.values().any(|n| {
+                    &n.id != id && (&n.name == name || n.docker_name.as_ref() == Some(name))
+                });
+            if !taken
+                && let Some(net) = self.state.networks.get_mut(id)
                 && net.docker
                 && rules::check_name(name).is_ok()
             {

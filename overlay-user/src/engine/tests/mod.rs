@@ -1356,6 +1356,18 @@ fn docker_calls_through_the_plugin() {
     let s = h.stored();
     assert_eq!(s.networks[&id("dn")].display_name(), "front");
     assert_eq!(s.networks[&bridge_id].display_name(), "bridge");
+    // One name, one network: ours cannot take Docker's, nor Docker's ours.
+    let err = h
+        .run(|e| e.create_network(&bridge("front", "10.9.0.0/24")).map(drop))
+        .expect_err("taken by Docker's network");
+    assert!(matches!(err, EngineError::DuplicateNetwork(_)), "{err}");
+    h.run(|e| e.create_network(&bridge("back", "10.9.0.0/24")).map(drop))
+        .expect("ours");
+    let named = h
+        .run(|e| Ok(e.name_docker_networks(&BTreeMap::from([(id("dn"), "back".to_owned())]))))
+        .expect("named");
+    assert_eq!(named, 0, "a name one of ours has");
+    assert_eq!(h.stored().networks[&id("dn")].display_name(), "front");
 
     // Docker's objects are Docker's.
     let err = h
