@@ -201,6 +201,15 @@ impl Build {
     }
 }
 
+/// What [`Dataplane::upgrade_links`] did.
+#[derive(Debug, Default)]
+pub struct LinkUpgrade {
+    /// Links moved onto this build's programs.
+    pub moved: Vec<String>,
+    /// Links left as they were, and why.
+    pub left: Vec<(String, DataplaneError)>,
+}
+
 /// Which of this build's programs the pinned link `name` (of kernel link
 /// type `kind`) should run.
 fn program_for(name: &str, kind: LinkType) -> Option<&'static str> {
@@ -225,11 +234,17 @@ impl Dataplane {
     /// map, unwritten from then on. BPF_LINK_UPDATE swaps the program in
     /// place: no packet passes the interface without one. Links already
     /// running this build (same code, same maps) are left alone, so this
-    /// costs a few syscalls a link on every load. Returns the links moved.
-    pub(super) fn upgrade_links(&mut self) -> Result<Vec<String>, DataplaneError> {
+    /// costs a few syscalls a link on every load.
+    ///
+    /// Best effort, link by link: a link that cannot be read or moved (one
+    /// whose interface is gone is defunct, and the kernel refuses to update
+    /// it) is left as it is and named in the report; a repair pass removes
+    /// the links of vanished interfaces.
+    pub(super) fn upgrade_links(&mut self) -> Result<LinkUpgrade, DataplaneError> {
+        let mut report = LinkUpgrade::default();
         let names = self.links();
         if names.is_empty() {
-            return Ok(Vec::new());
+            return Ok(report);
         }
         let info_err = |name| {
             move |source| DataplaneError::Program {
@@ -261,11 +276,21 @@ impl Dataplane {
                 let op = format!("{op} {}", path.display());
                 move |source| DataplaneError::Link { op, source }
             };
-            let link = FdLink::from(PinnedLink::from_pin(&path).map_err(link_err("opening"))?);
-            let info = link.info().map_err(link_err("reading"))?;
-            let kind = info.link_type().map_err(link_err("typing"))?;
-            if let Some(prog) = program_for(&name, kind) {
-                links.push((name, link, prog, info.program_id()));
+            let opened = PinnedLink::from_pin(&path)
+                .map_err(link_err("opening"))
+                .map(FdLink::from)
+                .and_then(|link| {
+                    let info = link.info().map_err(link_err("reading"))?;
+                    let kind = info.link_type().map_err(link_err("typing"))?;
+                    Ok((link, kind, info.program_id()))
+                });
+            match opened {
+                Ok((link, kind, id)) => {
+                    if let Some(prog) = program_for(&name, kind) {
+                        links.push((name, link, prog, id));
+                    }
+                }
+                Err(e) => report.left.push((name, e)),
             }
         }
         // The attached programs' builds, in one walk over the loaded
@@ -277,38 +302,50 @@ impl Dataplane {
             .filter(|info| wanted.contains(&info.id()))
             .filter_map(|info| Some((info.id(), Build::of(&info).ok()?)))
             .collect();
-        let mut moved = Vec::new();
         for (name, link, prog, id) in links {
             if attached.get(&id) == ours.get(prog) {
                 continue;
             }
-            let update_err = |source| DataplaneError::Program {
-                op: "moving a link onto",
-                name: prog,
+            match self.move_link(&name, link, prog) {
+                Ok(()) => report.moved.push(name),
+                Err(e) => report.left.push((name, e)),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Moves pinned link `name` onto this load's program `prog`, in place.
+    fn move_link(
+        &mut self,
+        name: &str,
+        link: FdLink,
+        prog: &'static str,
+    ) -> Result<(), DataplaneError> {
+        let update_err = |source| DataplaneError::Program {
+            op: "moving a link onto",
+            name: prog,
+            source,
+        };
+        if prog == programs::UNDERLAY_XDP {
+            let link = XdpLink::try_from(link).map_err(|source| DataplaneError::Link {
+                op: format!("{name} as an XDP link"),
                 source,
-            };
-            if prog == programs::UNDERLAY_XDP {
-                let link = XdpLink::try_from(link).map_err(|source| DataplaneError::Link {
-                    op: format!("{name} as an XDP link"),
+            })?;
+            let xdp = self.xdp_program()?;
+            let id = xdp.attach_to_link(link).map_err(update_err)?;
+            // Closes this process's fd; the pin keeps the link.
+            drop(xdp.take_link(id).map_err(update_err)?);
+        } else {
+            let link =
+                SchedClassifierLink::try_from(link).map_err(|source| DataplaneError::Link {
+                    op: format!("{name} as a tcx link"),
                     source,
                 })?;
-                let xdp = self.xdp_program()?;
-                let id = xdp.attach_to_link(link).map_err(update_err)?;
-                // Closes this process's fd; the pin keeps the link.
-                drop(xdp.take_link(id).map_err(update_err)?);
-            } else {
-                let link =
-                    SchedClassifierLink::try_from(link).map_err(|source| DataplaneError::Link {
-                        op: format!("{name} as a tcx link"),
-                        source,
-                    })?;
-                let tc: &mut SchedClassifier = program(&mut self.ebpf, prog)?;
-                let id = tc.attach_to_link(link).map_err(update_err)?;
-                drop(tc.take_link(id).map_err(update_err)?);
-            }
-            moved.push(name);
+            let tc: &mut SchedClassifier = program(&mut self.ebpf, prog)?;
+            let id = tc.attach_to_link(link).map_err(update_err)?;
+            drop(tc.take_link(id).map_err(update_err)?);
         }
-        Ok(moved)
+        Ok(())
     }
 }
 

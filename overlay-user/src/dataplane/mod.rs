@@ -288,9 +288,19 @@ impl Dataplane {
             dp.fill_slots()
                 .map_err(DataplaneError::map("filling the slot arrays"))?;
         }
-        let moved = dp.upgrade_links()?;
-        if !moved.is_empty() {
-            tracing::info!(links = ?moved, "attached programs moved onto this build");
+        // Never fails the load: what is not moved keeps working as it was.
+        match dp.upgrade_links() {
+            Ok(report) => {
+                if !report.moved.is_empty() {
+                    tracing::info!(links = ?report.moved, "attached programs moved onto this build");
+                }
+                for (link, e) in &report.left {
+                    tracing::warn!(%link, error = %crate::api::error_chain(e), "left on its program");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::api::error_chain(&e), "attached programs not checked");
+            }
         }
         Ok(dp)
     }
