@@ -123,12 +123,7 @@ fn endpoints_sharing_a_slot_stay_apart() {
     // The program reads A's slot under its sequence lock: a slot being
     // rewritten (odd) is left for the hash map; a stable one is believed,
     // so one poisoned with Z's network and addresses makes A a spoofer.
-    let mut ep_slots: aya::maps::Array<_, EndpointSlot> =
-        aya::maps::Array::try_from(aya::maps::Map::Array(
-            aya::maps::MapData::from_pin(pins.0.join("maps").join(names::ENDPOINT_SLOTS))
-                .expect("pinned endpoint slots"),
-        ))
-        .expect("endpoint slots");
+    let mut ep_slots = slot_array::<EndpointSlot>(&pins, names::ENDPOINT_SLOTS);
     let index = endpoint_slot(a_if);
     let held = ep_slots.get(&index, 0).expect("A's slot");
     assert_eq!(held.ifindex, a_if, "A holds its slot");
@@ -311,21 +306,14 @@ fn attached_programs_move_onto_replaced_slot_arrays() {
             "{name} is made anew: {old} -> {new}"
         );
     }
-    let open = |name: &str| {
-        aya::maps::Map::Array(
-            aya::maps::MapData::from_pin(pins.0.join("maps").join(name)).expect("slot array"),
-        )
-    };
-    let ep_slots: aya::maps::Array<_, EndpointSlot> =
-        aya::maps::Array::try_from(open(names::ENDPOINT_SLOTS)).expect("endpoint slots");
+    let ep_slots = slot_array::<EndpointSlot>(&pins, names::ENDPOINT_SLOTS);
     let held = ep_slots.get(&endpoint_slot(a_if), 0).expect("A's slot");
     assert_eq!(
         (held.ifindex, held.seq & SLOT_SEQ_WRITING),
         (a_if, 0),
         "endpoint slots filled from the hash map"
     );
-    let route_slots: aya::maps::Array<_, RouteSlot> =
-        aya::maps::Array::try_from(open(names::ROUTE_SLOTS)).expect("route slots");
+    let route_slots = slot_array::<RouteSlot>(&pins, names::ROUTE_SLOTS);
     let c = RouteKey {
         vni: 100,
         ip: u32::from(ip("10.0.1.4")).to_be(),
@@ -368,21 +356,24 @@ fn attached_programs_move_onto_replaced_slot_arrays() {
     drop(dp);
 }
 
-/// The pinned direct-mapped slot arrays, as the programs read them.
+/// The pinned slot array `name`, as the programs read it.
+fn slot_array<V: aya::Pod>(pins: &PinDir, name: &str) -> aya::maps::Array<aya::maps::MapData, V> {
+    let data = aya::maps::MapData::from_pin(pins.0.join("maps").join(name))
+        .unwrap_or_else(|e| panic!("pinned {name}: {e}"));
+    aya::maps::Array::try_from(aya::maps::Map::Array(data))
+        .unwrap_or_else(|e| panic!("{name} as an array: {e}"))
+}
+
+/// The pinned route and peer slot arrays.
 fn slot_maps(
     pins: &PinDir,
 ) -> (
     aya::maps::Array<aya::maps::MapData, RouteSlot>,
     aya::maps::Array<aya::maps::MapData, PeerSlot>,
 ) {
-    let open = |name: &str| {
-        aya::maps::Map::Array(
-            aya::maps::MapData::from_pin(pins.0.join("maps").join(name)).expect("pinned slots"),
-        )
-    };
     (
-        aya::maps::Array::try_from(open(names::ROUTE_SLOTS)).expect("route slots"),
-        aya::maps::Array::try_from(open(names::PEER_SLOTS)).expect("peer slots"),
+        slot_array(pins, names::ROUTE_SLOTS),
+        slot_array(pins, names::PEER_SLOTS),
     )
 }
 
